@@ -1,0 +1,30 @@
+//! sosrouter: a SIP call-routing failover proxy that stands in front of emergency answering points.
+//!
+//! # Layout
+//!
+//! One line per module, in the order a message flows through them:
+//!
+//! - `transport`   — UDP and TCP sockets: bytes in, bytes out; TCP framing by Content-Length.
+//! - `sip`         — our own codec: scan, parse into offsets, edit by splicing, build responses.
+//! - `transaction` — RFC 3261 transaction keys and timers, sans-IO (time passed in).
+//! - `proxy`       — the stateful proxy: classify, Via/Max-Forwards/Record-Route, CANCEL, and the
+//!                   per-call failover state machine (the failover contract lives in `proxy/call.rs`).
+//! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure).
+//! - `health`      — probes and passive outcomes feeding per-target hysteresis; readiness.
+//! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure).
+//! - `app`         — wiring: builds every part from the rules and runs them; the only module that
+//!                   knows them all.
+//!
+//! Dependency direction: `sip` and `config` import nothing of the crate; `transaction` uses only
+//! `sip`; `routing` never imports `health`; `health` never imports `transport`.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod health;
+pub mod proxy;
+pub mod routing;
+pub mod sip;
+pub mod transaction;
+pub mod transport;

@@ -1,0 +1,176 @@
+//! The compiled rules snapshot and the routing decision: which route a call matches, and the ordered
+//! failover plan for it. Pure: no IO, no health import (readiness is passed in as a function).
+//!
+//! CONTRACT (the proxy is written against these names; keep them).
+
+use crate::config::{Diagnostic, Transport};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Stable target id, as written in the rules file. Health and counters are keyed by it.
+pub type TargetId = Arc<str>;
+
+/// What a target is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A SIP answering point (or any SIP next hop): `uri = "sip:127.0.0.1:5071"`.
+    Sip,
+    /// A `tel:` number reached through the gateway target `gateway`.
+    Tel { number: String, gateway: TargetId },
+}
+
+/// Health probe and passive-health settings, resolved per target (defaults, then per-target overrides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Send OPTIONS probes at all. Default true.
+    pub probe: bool,
+    /// Interval between probes to one target. Default 1 s.
+    pub probe_interval: Duration,
+    /// How long a probe may take before it counts as failed. Default 400 ms.
+    pub probe_timeout: Duration,
+    /// Random spread added to each interval, as a fraction of it in percent. Default 20.
+    pub probe_jitter_percent: u32,
+    /// Consecutive failed probes that take an up target down. Default 2.
+    pub down_after_probe_failures: u32,
+    /// Consecutive good probes that bring a down target to probation. Default 2.
+    pub up_after_probe_successes: u32,
+    /// Consecutive failed real calls that take a target down even while probes pass. Default 3.
+    pub down_after_call_failures: u32,
+    /// Which OPTIONS reply codes count as "alive" (inclusive ranges). Default 200-299.
+    pub alive_codes: Vec<(u16, u16)>,
+}
+
+/// One target of the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub id: TargetId,
+    pub kind: TargetKind,
+    /// The SIP URI as written (for Tel targets: the gateway's URI).
+    pub uri: String,
+    /// Where requests for this target are sent (for Tel targets: the gateway's address). IP literals only.
+    pub next_hop: SocketAddr,
+    pub transport: Transport,
+    /// Failure-domain tag, e.g. "psap-site-a", "pstn". Used by the lint in `check`.
+    pub failure_domain: String,
+    pub health: HealthSettings,
+    /// 1-based line of the target's table in the rules file (for messages).
+    pub line: usize,
+}
+
+impl Target {
+    /// The Request-URI to use when sending a call to this target, given the call's original one:
+    /// - Tel target: `tel:<number>` (e.g. `tel:+19785386180`).
+    /// - Sip target: the original when it is a `urn:` URI (the service URN travels with the call);
+    ///   otherwise the target URI, keeping the original user part when the target URI has none
+    ///   (`sip:911@127.0.0.1:5060` to `sip:127.0.0.1:5071` gives `sip:911@127.0.0.1:5071`).
+    pub fn request_uri_for(&self, _original: &[u8]) -> Vec<u8> { todo!() }
+}
+
+/// Per-route call timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// No provisional response other than 100 within this: abandon the attempt, next target. Default 1000 ms.
+    pub attempt_timeout: Duration,
+    /// Provisional received but no final within this: CANCEL, next target. Default 10 000 ms.
+    pub ring_timeout: Duration,
+    /// Bound on the whole failover chain: the last resort always starts before it. Default 30 000 ms.
+    pub call_deadline: Duration,
+}
+
+/// Which final responses fail over (inclusive ranges). Default 408, 480, 486, 500-599, 600, 603.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverCodes(pub Vec<(u16, u16)>);
+
+impl FailoverCodes {
+    pub fn fails_over(&self, code: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| lo <= code && code <= hi)
+    }
+}
+
+/// One route: match conditions and an ordered chain.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub id: Arc<str>,
+    /// Target ids in failover order; the last one is the route's last resort.
+    pub chain: Vec<TargetId>,
+    pub timers: Timers,
+    pub failover: FailoverCodes,
+    /// 1-based line of the route's table in the rules file.
+    pub line: usize,
+    // matcher fields private to the implementation
+}
+
+/// Readiness of a target as health and the operator switch see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Health says down or on probation.
+    NotReady,
+    /// The operator switched it off. Tried only when nothing else remains.
+    Disabled,
+}
+
+/// The facts about a call that routes match on, taken from the INVITE and where it came from.
+#[derive(Debug, Clone)]
+pub struct CallFacts {
+    pub request_uri: Vec<u8>,
+    /// Caller number or user: from P-Asserted-Identity, else From (user part of the URI; tel number).
+    pub caller: Option<String>,
+    pub source: IpAddr,
+    /// (lower-case header name, value) of every header, for header-value conditions.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl CallFacts {
+    /// Reads the facts from a parsed request and its source address.
+    pub fn from_message(_msg: &crate::sip::Message, _source: IpAddr) -> CallFacts { todo!() }
+}
+
+/// The routing decision for one call.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub route: Arc<Route>,
+    /// True when the call is an emergency call (service URN `urn:service:sos*`, or a dialled emergency
+    /// number). Only emergency calls get the failover guarantees' priority treatment.
+    pub emergency: bool,
+    /// Why this route matched, for logs and `sosrouter route` ("urn urn:service:sos.fire matched
+    /// service = urn:service:sos", "no route matched: default").
+    pub reason: String,
+}
+
+/// Where the proxy listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// The whole compiled rules file: read on every call, replaced whole on reload (one ArcSwap).
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub listen: Vec<Listen>,
+    pub targets: Vec<Arc<Target>>,
+    pub routes: Vec<Arc<Route>>,
+    /// The mandatory default route (also in `routes`? no: kept apart, used when nothing else matches).
+    pub default_route: Arc<Route>,
+    /// Source file name as given, for messages.
+    pub source: String,
+    // private: lookup tables, emergency numbers, ...
+}
+
+impl Rules {
+    /// Parses and validates rules text. Ok: the rules and any warnings. Err: every error (and warning).
+    pub fn parse(_text: &str, _source: &str) -> Result<(Rules, Vec<Diagnostic>), Vec<Diagnostic>> { todo!() }
+    /// Reads and parses a file.
+    pub fn load(_path: &std::path::Path) -> Result<(Rules, Vec<Diagnostic>), Vec<Diagnostic>> { todo!() }
+    pub fn target(&self, _id: &str) -> Option<&Arc<Target>> { todo!() }
+    /// The route for a call: the first route in file order whose conditions all match, else the default.
+    pub fn select(&self, _call: &CallFacts) -> Selection { todo!() }
+    /// Whether a call is an emergency call (see [`Selection::emergency`]).
+    pub fn is_emergency(&self, _call: &CallFacts) -> bool { todo!() }
+}
+
+/// The failover plan: targets of `route` in the order to try them. Ready targets first in chain order,
+/// then not-ready ones in chain order, then disabled ones in chain order. Every chain target exactly once.
+pub fn plan(_rules: &Rules, _route: &Route, _readiness: &dyn Fn(&str) -> Readiness) -> Vec<Arc<Target>> { todo!() }
