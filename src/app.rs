@@ -1,1 +1,156 @@
-//! (to be written)
+//! Wiring: builds every part from the rules and runs them. The only module that knows them all.
+
+use crate::config::{Severity, Transport as Proto};
+use crate::health::Health;
+use crate::proxy::{Dispatcher, Proxy, ProxyConfig};
+use crate::routing::{Listen, Rules};
+use crate::transport::{Transport, TransportConfig};
+use anyhow::{Context, anyhow};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a graceful shutdown waits for calls in flight before it stops anyway.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// What `sosrouter run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub rules_path: PathBuf,
+    /// Listen addresses from the command line; empty: the rules file's.
+    pub listen: Vec<Listen>,
+    pub undelivered_path: Option<PathBuf>,
+}
+
+/// A running proxy: its parts, for the binary and for tests.
+pub struct Running {
+    pub proxy: Arc<Proxy>,
+    pub transport: Transport,
+    pub rules: Arc<ArcSwap<Rules>>,
+    pub health: Health,
+}
+
+impl Running {
+    pub fn local_addr(&self, proto: Proto) -> Option<SocketAddr> {
+        self.transport.local_addr(proto)
+    }
+
+    /// Stops taking new calls, lets calls in flight finish (at most `limit`), then returns.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.proxy.set_draining();
+        self.transport.stop_accepting();
+        let until = tokio::time::Instant::now() + limit;
+        while self.proxy.calls_in_flight() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.proxy.calls_in_flight();
+        if left > 0 {
+            tracing::warn!(calls = left, "shutdown limit reached with calls in flight");
+        }
+    }
+}
+
+/// Parses `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+pub fn parse_listen(s: &str) -> anyhow::Result<Listen> {
+    let (proto, addr) = s
+        .split_once(':')
+        .ok_or_else(|| anyhow!("listen address `{s}`: expected udp:IP:PORT or tcp:IP:PORT"))?;
+    let transport = match proto {
+        "udp" => Proto::Udp,
+        "tcp" => Proto::Tcp,
+        _ => return Err(anyhow!("listen address `{s}`: transport must be udp or tcp")),
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("listen address `{s}`: bad IP:PORT"))?;
+    Ok(Listen { transport, addr })
+}
+
+/// Loads the rules, reporting warnings; refuses with every error.
+pub fn load_rules(path: &std::path::Path) -> anyhow::Result<Rules> {
+    match Rules::load(path) {
+        Ok((rules, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(rules)
+        }
+        Err(diags) => {
+            let text: Vec<String> = diags
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| d.to_string())
+                .collect();
+            Err(anyhow!("rules refused:\n{}", text.join("\n")))
+        }
+    }
+}
+
+/// Starts the proxy on already-loaded rules.
+pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
+    let listen = if opts.listen.is_empty() {
+        rules.listen.clone()
+    } else {
+        opts.listen.clone()
+    };
+    let transport = Transport::bind(&listen, TransportConfig::default())
+        .await
+        .context("cannot bind the listen addresses")?;
+    let health = Health::new(&rules);
+    let targets = rules.targets.clone();
+    let rules = Arc::new(ArcSwap::from_pointee(rules));
+    let cfg = ProxyConfig {
+        undelivered_path: opts.undelivered_path.clone(),
+        ..ProxyConfig::default()
+    };
+    let proxy = Proxy::new(rules.clone(), health.clone(), transport.clone(), cfg);
+    transport.start(Arc::new(Dispatcher(proxy.clone())));
+    for t in &targets {
+        if t.transport == Proto::Udp {
+            transport.add_udp_target(t.next_hop);
+        }
+    }
+    let sweeper = Arc::downgrade(&proxy);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(p) = sweeper.upgrade() else { return };
+            p.sweep(tokio::time::Instant::now().into_std());
+        }
+    });
+    for l in &listen {
+        if let Some(a) = transport.local_addr(l.transport) {
+            tracing::info!(transport = %l.transport, addr = %a, "listening");
+        }
+    }
+    Ok(Running {
+        proxy,
+        transport,
+        rules,
+        health,
+    })
+}
+
+/// `sosrouter run`: starts, serves until SIGINT or SIGTERM, drains.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let rules = load_rules(&opts.rules_path)?;
+    let running = start(rules, &opts).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down: new calls refused, calls in flight finishing");
+    running.shutdown(DRAIN_LIMIT).await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
+}

@@ -42,4 +42,13 @@ impl Health {
     }
     /// Reports an attempt's outcome. Never blocks.
     pub fn report(&self, _id: &str, _outcome: Outcome) {}
+    /// A reply to one of our OPTIONS probes.
+    pub fn on_probe_response(&self, _branch: &[u8], _status: u16) {}
+    /// Nothing can reach `addr` right now.
+    pub fn on_transport_error(&self, _addr: std::net::SocketAddr) {}
+}
+
+/// True for the branch of an OPTIONS probe sosrouter sent.
+pub fn is_probe_branch(branch: &[u8]) -> bool {
+    branch.starts_with(b"z9hG4bK-sosprobe-")
 }

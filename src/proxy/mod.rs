@@ -1,1 +1,350 @@
-//! (to be written)
+//! The transaction-stateful proxy (RFC 3261 §16–17): classifies every received message and hands it
+//! to the right place. Initial INVITEs become calls (`call.rs`, with the failover contract, driven by
+//! `task.rs`); CANCEL and ACK are matched to them; in-dialog requests are loose-routed through a small
+//! relay table; responses go to the call or relay that owns their branch, or are dropped as strays.
+//!
+//! Keyed hot state lives in `DashMap`s (sharded locks, not lock-free). No guard is held across an
+//! `.await` or across a second map call: every access below is one short lookup.
+
+pub mod attempt;
+#[cfg(test)]
+mod call_tests;
+pub mod call;
+pub mod forward;
+mod relay;
+mod task;
+pub mod undelivered;
+
+use crate::config::Transport as Proto;
+use crate::health::Health;
+use crate::routing::Rules;
+use crate::sip::{Limits, Message, build};
+use crate::transaction::ServerKey;
+use crate::transport::{Handler, Incoming, Transport};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use dashmap::DashMap;
+use forward::{Inbound, Local};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+pub use task::CallEvent;
+
+/// Methods we answer `405` for when they arrive outside a dialog (we route calls, not registrations).
+const ALLOW: &[u8] = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK";
+
+/// Settings of the proxy core.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyConfig {
+    pub limits: Limits,
+    /// Where undelivered calls are appended (JSON lines, synced per record). None: log only.
+    pub undelivered_path: Option<std::path::PathBuf>,
+}
+
+/// A server transaction as the dispatcher sees it.
+enum ServerEntry {
+    /// A call task owns it.
+    Active(mpsc::UnboundedSender<CallEvent>),
+    /// The call ended; retransmissions are answered with `last` (or absorbed) until `until`.
+    Done { until: Instant, last: Option<Bytes> },
+}
+
+/// A client branch of a call: who owns it and where it went (for transport errors).
+struct Branch {
+    tx: mpsc::UnboundedSender<CallEvent>,
+    addr: SocketAddr,
+}
+
+/// Counters read by tests and (later) metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub parse_errors: AtomicU64,
+    pub calls: AtomicU64,
+    pub stray_responses: AtomicU64,
+    /// Attempt outcomes, by kind (see [`OutcomeKind`]).
+    pub outcomes: [AtomicU64; OutcomeKind::COUNT],
+    /// Calls no target answered.
+    pub undelivered: AtomicU64,
+}
+
+/// Attempt outcome kinds, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    TransportError = 0,
+    AttemptTimeout = 1,
+    RingTimeout = 2,
+    FailureResponse = 3,
+    Progress = 4,
+}
+
+impl OutcomeKind {
+    pub const COUNT: usize = 5;
+    pub fn of(o: crate::health::Outcome) -> OutcomeKind {
+        use crate::health::Outcome as O;
+        match o {
+            O::TransportError => OutcomeKind::TransportError,
+            O::AttemptTimeout => OutcomeKind::AttemptTimeout,
+            O::RingTimeout => OutcomeKind::RingTimeout,
+            O::FailureResponse(_) => OutcomeKind::FailureResponse,
+            O::Progress(_) => OutcomeKind::Progress,
+        }
+    }
+}
+
+impl Counters {
+    pub fn outcome(&self, k: OutcomeKind) -> u64 {
+        self.outcomes[k as usize].load(Ordering::Relaxed)
+    }
+}
+
+pub struct Proxy {
+    rules: Arc<ArcSwap<Rules>>,
+    health: Health,
+    transport: Transport,
+    local: Local,
+    cfg: ProxyConfig,
+    server: DashMap<ServerKey, ServerEntry>,
+    branches: DashMap<Bytes, Branch>,
+    relays: relay::Relays,
+    undelivered: undelivered::Sink,
+    /// Set on shutdown: new calls are refused with 503 so the caller's network tries another proxy.
+    draining: std::sync::atomic::AtomicBool,
+    pub counters: Counters,
+}
+
+impl Proxy {
+    pub fn new(
+        rules: Arc<ArcSwap<Rules>>,
+        health: Health,
+        transport: Transport,
+        cfg: ProxyConfig,
+    ) -> Arc<Proxy> {
+        let local = Local {
+            udp: transport.local_addr(Proto::Udp),
+            tcp: transport.local_addr(Proto::Tcp),
+        };
+        let undelivered = undelivered::Sink::new(cfg.undelivered_path.clone());
+        Arc::new(Proxy {
+            rules,
+            health,
+            transport,
+            local,
+            cfg,
+            server: DashMap::new(),
+            branches: DashMap::new(),
+            relays: relay::Relays::default(),
+            undelivered,
+            draining: Default::default(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Removes finished server and relay entries. Called every second by the wiring.
+    pub fn sweep(&self, now: Instant) {
+        self.server
+            .retain(|_, e| !matches!(e, ServerEntry::Done { until, .. } if *until <= now));
+        self.relays.sweep(now);
+    }
+
+    /// Refuse new calls from now on (graceful shutdown).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Calls (server transactions) still owned by a task.
+    pub fn calls_in_flight(&self) -> usize {
+        self.server
+            .iter()
+            .filter(|e| matches!(e.value(), ServerEntry::Active(_)))
+            .count()
+    }
+
+    fn reply(&self, req: &Message, inb: &Inbound, code: u16, reason: &str, extra: &[&[u8]]) {
+        let tag = crate::transaction::derived_branch('t', &[req.call_id()]);
+        let tag = tag.get(tag.len() - 12..).unwrap_or("sos").to_string();
+        let resp = build::response(req, code, reason, Some(tag.as_bytes()), extra);
+        self.transport.send(inb.reply_to(), resp);
+    }
+
+    fn on_request(self: &Arc<Self>, msg: Message, inb: Inbound) {
+        use crate::sip::Method;
+        let Some(method) = msg.method() else { return };
+        let key = match ServerKey::of(&msg) {
+            Ok(k) => k,
+            Err(_) => return, // no usable Via: a response could not be addressed
+        };
+        match method {
+            Method::Ack => return self.on_ack(msg, inb, key),
+            Method::Cancel => return self.on_cancel(msg, inb, key),
+            _ => {}
+        }
+        let mf = match msg.max_forwards() {
+            Ok(mf) => mf,
+            Err(_) => return self.reply(&msg, &inb, 400, "Bad Max-Forwards", &[]),
+        };
+        let in_dialog = msg.to_tag().is_some();
+        if method == Method::Options && !in_dialog {
+            // Keep-alives and probes addressed to sosrouter itself.
+            let extra: &[&[u8]] = &[ALLOW, b"Accept: application/sdp"];
+            return self.reply(&msg, &inb, 200, "OK", extra);
+        }
+        if mf == Some(0) {
+            return self.reply(&msg, &inb, 483, "Too Many Hops", &[]);
+        }
+        let mf = mf.map_or(70, |m| m - 1);
+        if method == Method::Invite && !in_dialog {
+            return self.on_initial_invite(msg, inb, key, mf);
+        }
+        if !in_dialog {
+            return self.reply(&msg, &inb, 405, "Method Not Allowed", &[ALLOW]);
+        }
+        self.relay_request(msg, inb, mf);
+    }
+
+    fn on_initial_invite(self: &Arc<Self>, msg: Message, inb: Inbound, key: ServerKey, mf: u32) {
+        match self.server.get(&key).map(|e| match e.value() {
+            ServerEntry::Active(tx) => Ok(tx.clone()),
+            ServerEntry::Done { last, .. } => Err(last.clone()),
+        }) {
+            Some(Ok(tx)) => {
+                let _ = tx.send(CallEvent::Retransmit);
+                return;
+            }
+            Some(Err(last)) => {
+                if let Some(b) = last {
+                    self.transport.send(inb.reply_to(), b);
+                }
+                return;
+            }
+            None => {}
+        }
+        if self.draining.load(Ordering::Relaxed) {
+            return self.reply(&msg, &inb, 503, "Shutting Down", &[b"Retry-After: 5"]);
+        }
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        task::spawn_call(self.clone(), msg, inb, key, mf);
+    }
+
+    fn on_ack(self: &Arc<Self>, msg: Message, inb: Inbound, key: ServerKey) {
+        let owner = self.server.get(&key).map(|e| match e.value() {
+            ServerEntry::Active(tx) => Some(tx.clone()),
+            ServerEntry::Done { .. } => None,
+        });
+        match owner {
+            Some(Some(tx)) => {
+                let _ = tx.send(CallEvent::Ack);
+            }
+            Some(None) => {} // ACK of a final we already sent: absorbed hop by hop
+            None if msg.to_tag().is_some() => self.relay_request(msg, inb, 70),
+            None => {}
+        }
+    }
+
+    fn on_cancel(self: &Arc<Self>, msg: Message, inb: Inbound, key: ServerKey) {
+        let owner = self.server.get(&key).map(|e| match e.value() {
+            ServerEntry::Active(tx) => Some(tx.clone()),
+            ServerEntry::Done { .. } => None,
+        });
+        match owner {
+            Some(tx) => {
+                self.reply(&msg, &inb, 200, "OK", &[]);
+                if let Some(tx) = tx {
+                    let _ = tx.send(CallEvent::Cancel);
+                }
+            }
+            None => self.reply(&msg, &inb, 481, "Call/Transaction Does Not Exist", &[]),
+        }
+    }
+
+    fn on_response(&self, msg: Message) {
+        let Ok(via) = msg.top_via() else { return };
+        let Some(branch) = via.branch else { return };
+        if crate::health::is_probe_branch(branch) {
+            self.health.on_probe_response(branch, msg.status().unwrap_or(0));
+            return;
+        }
+        if let Some(b) = self.branches.get(branch).map(|b| b.tx.clone()) {
+            let _ = b.send(CallEvent::Response(msg));
+            return;
+        }
+        if self.relays.relay_response(&msg, &self.transport) {
+            return;
+        }
+        let invite_2xx = matches!(msg.status(), Some(200..=299))
+            && msg.cseq().method == crate::sip::Method::Invite;
+        if invite_2xx && crate::transaction::is_our_branch(branch) {
+            // A 2xx retransmission after its call ended: forwarded statelessly (RFC 3261 §16.7).
+            if let Some(dst) = forward::response_hop(&msg) {
+                let mut e = crate::sip::Editor::new(&msg);
+                e.pop_via();
+                if dst.proto == Proto::Tcp {
+                    e.ensure_content_length();
+                }
+                self.transport.send(dst, e.finish());
+            }
+            return;
+        }
+        self.counters.stray_responses.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(status = ?msg.status(), "stray response dropped");
+    }
+
+    fn relay_request(&self, msg: Message, inb: Inbound, mf: u32) {
+        let (popped, last_ours) = forward::our_routes(&msg, &self.local);
+        let is_ack = msg.method() == Some(crate::sip::Method::Ack);
+        if popped == 0 {
+            // Not a dialog we Record-Routed: refuse rather than relay for anyone.
+            if !is_ack {
+                self.reply(&msg, &inb, 403, "Not A Dialog Routed Here", &[]);
+            }
+            return;
+        }
+        let Some(dst) = forward::next_hop(&msg, popped, last_ours.as_deref()) else {
+            if !is_ack {
+                self.reply(&msg, &inb, 404, "No Route To Next Hop", &[]);
+            }
+            return;
+        };
+        self.relays
+            .forward(&msg, &inb, &self.local, dst, popped, mf, &self.transport);
+    }
+}
+
+/// The transport's view of the proxy (the call path needs an `Arc<Proxy>` to spawn call tasks).
+pub struct Dispatcher(pub Arc<Proxy>);
+
+impl Handler for Dispatcher {
+    fn on_message(&self, m: Incoming) {
+        let this = &self.0;
+        let inb = Inbound {
+            proto: m.proto,
+            src: m.peer,
+            conn: m.conn,
+        };
+        match Message::parse(m.data, &this.cfg.limits) {
+            Ok(msg) if msg.is_request() => this.on_request(msg, inb),
+            Ok(msg) => this.on_response(msg),
+            Err(e) => {
+                this.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %inb.src, error = %e, "unparseable message dropped");
+            }
+        }
+    }
+
+    fn on_unreachable(&self, proto: Proto, addr: SocketAddr) {
+        let this = &self.0;
+        let owners: Vec<_> = this
+            .branches
+            .iter()
+            .filter(|b| b.addr == addr)
+            .map(|b| b.tx.clone())
+            .collect();
+        for tx in owners {
+            let _ = tx.send(CallEvent::Unreachable(addr));
+        }
+        this.health.on_transport_error(addr);
+        tracing::debug!(%proto, %addr, "unreachable");
+    }
+}

@@ -174,3 +174,6 @@ impl Rules {
 /// The failover plan: targets of `route` in the order to try them. Ready targets first in chain order,
 /// then not-ready ones in chain order, then disabled ones in chain order. Every chain target exactly once.
 pub fn plan(_rules: &Rules, _route: &Route, _readiness: &dyn Fn(&str) -> Readiness) -> Vec<Arc<Target>> { todo!() }
+
+/// Validates rules files for `sosrouter check`: (all valid, report text). (STUB)
+pub fn check_files(_paths: &[std::path::PathBuf]) -> (bool, String) { todo!() }

@@ -1,0 +1,577 @@
+//! One emergency (or other) INVITE and its serial failover, as a pure state machine: events and `now`
+//! in, [`Action`]s out, the next wake-up time on request. No sockets, no clocks, no tasks; the async
+//! shell in `task.rs` feeds it and carries out what it returns.
+//!
+//! # The failover contract
+//!
+//! Keep this text and the code below in step.
+//!
+//! 1. A transport error toward the current target (ICMP port unreachable on UDP, TCP refused, reset or
+//!    connect timeout) before it sent any response means nothing reached it: fail over at once.
+//! 2. No provisional response other than 100 within the attempt timer: abandon that branch and fail
+//!    over. The target may have seen the INVITE, so if it later sends a provisional it is CANCELled
+//!    (RFC 3261 §9.1 forbids a CANCEL before one). The duplicate risk is accepted and logged.
+//! 3. A provisional (101–199) but no final within the ring timer: CANCEL and fail over.
+//! 4. A final response in the route's failover set (default 408, 480, 486, 5xx, 600, 603) fails over;
+//!    any other final is the answer and is relayed. A 503 is never relayed as 503 (RFC 3261 §16.7):
+//!    when it is the best response, the caller gets 500.
+//! 5. Once a 2xx has been relayed there is no failover. A 2xx from any branch is relayed (RFC 3261
+//!    §16.7 step 5), even a late one from an abandoned branch — for an emergency call, a human who
+//!    picked up wins — and every other live branch is CANCELled.
+//! 6. The call deadline bounds the chain: the route's last target (its last resort) is always tried,
+//!    and started no later than `deadline - attempt_timeout`. Every other attempt is cut short (CANCEL
+//!    or abandon) when it would cross that point; when the time left is less than one more attempt plus
+//!    the last resort's, the chain skips to the last resort. Once the last resort is ringing it rings
+//!    for its ring timer (cutting it off would help nobody).
+//! 7. When every target failed, or the deadline passed with the last resort tried, the caller gets the
+//!    best final response (RFC 3261 §16.7.6: 6xx, else the lowest class; 408 when none came), and the
+//!    call is reported undelivered with every attempt and its reason.
+//! 8. A CANCEL from the caller stops failover: the current branch is CANCELled and its final (487)
+//!    relayed; if none comes within [`CANCEL_GUARD`], the proxy answers 487 itself.
+//!
+//! Invariant (checked by proptest): a call with time left before its deadline and an untried target
+//! is never answered with a failure.
+
+use super::attempt::{Attempt, Phase};
+use crate::health::Outcome;
+use crate::routing::{FailoverCodes, Target, TargetId, Timers};
+use crate::sip::{Editor, Message, build};
+use crate::transaction::{Retransmit, T2, T4, TIMEOUT_64T1};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long after relaying a CANCEL we wait for the target's 487 before answering it ourselves.
+pub const CANCEL_GUARD: Duration = Duration::from_secs(2);
+/// How long a finished call stays around to CANCEL or ACK branches that are still settling.
+pub const LINGER: Duration = T4;
+
+/// Everything a call needs from the routing decision and the wiring.
+pub struct CallSetup {
+    /// The INVITE as received from the caller.
+    pub invite: Message,
+    /// Targets in the order to try them (ready first; see `routing::plan`).
+    pub plan: Vec<Arc<Target>>,
+    /// The route's last resort (its chain's last id).
+    pub last_resort: Option<TargetId>,
+    pub timers: Timers,
+    pub failover: FailoverCodes,
+    /// Reliable transport toward the caller (TCP): no response retransmissions.
+    pub caller_reliable: bool,
+    /// To-tag for responses the proxy generates itself.
+    pub to_tag: String,
+    /// Builds the INVITE for one attempt: (target, branch) -> bytes. Supplied by the wiring because
+    /// it knows our addresses and the inbound transport.
+    pub build_invite: Box<dyn Fn(&Target, &str) -> Bytes + Send>,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send bytes to a target (INVITE, CANCEL, ACK).
+    SendTarget(Arc<Target>, Bytes),
+    /// Send bytes to the caller over the transport the INVITE came on.
+    SendCaller(Bytes),
+    /// Route responses carrying this branch to this call; transport errors toward the address too.
+    Listen(String, SocketAddr),
+    /// Tell health what an attempt showed.
+    Report(TargetId, Outcome),
+    /// No target answered: record the call for a call-back.
+    Undelivered(Vec<AttemptRecord>),
+}
+
+/// What happened to one attempt, for logs and the undelivered record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub target: TargetId,
+    pub reason: String,
+    pub status: Option<u16>,
+    /// Time from the call's start to the attempt's start, and the attempt's length, in milliseconds.
+    pub started_ms: u64,
+    pub elapsed_ms: u64,
+}
+
+/// Where the call as a whole stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// Trying targets.
+    Routing,
+    /// A 2xx was relayed.
+    Answered,
+    /// A non-2xx final was sent to the caller.
+    Completed(u16),
+}
+
+pub struct Call {
+    setup: CallSetup,
+    started: Instant,
+    deadline: Instant,
+    attempts: Vec<Attempt>,
+    /// Plan indices already tried.
+    tried: Vec<bool>,
+    current: Option<usize>,
+    state: CallState,
+    /// Best failover-class final so far: (code, response) — response None when we only know a code.
+    best: Option<(u16, Option<Message>)>,
+    caller_cancelled: bool,
+    cancel_guard: Option<Instant>,
+    /// Last response sent to the caller (resent on an INVITE retransmission).
+    last_to_caller: Option<Bytes>,
+    /// Timer G/H for a non-2xx final toward an unreliable caller.
+    final_retransmit: Option<(Retransmit, Instant)>,
+    ended_at: Option<Instant>,
+    records: Vec<AttemptRecord>,
+}
+
+impl Call {
+    /// Starts the call: 100 Trying to the caller and the first attempt.
+    pub fn start(setup: CallSetup, now: Instant, out: &mut Vec<Action>) -> Call {
+        let n = setup.plan.len();
+        let deadline = now + setup.timers.call_deadline;
+        let mut call = Call {
+            setup,
+            started: now,
+            deadline,
+            attempts: Vec::new(),
+            tried: vec![false; n],
+            current: None,
+            state: CallState::Routing,
+            best: None,
+            caller_cancelled: false,
+            cancel_guard: None,
+            last_to_caller: None,
+            final_retransmit: None,
+            ended_at: None,
+            records: Vec::new(),
+        };
+        let trying = build::response(&call.setup.invite, 100, "Trying", None, &[]);
+        call.last_to_caller = Some(trying.clone());
+        out.push(Action::SendCaller(trying));
+        call.next_attempt(now, out);
+        call
+    }
+
+    pub fn state(&self) -> CallState {
+        self.state
+    }
+
+    /// The last response sent to the caller (what an INVITE retransmission gets after the call).
+    pub fn last_to_caller(&self) -> Option<Bytes> {
+        self.last_to_caller.clone()
+    }
+
+    pub fn records(&self) -> &[AttemptRecord] {
+        &self.records
+    }
+
+    /// The caller retransmitted the INVITE: repeat the last response.
+    pub fn on_caller_retransmit(&mut self, out: &mut Vec<Action>) {
+        if let Some(b) = &self.last_to_caller {
+            out.push(Action::SendCaller(b.clone()));
+        }
+    }
+
+    /// The caller ACKed our non-2xx final: stop retransmitting it.
+    pub fn on_caller_ack(&mut self) {
+        self.final_retransmit = None;
+    }
+
+    /// The caller CANCELled (the 200 to the CANCEL is the dispatcher's job).
+    pub fn on_caller_cancel(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.state != CallState::Routing || self.caller_cancelled {
+            return;
+        }
+        self.caller_cancelled = true;
+        self.cancel_guard = Some(now + CANCEL_GUARD);
+        if let Some(i) = self.current {
+            self.cancel_branch(i, out);
+        }
+    }
+
+    /// Nothing can reach `addr` (transport error): fails every attempt to it that got no response yet.
+    pub fn on_unreachable(&mut self, addr: SocketAddr, now: Instant, out: &mut Vec<Action>) {
+        for i in 0..self.attempts.len() {
+            let a = &mut self.attempts[i];
+            if a.target.next_hop != addr || a.responded || a.phase != Phase::Trying {
+                continue;
+            }
+            a.phase = Phase::Done;
+            if self.current == Some(i) && self.state == CallState::Routing && !self.caller_cancelled {
+                let t = a.target.id.clone();
+                out.push(Action::Report(t, Outcome::TransportError));
+                self.fail_attempt(i, "transport error", None, now);
+                self.next_attempt(now, out);
+            }
+        }
+    }
+
+    /// A response on one of our branches.
+    pub fn on_response(&mut self, msg: Message, now: Instant, out: &mut Vec<Action>) {
+        let Some(code) = msg.status() else { return };
+        let Some(i) = self.attempt_of(&msg) else { return };
+        if code < 200 {
+            self.on_provisional(i, code, &msg, now, out);
+        } else if code < 300 {
+            self.on_2xx(i, code, &msg, now, out);
+        } else {
+            self.on_failure_final(i, code, msg, now, out);
+        }
+    }
+
+    fn attempt_of(&self, msg: &Message) -> Option<usize> {
+        let via = msg.top_via().ok()?;
+        let branch = via.branch?;
+        self.attempts.iter().position(|a| a.branch.as_bytes() == branch)
+    }
+
+    fn on_provisional(&mut self, i: usize, code: u16, msg: &Message, now: Instant, out: &mut Vec<Action>) {
+        let ring = self.setup.timers.ring_timeout;
+        let a = &mut self.attempts[i];
+        a.provisional_seen = true;
+        a.responded = true;
+        a.retransmit = None; // any provisional stops timer A
+        if a.cancel_pending && !a.cancel_sent {
+            // An abandoned branch finally answered: now it may be CANCELled (RFC 3261 §9.1).
+            a.cancel_pending = false;
+            a.cancel_sent = true;
+            out.push(Action::SendTarget(a.target.clone(), build::cancel(&a.invite)));
+            return;
+        }
+        if code == 100 || a.phase != Phase::Trying && a.phase != Phase::Ringing {
+            return; // 100 Trying is not progress (the failover contract, point 2).
+        }
+        if a.phase == Phase::Trying {
+            a.phase = Phase::Ringing;
+            a.phase_timer = now + ring;
+            out.push(Action::Report(a.target.id.clone(), Outcome::Progress(code)));
+        }
+        if self.current == Some(i) && self.state == CallState::Routing && !self.caller_cancelled {
+            let relayed = self.relay(msg);
+            self.last_to_caller = Some(relayed.clone());
+            out.push(Action::SendCaller(relayed));
+        }
+    }
+
+    fn on_2xx(&mut self, i: usize, code: u16, msg: &Message, now: Instant, out: &mut Vec<Action>) {
+        out.push(Action::SendCaller(self.relay(msg)));
+        let first = self.attempts[i].final_code.is_none();
+        self.attempts[i].final_code = Some(code);
+        self.attempts[i].phase = Phase::Done;
+        self.attempts[i].responded = true;
+        self.attempts[i].retransmit = None;
+        if first {
+            let t = self.attempts[i].target.id.clone();
+            out.push(Action::Report(t, Outcome::Progress(code)));
+        }
+        if self.state != CallState::Routing {
+            return; // a 2xx retransmission or a second 2xx: relayed, nothing else (contract point 5).
+        }
+        if self.current != Some(i) {
+            tracing::info!(target = %self.attempts[i].target.id, "late 2xx from an abandoned branch answers the call");
+        }
+        self.state = CallState::Answered;
+        self.ended_at = Some(now);
+        self.records.push(self.attempts[i].record(self.started, now, "answered", Some(code)));
+        self.current = None;
+        for j in 0..self.attempts.len() {
+            if j != i {
+                self.cancel_branch(j, out);
+            }
+        }
+    }
+
+    fn on_failure_final(&mut self, i: usize, code: u16, msg: Message, now: Instant, out: &mut Vec<Action>) {
+        // A non-2xx final is ACKed hop by hop (RFC 3261 §17.1.1.3), retransmissions too.
+        let ack = build::ack_for_non2xx(&self.attempts[i].invite, &msg);
+        out.push(Action::SendTarget(self.attempts[i].target.clone(), ack));
+        let a = &mut self.attempts[i];
+        if a.final_code.is_some() {
+            return;
+        }
+        a.final_code = Some(code);
+        a.responded = true;
+        a.retransmit = None;
+        let was_live = matches!(a.phase, Phase::Trying | Phase::Ringing);
+        a.phase = Phase::Done;
+        if self.current != Some(i) || self.state != CallState::Routing || !was_live {
+            return;
+        }
+        if self.caller_cancelled {
+            // Contract point 8: the 487 (or whatever final) of the cancelled branch ends the call.
+            self.records.push(self.attempts[i].record(self.started, now, "cancelled by caller", Some(code)));
+            let relayed = self.relay(&msg);
+            self.send_final(relayed, code, now, out);
+            return;
+        }
+        if self.setup.failover.fails_over(code) {
+            let reason = format!("failure response {code}");
+            self.fail_attempt(i, &reason, Some(code), now);
+            out.push(Action::Report(self.attempts[i].target.id.clone(), Outcome::FailureResponse(code)));
+            self.keep_best(code, Some(msg));
+            self.next_attempt(now, out);
+        } else {
+            out.push(Action::Report(self.attempts[i].target.id.clone(), Outcome::Progress(code)));
+            self.records.push(self.attempts[i].record(self.started, now, "final response relayed", Some(code)));
+            let relayed = self.relay(&msg);
+            self.send_final(relayed, code, now, out);
+        }
+    }
+
+    /// Timers: attempt and ring timers, the deadline bound, retransmissions, the CANCEL guard.
+    pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
+        for a in &mut self.attempts {
+            if let Some(r) = &mut a.retransmit {
+                if r.fire(now) {
+                    out.push(Action::SendTarget(a.target.clone(), a.invite.bytes().clone()));
+                }
+            }
+        }
+        if let Some((r, h)) = &mut self.final_retransmit {
+            if now >= *h {
+                self.final_retransmit = None;
+            } else if r.fire(now) {
+                if let Some(b) = &self.last_to_caller {
+                    out.push(Action::SendCaller(b.clone()));
+                }
+            }
+        }
+        if let Some(g) = self.cancel_guard {
+            if now >= g && self.state == CallState::Routing {
+                let resp = build::response(&self.setup.invite, 487, "Request Terminated", Some(self.setup.to_tag.as_bytes()), &[]);
+                self.send_final(resp, 487, now, out);
+            }
+        }
+        let Some(i) = self.current else { return };
+        if self.state != CallState::Routing || self.caller_cancelled {
+            return;
+        }
+        let expiry = self.expiry_of(i);
+        if now < expiry {
+            return;
+        }
+        let cut_by_deadline = expiry < self.attempts[i].phase_timer;
+        let (outcome, reason) = match (cut_by_deadline, self.attempts[i].phase) {
+            (true, _) => (None, "deadline: skipping to the last resort"),
+            (false, Phase::Ringing) => (Some(Outcome::RingTimeout), "ring timeout"),
+            (false, _) => (Some(Outcome::AttemptTimeout), "attempt timeout"),
+        };
+        if let Some(o) = outcome {
+            out.push(Action::Report(self.attempts[i].target.id.clone(), o));
+        }
+        self.fail_attempt(i, reason, None, now);
+        self.cancel_branch(i, out);
+        self.next_attempt(now, out);
+    }
+
+    /// When the current attempt expires: its phase timer, cut at the last resort's latest start.
+    fn expiry_of(&self, i: usize) -> Instant {
+        let a = &self.attempts[i];
+        match self.bound_for(a.plan_index) {
+            Some(b) => a.phase_timer.min(b),
+            None => a.phase_timer,
+        }
+    }
+
+    /// Latest instant an attempt on plan index `p` may run to (contract point 6); None: unbounded
+    /// (the last resort itself runs on its own timers).
+    fn bound_for(&self, p: usize) -> Option<Instant> {
+        match self.last_resort_index() {
+            Some(lr) if lr == p => None,
+            Some(lr) if !self.tried[lr] => Some(
+                self.deadline
+                    .checked_sub(self.setup.timers.attempt_timeout)
+                    .unwrap_or(self.started),
+            ),
+            _ => Some(self.deadline),
+        }
+    }
+
+    fn last_resort_index(&self) -> Option<usize> {
+        let lr = self.setup.last_resort.as_ref()?;
+        self.setup.plan.iter().position(|t| &t.id == lr)
+    }
+
+    /// Which plan index to try next (contract point 6), or None when nothing may be tried.
+    fn choose_next(&self, now: Instant) -> Option<usize> {
+        let mut untried = (0..self.setup.plan.len()).filter(|&p| !self.tried[p]);
+        let first = untried.next()?;
+        match self.last_resort_index().filter(|&lr| !self.tried[lr]) {
+            Some(lr) => {
+                let need = self.setup.timers.attempt_timeout * 2;
+                if first != lr && now + need > self.deadline {
+                    Some(lr)
+                } else {
+                    Some(first)
+                }
+            }
+            None if now < self.deadline => Some(first),
+            None => None,
+        }
+    }
+
+    fn next_attempt(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.current = None;
+        match self.choose_next(now) {
+            Some(p) => self.start_attempt(p, now, out),
+            None => self.give_up(now, out),
+        }
+    }
+
+    fn start_attempt(&mut self, p: usize, now: Instant, out: &mut Vec<Action>) {
+        self.tried[p] = true;
+        let target = self.setup.plan[p].clone();
+        let branch = crate::transaction::new_branch();
+        let bytes = (self.setup.build_invite)(&target, &branch);
+        let invite = match Message::parse(bytes.clone(), &crate::sip::Limits::default()) {
+            Ok(m) => m,
+            Err(e) => {
+                // Our own output must parse; if it does not, this target cannot be tried.
+                tracing::error!(target = %target.id, error = %e, "built INVITE does not parse");
+                self.records.push(AttemptRecord {
+                    target: target.id.clone(),
+                    reason: format!("internal: {e}"),
+                    status: None,
+                    started_ms: ms(now - self.started),
+                    elapsed_ms: 0,
+                });
+                return self.next_attempt(now, out);
+            }
+        };
+        tracing::debug!(target = %target.id, branch = %branch, "attempt started");
+        out.push(Action::Listen(branch.clone(), target.next_hop));
+        out.push(Action::SendTarget(target.clone(), bytes));
+        let reliable = target.transport == crate::config::Transport::Tcp;
+        let attempt = Attempt::new(target, p, branch, invite, now, self.setup.timers.attempt_timeout, reliable);
+        self.attempts.push(attempt);
+        self.current = Some(self.attempts.len() - 1);
+    }
+
+    /// Records a failed attempt (health is told by the caller of this, which knows the outcome).
+    fn fail_attempt(&mut self, i: usize, reason: &str, code: Option<u16>, now: Instant) {
+        let a = &mut self.attempts[i];
+        a.retransmit = None;
+        tracing::info!(target = %a.target.id, reason = %reason, "attempt failed, failing over");
+        let rec = a.record(self.started, now, reason, code);
+        self.records.push(rec);
+    }
+
+    /// Contract point 7.
+    fn give_up(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let resp = match self.best.take() {
+            Some((503, _)) => build::response(&self.setup.invite, 500, "Server Internal Error", Some(self.setup.to_tag.as_bytes()), &[]),
+            Some((_, Some(msg))) => self.relay(&msg),
+            Some((code, None)) => build::response(&self.setup.invite, code, build::reason_phrase(code), Some(self.setup.to_tag.as_bytes()), &[]),
+            None => build::response(&self.setup.invite, 408, "Request Timeout", Some(self.setup.to_tag.as_bytes()), &[]),
+        };
+        let code = status_of(&resp).unwrap_or(500);
+        out.push(Action::Undelivered(self.records.clone()));
+        self.send_final(resp, code, now, out);
+    }
+
+    fn keep_best(&mut self, code: u16, msg: Option<Message>) {
+        let better = match &self.best {
+            None => true,
+            Some((b, _)) => rank(code) < rank(*b),
+        };
+        if better {
+            self.best = Some((code, msg));
+        }
+    }
+
+    fn send_final(&mut self, bytes: Bytes, code: u16, now: Instant, out: &mut Vec<Action>) {
+        self.state = CallState::Completed(code);
+        self.current = None;
+        self.ended_at = Some(now);
+        self.cancel_guard = None;
+        self.last_to_caller = Some(bytes.clone());
+        if !self.setup.caller_reliable {
+            self.final_retransmit = Some((Retransmit::new(now, T2), now + TIMEOUT_64T1));
+        }
+        out.push(Action::SendCaller(bytes));
+        for j in 0..self.attempts.len() {
+            self.cancel_branch(j, out);
+        }
+    }
+
+    /// Stops a branch: CANCEL when it sent a provisional, else remember to CANCEL when one shows up.
+    fn cancel_branch(&mut self, i: usize, out: &mut Vec<Action>) {
+        let a = &mut self.attempts[i];
+        a.retransmit = None;
+        if a.phase == Phase::Done || a.cancel_sent {
+            return;
+        }
+        a.phase = Phase::Abandoned;
+        if a.provisional_seen {
+            a.cancel_sent = true;
+            a.cancel_pending = false;
+            out.push(Action::SendTarget(a.target.clone(), build::cancel(&a.invite)));
+        } else {
+            a.cancel_pending = true;
+        }
+    }
+
+    fn relay(&self, msg: &Message) -> Bytes {
+        let mut e = Editor::new(msg);
+        e.pop_via();
+        if self.setup.caller_reliable {
+            e.ensure_content_length();
+        }
+        e.finish()
+    }
+
+    /// When the shell must wake us next, if ever.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let mut w: Option<Instant> = None;
+        let mut consider = |t: Instant| w = Some(w.map_or(t, |x| x.min(t)));
+        for a in &self.attempts {
+            if let Some(r) = &a.retransmit {
+                consider(r.due_at());
+            }
+        }
+        if let Some((r, h)) = &self.final_retransmit {
+            consider(r.due_at().min(*h));
+        }
+        if let Some(g) = self.cancel_guard {
+            consider(g);
+        }
+        if let (Some(i), CallState::Routing) = (self.current, self.state) {
+            if !self.caller_cancelled {
+                consider(self.expiry_of(i));
+            }
+        }
+        if let Some(e) = self.ended_at {
+            consider(e + LINGER);
+        }
+        w
+    }
+
+    /// The shell may drop the call: the caller has its final and nothing is left to settle.
+    pub fn is_finished(&self, now: Instant) -> bool {
+        let Some(ended) = self.ended_at else { return false };
+        if self.final_retransmit.is_some() {
+            return false;
+        }
+        let settling = self.attempts.iter().any(|a| a.is_settling());
+        !settling || now >= ended + LINGER
+    }
+}
+
+/// RFC 3261 §16.7.6 preference: 6xx first, then 4xx, 5xx, 3xx (lower rank is better).
+fn rank(code: u16) -> u8 {
+    match code / 100 {
+        6 => 0,
+        4 => 1,
+        5 => 2,
+        _ => 3,
+    }
+}
+
+fn status_of(resp: &Bytes) -> Option<u16> {
+    let s = resp.get(8..11)?;
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+pub(crate) fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}

@@ -1,0 +1,329 @@
+//! The call state machine without sockets or clocks: scripted targets, explicit time.
+
+use super::call::{Action, Call, CallSetup, CallState};
+use crate::config::Transport;
+use crate::health::Outcome;
+use crate::routing::{FailoverCodes, HealthSettings, Target, TargetKind, Timers};
+use crate::sip::{Limits, Message};
+use bytes::Bytes;
+use proptest::prelude::*;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn target(id: &str, port: u16) -> Arc<Target> {
+    Arc::new(Target {
+        id: id.into(),
+        kind: TargetKind::Sip,
+        uri: format!("sip:127.0.0.1:{port}"),
+        next_hop: format!("127.0.0.1:{port}").parse().unwrap(),
+        transport: Transport::Udp,
+        failure_domain: id.to_string(),
+        health: HealthSettings {
+            probe: false,
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(400),
+            probe_jitter_percent: 20,
+            down_after_probe_failures: 2,
+            up_after_probe_successes: 2,
+            down_after_call_failures: 3,
+            alive_codes: vec![(200, 299)],
+        },
+        line: 1,
+    })
+}
+
+fn parse(s: String) -> Message {
+    Message::parse(Bytes::from(s), &Limits::default()).expect("test message parses")
+}
+
+const CALLER_VIA: &str = "SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-caller";
+
+fn caller_invite() -> Message {
+    parse(format!(
+        "INVITE urn:service:sos SIP/2.0\r\nVia: {CALLER_VIA}\r\nMax-Forwards: 70\r\n\
+         From: <sip:+16175550123@a.example>;tag=c1\r\nTo: <urn:service:sos>\r\nCall-ID: c-1\r\n\
+         CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ))
+}
+
+fn forwarded(branch: &str) -> String {
+    format!(
+        "INVITE urn:service:sos SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\n\
+         Via: {CALLER_VIA}\r\nMax-Forwards: 69\r\nFrom: <sip:+16175550123@a.example>;tag=c1\r\n\
+         To: <urn:service:sos>\r\nCall-ID: c-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn response(branch: &str, code: u16) -> Message {
+    parse(format!(
+        "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\nVia: {CALLER_VIA}\r\n\
+         From: <sip:+16175550123@a.example>;tag=c1\r\nTo: <urn:service:sos>;tag=t{code}\r\n\
+         Call-ID: c-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ))
+}
+
+fn setup(n: usize, timers: Timers) -> CallSetup {
+    let plan: Vec<_> = (0..n).map(|i| target(&format!("t{i}"), 5071 + i as u16)).collect();
+    CallSetup {
+        invite: caller_invite(),
+        last_resort: plan.last().map(|t| t.id.clone()),
+        plan,
+        timers,
+        failover: FailoverCodes(vec![(408, 408), (480, 480), (486, 486), (500, 599), (600, 600), (603, 603)]),
+        caller_reliable: false,
+        to_tag: "px".into(),
+        build_invite: Box::new(|_t: &Target, b: &str| Bytes::from(forwarded(b))),
+    }
+}
+
+/// What a scripted target does with an INVITE, after `delay_ms`.
+#[derive(Debug, Clone, Copy)]
+enum Script {
+    Answer(u64),
+    Fail(u16, u64),
+    Unreachable(u64),
+    RingThenNothing(u64),
+    Silent,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Pending(Instant, usize, u8); // time, target index, what (0 answer, 1 fail, 2 unreachable, 3 ring)
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.0.cmp(&self.0).then(o.1.cmp(&self.1))
+    }
+}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// Result of a simulated call.
+#[derive(Debug)]
+struct Sim {
+    final_code: u16,
+    final_at: Duration,
+    invited: Vec<usize>,
+    reports: Vec<(String, Outcome)>,
+    cancels: Vec<usize>,
+}
+
+fn simulate(scripts: &[Script], timers: Timers) -> Sim {
+    let t0 = Instant::now();
+    let mut out = vec![];
+    let mut call = Call::start(setup(scripts.len(), timers), t0, &mut out);
+    let mut queue = BinaryHeap::new();
+    let mut branches: Vec<(usize, String)> = vec![];
+    let mut sim = Sim { final_code: 0, final_at: Duration::ZERO, invited: vec![], reports: vec![], cancels: vec![] };
+    let mut now = t0;
+    for _ in 0..10_000 {
+        for a in out.drain(..) {
+            match a {
+                Action::SendTarget(t, bytes) => {
+                    let idx = t.id[1..].parse::<usize>().unwrap();
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    if text.starts_with("CANCEL") {
+                        sim.cancels.push(idx);
+                    } else if text.starts_with("INVITE") && !branches.iter().any(|(i, _)| *i == idx) {
+                        let m = parse(text);
+                        let br = String::from_utf8_lossy(m.top_via().unwrap().branch.unwrap()).into_owned();
+                        branches.push((idx, br));
+                        sim.invited.push(idx);
+                        match scripts[idx] {
+                            Script::Answer(d) => queue.push(Pending(now + ms(d), idx, 0)),
+                            Script::Fail(_, d) => queue.push(Pending(now + ms(d), idx, 1)),
+                            Script::Unreachable(d) => queue.push(Pending(now + ms(d), idx, 2)),
+                            Script::RingThenNothing(d) => queue.push(Pending(now + ms(d), idx, 3)),
+                            Script::Silent => {}
+                        }
+                    }
+                }
+                Action::SendCaller(b) => {
+                    let m = Message::parse(b, &Limits::default()).unwrap();
+                    let code = m.status().unwrap();
+                    if code >= 200 && sim.final_code == 0 {
+                        sim.final_code = code;
+                        sim.final_at = now - t0;
+                    }
+                }
+                Action::Report(t, o) => sim.reports.push((t.to_string(), o)),
+                Action::Listen(..) | Action::Undelivered(_) => {}
+            }
+        }
+        if call.is_finished(now) {
+            break;
+        }
+        let wake = call.next_wake();
+        let ev = queue.peek().map(|p| p.0);
+        let next = match (wake, ev) {
+            (Some(w), Some(e)) => w.min(e),
+            (Some(w), None) => w,
+            (None, Some(e)) => e,
+            (None, None) => break,
+        };
+        now = next.max(now);
+        if ev == Some(next) {
+            let Pending(_, idx, what) = queue.pop().unwrap();
+            let br = branches.iter().find(|(i, _)| *i == idx).unwrap().1.clone();
+            match (what, scripts[idx]) {
+                (0, _) => call.on_response(response(&br, 200), now, &mut out),
+                (1, Script::Fail(code, _)) => call.on_response(response(&br, code), now, &mut out),
+                (2, _) => call.on_unreachable(format!("127.0.0.1:{}", 5071 + idx).parse().unwrap(), now, &mut out),
+                (3, _) => call.on_response(response(&br, 180), now, &mut out),
+                _ => unreachable!(),
+            }
+        } else {
+            call.on_timer(now, &mut out);
+        }
+    }
+    sim
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn timers(attempt: u64, ring: u64, deadline: u64) -> Timers {
+    Timers { attempt_timeout: ms(attempt), ring_timeout: ms(ring), call_deadline: ms(deadline) }
+}
+
+#[test]
+fn first_target_answers() {
+    let s = simulate(&[Script::Answer(5), Script::Answer(5)], timers(1000, 10_000, 30_000));
+    assert_eq!(s.final_code, 200);
+    assert_eq!(s.invited, vec![0]);
+}
+
+#[test]
+fn unreachable_fails_over_at_once() {
+    let s = simulate(&[Script::Unreachable(1), Script::Answer(5)], timers(1000, 10_000, 30_000));
+    assert_eq!(s.final_code, 200);
+    assert_eq!(s.invited, vec![0, 1]);
+    assert_eq!(s.final_at, ms(6), "1 ms to the ICMP error, 5 ms to the answer: no timer");
+    assert_eq!(s.reports[0], ("t0".into(), Outcome::TransportError));
+}
+
+#[test]
+fn silent_target_costs_exactly_the_attempt_timer() {
+    let s = simulate(&[Script::Silent, Script::Answer(5)], timers(1000, 10_000, 30_000));
+    assert_eq!(s.final_code, 200);
+    assert_eq!(s.final_at, ms(1005));
+    assert!(s.cancels.is_empty(), "no CANCEL before a provisional (RFC 3261 §9.1)");
+    assert_eq!(s.reports[0], ("t0".into(), Outcome::AttemptTimeout));
+}
+
+#[test]
+fn ringing_target_is_cancelled_after_the_ring_timer() {
+    let s = simulate(&[Script::RingThenNothing(10), Script::Answer(5)], timers(1000, 3000, 30_000));
+    assert_eq!(s.final_code, 200);
+    assert_eq!(s.final_at, ms(10 + 3000 + 5));
+    assert_eq!(s.cancels, vec![0]);
+}
+
+#[test]
+fn best_response_503_becomes_500_and_none_becomes_408() {
+    let s = simulate(&[Script::Fail(503, 1), Script::Fail(486, 1)], timers(1000, 3000, 30_000));
+    assert_eq!(s.final_code, 486, "4xx beats 5xx (RFC 3261 §16.7.6)");
+    let s = simulate(&[Script::Fail(503, 1), Script::Fail(503, 1)], timers(1000, 3000, 30_000));
+    assert_eq!(s.final_code, 500, "503 is never relayed as 503");
+    let s = simulate(&[Script::Silent, Script::Unreachable(1)], timers(100, 3000, 30_000));
+    assert_eq!(s.final_code, 408);
+}
+
+#[test]
+fn deadline_skips_to_the_last_resort_and_answers_before_it() {
+    // Three silent PSAPs and a silent last resort; 1 s attempts; 2.5 s deadline.
+    let s = simulate(&[Script::Silent, Script::Silent, Script::Silent, Script::Silent], timers(1000, 3000, 2500));
+    assert_eq!(s.invited, vec![0, 3], "after one attempt only the last resort fits");
+    assert!(s.final_at <= ms(2500), "final at {:?}", s.final_at);
+    assert_eq!(s.final_code, 408);
+}
+
+#[test]
+fn ringing_cut_by_the_deadline_still_reaches_the_last_resort() {
+    let s = simulate(&[Script::RingThenNothing(10), Script::Answer(5)], timers(1000, 60_000, 5000));
+    assert_eq!(s.final_code, 200);
+    assert_eq!(s.final_at, ms(4000 + 5), "cut at deadline - attempt timer");
+    assert_eq!(s.cancels, vec![0]);
+    assert!(s.reports.iter().all(|(t, o)| t != "t0" || !matches!(o, Outcome::RingTimeout)),
+        "a cut by the deadline is not the target's fault");
+}
+
+#[test]
+fn non_failover_final_is_relayed() {
+    let s = simulate(&[Script::Fail(404, 1), Script::Answer(1)], timers(1000, 3000, 30_000));
+    assert_eq!(s.final_code, 404);
+    assert_eq!(s.invited, vec![0]);
+}
+
+#[test]
+fn cancel_from_caller_stops_failover() {
+    let t0 = Instant::now();
+    let mut out = vec![];
+    let mut call = Call::start(setup(2, timers(1000, 10_000, 30_000)), t0, &mut out);
+    let inv = out.iter().find_map(|a| match a {
+        Action::SendTarget(_, b) => Some(Message::parse(b.clone(), &Limits::default()).unwrap()),
+        _ => None,
+    });
+    let br = String::from_utf8_lossy(inv.unwrap().top_via().unwrap().branch.unwrap()).into_owned();
+    out.clear();
+    call.on_response(response(&br, 180), t0 + ms(5), &mut out);
+    out.clear();
+    call.on_caller_cancel(t0 + ms(10), &mut out);
+    assert!(out.iter().any(|a| matches!(a, Action::SendTarget(_, b) if b.starts_with(b"CANCEL"))));
+    out.clear();
+    call.on_response(response(&br, 487), t0 + ms(12), &mut out);
+    let finals: Vec<u16> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendCaller(b) => Message::parse(b.clone(), &Limits::default()).ok()?.status(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finals, vec![487]);
+    assert_eq!(call.state(), CallState::Completed(487));
+}
+
+fn script() -> impl Strategy<Value = Script> {
+    prop_oneof![
+        (0u64..300).prop_map(Script::Answer),
+        (prop::sample::select(vec![408u16, 480, 486, 500, 503, 600, 603]), 0u64..300).prop_map(|(c, d)| Script::Fail(c, d)),
+        (0u64..50).prop_map(Script::Unreachable),
+        (0u64..300).prop_map(Script::RingThenNothing),
+        Just(Script::Silent),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Issue invariant 3: for any interleaving of outcomes, a call with time left before its
+    /// deadline and an untried target is never answered with a failure; and the last resort is
+    /// always tried before a failure is given.
+    #[test]
+    fn invariant3_no_failure_while_time_left_and_untried_target(
+        scripts in prop::collection::vec(script(), 1..6),
+        attempt in 50u64..1500,
+        ring in 100u64..5000,
+        deadline in 500u64..8000,
+    ) {
+        let n = scripts.len();
+        let s = simulate(&scripts, timers(attempt, ring, deadline));
+        prop_assert!(s.final_code >= 200, "the call always ends: {s:?}");
+        let mut uniq = s.invited.clone();
+        uniq.sort_unstable();
+        uniq.dedup();
+        prop_assert_eq!(uniq.len(), s.invited.len(), "no target invited twice");
+        if s.final_code >= 300 {
+            let all_tried = s.invited.len() == n;
+            let past_deadline = s.final_at >= ms(deadline);
+            prop_assert!(all_tried || past_deadline, "failure with time left and untried targets: {s:?}");
+            prop_assert!(s.invited.contains(&(n - 1)), "last resort not tried: {s:?}");
+        }
+        if s.final_code == 200 {
+            prop_assert!(s.invited.iter().any(|&i| matches!(scripts[i], Script::Answer(_))));
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Building what the proxy forwards: our Via, Record-Route (double when the two sides differ, RFC
+//! 5658), loose-route processing of Route headers we own, and the next hop of an in-dialog request.
+
+use crate::config::Transport as Proto;
+use crate::sip::{Editor, Message, Source, Uri};
+use crate::transport::{ConnId, Destination};
+use std::net::{IpAddr, SocketAddr};
+
+/// Our own addresses, per transport (what goes into Via and Record-Route).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Local {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+}
+
+impl Local {
+    pub fn addr(&self, proto: Proto) -> Option<SocketAddr> {
+        match proto {
+            Proto::Udp => self.udp,
+            Proto::Tcp => self.tcp,
+        }
+    }
+
+    /// `SIP/2.0/UDP 127.0.0.1:5060;branch=...;rport`
+    pub fn via(&self, proto: Proto, branch: &str) -> Vec<u8> {
+        let addr = self.addr(proto).or(self.udp).or(self.tcp);
+        let hp = addr.map(host_port).unwrap_or_default();
+        let t = match proto {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        };
+        format!("SIP/2.0/{t} {hp};branch={branch};rport").into_bytes()
+    }
+
+    /// `<sip:127.0.0.1:5060;transport=udp;lr>`, with a flow token naming the caller's TCP connection
+    /// when `flow` is given, so requests toward the caller reuse that connection.
+    pub fn record_route(&self, proto: Proto, flow: Option<ConnId>) -> Vec<u8> {
+        let addr = self.addr(proto).or(self.udp).or(self.tcp);
+        let hp = addr.map(host_port).unwrap_or_default();
+        let user = flow.map(|c| format!("f{}@", c.raw())).unwrap_or_default();
+        format!("<sip:{user}{hp};transport={proto};lr>").into_bytes()
+    }
+
+    /// Whether a URI names this proxy (host is one of our addresses, port ours or absent and 5060).
+    pub fn is_us(&self, uri: &Uri<'_>) -> bool {
+        let Some(host) = uri.host.and_then(parse_host) else {
+            return false;
+        };
+        [self.udp, self.tcp].into_iter().flatten().any(|a| {
+            let ip_ok = a.ip() == host || (a.ip().is_unspecified() && host.is_loopback());
+            ip_ok && uri.port.unwrap_or(5060) == a.port()
+        })
+    }
+}
+
+/// How an incoming request arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound {
+    pub proto: Proto,
+    pub src: SocketAddr,
+    pub conn: Option<ConnId>,
+}
+
+impl Inbound {
+    pub fn source(&self) -> Source {
+        Source {
+            ip: self.src.ip(),
+            port: self.src.port(),
+        }
+    }
+    pub fn reply_to(&self) -> Destination {
+        Destination {
+            proto: self.proto,
+            addr: self.src,
+            conn: self.conn,
+        }
+    }
+}
+
+pub fn host_port(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+/// An IP literal host (`127.0.0.1`, `[::1]`); names are not resolved (no DNS on the call path).
+pub fn parse_host(h: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(h).ok()?;
+    let s = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
+    s.parse().ok()
+}
+
+/// The INVITE for one attempt (RFC 3261 §16.6): stamp the caller's Via, our Via on top, Max-Forwards
+/// decremented, our Route entries removed, Request-URI for the target, Record-Route.
+pub fn invite_for_attempt(
+    orig: &Message,
+    inb: &Inbound,
+    local: &Local,
+    target: &crate::routing::Target,
+    branch: &str,
+    max_forwards: u32,
+    routes_popped: usize,
+) -> bytes::Bytes {
+    let out = target.transport;
+    let ruri = target.request_uri_for(orig.request_uri().unwrap_or_default());
+    let mut e = Editor::new(orig);
+    e.stamp_top_via(inb.source())
+        .push_via(&local.via(out, branch))
+        .set_max_forwards(max_forwards)
+        .pop_routes(routes_popped)
+        .set_request_uri(&ruri);
+    if inb.proto == out && inb.proto == Proto::Udp {
+        e.push_record_route(&local.record_route(out, None));
+    } else {
+        // Double Record-Route (RFC 5658): the caller-facing entry below, the target-facing one on top.
+        let flow = if inb.proto == Proto::Tcp { inb.conn } else { None };
+        e.push_record_route(&local.record_route(inb.proto, flow));
+        e.push_record_route(&local.record_route(out, None));
+    }
+    if out == Proto::Tcp {
+        e.ensure_content_length();
+    }
+    e.finish()
+}
+
+/// How many leading Route entries name us, and the last of them (its transport and flow token
+/// decide how to reach the next hop of an in-dialog request).
+pub fn our_routes<'m>(msg: &'m Message, local: &Local) -> (usize, Option<std::borrow::Cow<'m, [u8]>>) {
+    let mut n = 0;
+    let mut last = None;
+    for r in msg.routes() {
+        let ours = Message::addr_spec(&r)
+            .and_then(Uri::parse)
+            .is_some_and(|u| local.is_us(&u));
+        if !ours {
+            break;
+        }
+        n += 1;
+        last = Some(r);
+    }
+    (n, last)
+}
+
+/// Where an in-dialog request goes after our Route entries are removed: the next Route, else the
+/// Request-URI. Transport: the URI's `transport` param, else the one of our last Route entry (RFC
+/// 5658), else UDP. Returns None when the host is not an IP literal.
+pub fn next_hop(msg: &Message, popped: usize, last_ours: Option<&[u8]>) -> Option<Destination> {
+    let routes = msg.routes();
+    let uri_bytes: Vec<u8> = match routes.get(popped) {
+        Some(r) => Message::addr_spec(r)?.to_vec(),
+        None => msg.request_uri()?.to_vec(),
+    };
+    let uri = Uri::parse(&uri_bytes)?;
+    let ip = parse_host(uri.host?)?;
+    let ours = last_ours.and_then(Message::addr_spec).and_then(Uri::parse);
+    let proto_of = |u: &Uri<'_>| match u.param(b"transport") {
+        Some(Some(t)) if t.eq_ignore_ascii_case(b"tcp") => Some(Proto::Tcp),
+        Some(Some(t)) if t.eq_ignore_ascii_case(b"udp") => Some(Proto::Udp),
+        _ => None,
+    };
+    let proto = proto_of(&uri)
+        .or_else(|| ours.as_ref().and_then(proto_of))
+        .unwrap_or(Proto::Udp);
+    let conn = ours
+        .as_ref()
+        .and_then(|u| u.user)
+        .and_then(|u| u.strip_prefix(b"f"))
+        .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u64>().ok())
+        .map(ConnId::from_raw)
+        .filter(|_| proto == Proto::Tcp);
+    Some(Destination {
+        proto,
+        addr: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+        conn,
+    })
+}
+
+/// Where a response goes when no transaction knows it (RFC 3261 §18.2.2): the Via below ours,
+/// its `received` and `rport` first. None when it cannot be addressed.
+pub fn response_hop(msg: &Message) -> Option<Destination> {
+    let vias = msg.vias().ok()?;
+    let v = vias.get(1)?;
+    let host = v.received.unwrap_or(v.host);
+    let ip = parse_host(host)?;
+    let port = match v.rport {
+        Some(Some(p)) => p,
+        _ => v.port.unwrap_or(5060),
+    };
+    let proto = match v.transport {
+        crate::sip::ViaTransport::Tcp => Proto::Tcp,
+        _ => Proto::Udp,
+    };
+    Some(Destination::new(proto, SocketAddr::new(ip, port)))
+}

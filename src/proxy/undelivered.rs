@@ -1,0 +1,81 @@
+//! The undelivered-call record: every call no target answered, appended as one JSON line and synced,
+//! so a PSAP can call the person back. Written by one thread fed over a channel: the call path never
+//! waits on the disk.
+
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+pub struct Sink {
+    tx: Option<mpsc::Sender<serde_json::Value>>,
+}
+
+impl Sink {
+    pub fn new(path: Option<PathBuf>) -> Sink {
+        let Some(path) = path else {
+            return Sink { tx: None };
+        };
+        let (tx, rx) = mpsc::channel::<serde_json::Value>();
+        std::thread::spawn(move || {
+            for rec in rx {
+                if let Err(e) = append(&path, &rec) {
+                    tracing::error!(path = %path.display(), error = %e, record = %rec, "cannot write undelivered record");
+                }
+            }
+        });
+        Sink { tx: Some(tx) }
+    }
+
+    /// Logs the record at error level and queues it for the file.
+    pub fn record(&self, rec: serde_json::Value) {
+        tracing::error!(record = %rec, "undelivered call");
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(rec);
+        }
+    }
+}
+
+fn append(path: &PathBuf, rec: &serde_json::Value) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut line = serde_json::to_vec(rec)?;
+    line.push(b'\n');
+    f.write_all(&line)?;
+    f.sync_data()
+}
+
+/// Builds the record from the INVITE and the attempts.
+pub fn record(
+    invite: &crate::sip::Message,
+    route: &str,
+    emergency: bool,
+    attempts: &[super::call::AttemptRecord],
+) -> serde_json::Value {
+    let h = |n: &[u8]| {
+        invite
+            .header_named(n)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    json!({
+        "time_unix_ms": now.as_millis() as u64,
+        "call_id": String::from_utf8_lossy(invite.call_id()),
+        "emergency": emergency,
+        "request_uri": invite.request_uri().map(|u| String::from_utf8_lossy(u).into_owned()),
+        "p_asserted_identity": h(b"P-Asserted-Identity"),
+        "from": h(b"From"),
+        "contact": h(b"Contact"),
+        "geolocation": h(b"Geolocation"),
+        "geolocation_routing": h(b"Geolocation-Routing"),
+        "route": route,
+        "attempts": attempts.iter().map(|a| json!({
+            "target": &*a.target,
+            "reason": a.reason,
+            "status": a.status,
+            "started_ms": a.started_ms,
+            "elapsed_ms": a.elapsed_ms,
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,258 @@
+//! TCP: a listener for callers, outbound connections to targets (reused per address), one reader
+//! and one writer task per connection. Messages are framed by Content-Length (`sip::frame_len`).
+//! A refused, reset or timed-out connection toward a target is reported as unreachable at once.
+
+use super::{Handler, Incoming, TransportConfig};
+use crate::config::Transport as Proto;
+use crate::sip::{Limits, frame_len};
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use socket2::{SockRef, TcpKeepalive};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+
+/// Identifies one TCP connection for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    /// The number inside (used in Record-Route flow tokens).
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+    pub fn from_raw(n: u64) -> ConnId {
+        ConnId(n)
+    }
+}
+
+/// Messages queued toward one connection before sends start being dropped.
+const WRITE_QUEUE: usize = 1024;
+
+struct Conn {
+    tx: mpsc::Sender<Bytes>,
+    peer: SocketAddr,
+}
+
+struct Shared {
+    cfg: TransportConfig,
+    conns: DashMap<ConnId, Conn>,
+    by_addr: DashMap<SocketAddr, ConnId>,
+    next_id: AtomicU64,
+}
+
+pub(super) struct TcpSide {
+    listener: std::sync::Mutex<Option<TcpListener>>,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Arc<Notify>,
+}
+
+impl TcpSide {
+    pub(super) async fn bind(addr: SocketAddr, cfg: TransportConfig) -> io::Result<TcpSide> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok(TcpSide {
+            listener: std::sync::Mutex::new(Some(listener)),
+            local,
+            shared: Arc::new(Shared {
+                cfg,
+                conns: DashMap::new(),
+                by_addr: DashMap::new(),
+                next_id: AtomicU64::new(1),
+            }),
+            stop: Arc::new(Notify::new()),
+        })
+    }
+
+    pub(super) fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub(super) fn start(&self, handler: Arc<dyn Handler>) {
+        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    r = listener.accept() => r,
+                    _ = stop.notified() => return,
+                };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let id = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
+                        shared.clone().run(id, stream, peer, handler.clone(), false);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tcp accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    pub(super) fn stop_accepting(&self) {
+        self.stop.notify_one();
+    }
+
+    pub(super) fn send(
+        &self,
+        to: SocketAddr,
+        conn: Option<ConnId>,
+        data: Bytes,
+        handler: &Arc<dyn Handler>,
+    ) {
+        let s = &self.shared;
+        let id = conn
+            .filter(|c| s.conns.contains_key(c))
+            .or_else(|| s.by_addr.get(&to).map(|c| *c));
+        let id = match id {
+            Some(id) => id,
+            None => s.clone().connect(to, handler.clone()),
+        };
+        let tx = s.conns.get(&id).map(|c| c.tx.clone());
+        match tx.map(|tx| tx.try_send(data)) {
+            Some(Ok(())) => {}
+            Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                tracing::warn!(to = %to, "tcp write queue full; message dropped");
+            }
+            Some(Err(mpsc::error::TrySendError::Closed(_))) | None => {
+                s.forget(id);
+                handler.on_unreachable(Proto::Tcp, to);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn forget(&self, id: ConnId) {
+        if let Some((_, c)) = self.conns.remove(&id) {
+            self.by_addr.remove_if(&c.peer, |_, v| *v == id);
+        }
+    }
+
+    /// Starts an outbound connection; messages sent meanwhile wait in its queue.
+    fn connect(self: Arc<Self>, to: SocketAddr, handler: Arc<dyn Handler>) -> ConnId {
+        let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        self.conns.insert(id, Conn { tx, peer: to });
+        self.by_addr.insert(to, id);
+        tokio::spawn(async move {
+            let timeout = self.cfg.tcp_connect_timeout;
+            match tokio::time::timeout(timeout, TcpStream::connect(to)).await {
+                Ok(Ok(stream)) => {
+                    tune_outbound(&stream);
+                    self.run_with(id, stream, to, handler, true, rx);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(to = %to, error = %e, "tcp connect failed");
+                    self.forget(id);
+                    handler.on_unreachable(Proto::Tcp, to);
+                }
+                Err(_) => {
+                    tracing::debug!(to = %to, "tcp connect timed out");
+                    self.forget(id);
+                    handler.on_unreachable(Proto::Tcp, to);
+                }
+            }
+        });
+        id
+    }
+
+    fn run(
+        self: Arc<Self>,
+        id: ConnId,
+        stream: TcpStream,
+        peer: SocketAddr,
+        handler: Arc<dyn Handler>,
+        outbound: bool,
+    ) {
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        self.conns.insert(id, Conn { tx, peer });
+        self.by_addr.insert(peer, id);
+        self.run_with(id, stream, peer, handler, outbound, rx);
+    }
+
+    fn run_with(
+        self: Arc<Self>,
+        id: ConnId,
+        stream: TcpStream,
+        peer: SocketAddr,
+        handler: Arc<dyn Handler>,
+        outbound: bool,
+        mut rx: mpsc::Receiver<Bytes>,
+    ) {
+        let (mut rd, mut wr) = stream.into_split();
+        tokio::spawn(async move {
+            while let Some(data) = rx.recv().await {
+                if let Err(e) = wr.write_all(&data).await {
+                    tracing::debug!(peer = %peer, error = %e, "tcp write failed");
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let limits = Limits {
+                max_message_bytes: self.cfg.max_message_bytes,
+                ..Limits::default()
+            };
+            let idle = self.cfg.tcp_idle_timeout;
+            let mut buf = BytesMut::with_capacity(8192);
+            let reason = 'conn: loop {
+                loop {
+                    match frame_len(&buf, &limits) {
+                        Ok(Some(n)) => {
+                            let frame = buf.split_to(n).freeze();
+                            if frame.iter().all(|b| *b == b'\r' || *b == b'\n') {
+                                continue; // keep-alive
+                            }
+                            handler.on_message(Incoming {
+                                data: frame,
+                                peer,
+                                proto: Proto::Tcp,
+                                conn: Some(id),
+                            });
+                        }
+                        Ok(None) => break,
+                        Err(e) => break 'conn format!("bad framing: {e}"),
+                    }
+                }
+                buf.reserve(4096);
+                match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
+                    Ok(Ok(0)) => break "closed by peer".to_string(),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => break format!("read error: {e}"),
+                    Err(_) => break "idle timeout".to_string(),
+                }
+            };
+            tracing::debug!(peer = %peer, reason = %reason, "tcp connection closed");
+            self.forget(id);
+            if outbound {
+                // Whatever we sent and got no answer for will get none over this connection.
+                handler.on_unreachable(Proto::Tcp, peer);
+            }
+        });
+    }
+}
+
+/// A dead peer must be noticed in seconds, not after the kernel's default 15 minutes of retries.
+fn tune_outbound(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let sock = SockRef::from(stream);
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(5))
+        .with_interval(Duration::from_secs(2))
+        .with_retries(3);
+    let _ = sock.set_tcp_keepalive(&ka);
+    let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(5)));
+}

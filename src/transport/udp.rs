@@ -1,0 +1,150 @@
+//! UDP: one shared listen socket (several receive loops on it, so both cores work), plus one socket
+//! per target *connected* to it and bound to the same local address and port (SO_REUSEPORT). The
+//! kernel delivers a target's datagrams to its connected socket, and reports ICMP "port unreachable"
+//! for what we sent it as `ECONNREFUSED` on that socket: the failover contract's "transport error,
+//! fail over at once" needs exactly that, and an unconnected socket never sees it.
+
+use super::{Handler, Incoming};
+use crate::config::Transport as Proto;
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+
+/// Receive buffers are carved from blocks of this size, so one allocation serves many datagrams.
+const BLOCK: usize = 256 * 1024;
+
+pub(super) struct UdpSide {
+    main: Arc<UdpSocket>,
+    local: SocketAddr,
+    /// Connected sockets by target address. Created once per target, never removed (targets are few).
+    connected: DashMap<SocketAddr, Arc<UdpSocket>>,
+}
+
+fn reuse_socket(local: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    // Bursts of thousands of calls per second: a larger receive buffer absorbs scheduling hiccups.
+    let _ = s.set_recv_buffer_size(4 * 1024 * 1024);
+    s.bind(&local.into())?;
+    Ok(s)
+}
+
+impl UdpSide {
+    pub(super) fn bind(addr: SocketAddr) -> io::Result<UdpSide> {
+        let s = reuse_socket(addr)?;
+        let main = UdpSocket::from_std(s.into())?;
+        let local = main.local_addr()?;
+        Ok(UdpSide {
+            main: Arc::new(main),
+            local,
+            connected: DashMap::new(),
+        })
+    }
+
+    pub(super) fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub(super) fn start(&self, handler: Arc<dyn Handler>, max: usize) {
+        let loops = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+        for _ in 0..loops {
+            tokio::spawn(recv_loop(self.main.clone(), None, handler.clone(), max));
+        }
+    }
+
+    /// The connected socket toward `target`, created on first use.
+    pub(super) fn connected(
+        &self,
+        target: SocketAddr,
+        handler: &Arc<dyn Handler>,
+        max: usize,
+    ) -> io::Result<Arc<UdpSocket>> {
+        if let Some(s) = self.connected.get(&target) {
+            return Ok(s.clone());
+        }
+        if target.is_ipv4() != self.local.is_ipv4() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "address family differs"));
+        }
+        let s = reuse_socket(self.local)?;
+        s.connect(&target.into())?;
+        let sock = Arc::new(UdpSocket::from_std(s.into())?);
+        // Another thread may have won the race; keep theirs and drop ours.
+        let entry = self.connected.entry(target).or_insert_with(|| sock.clone()).clone();
+        if Arc::ptr_eq(&entry, &sock) {
+            tokio::spawn(recv_loop(sock, Some(target), handler.clone(), max));
+        }
+        Ok(entry)
+    }
+
+    pub(super) fn send(&self, to: SocketAddr, data: Bytes, handler: &Arc<dyn Handler>) {
+        let conn = self.connected.get(&to).map(|s| s.clone());
+        let res = match &conn {
+            Some(s) => s.try_send(&data),
+            None => self.main.try_send_to(&data, to),
+        };
+        match res {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The socket buffer is full: finish the send asynchronously rather than block a loop.
+                let main = self.main.clone();
+                tokio::spawn(async move {
+                    let r = match conn {
+                        Some(s) => s.send(&data).await,
+                        None => main.send_to(&data, to).await,
+                    };
+                    if let Err(e) = r {
+                        tracing::debug!(to = %to, error = %e, "udp send failed");
+                    }
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                handler.on_unreachable(Proto::Udp, to);
+            }
+            Err(e) => tracing::debug!(to = %to, error = %e, "udp send failed"),
+        }
+    }
+}
+
+async fn recv_loop(
+    sock: Arc<UdpSocket>,
+    target: Option<SocketAddr>,
+    handler: Arc<dyn Handler>,
+    max: usize,
+) {
+    let mut block = BytesMut::with_capacity(BLOCK);
+    loop {
+        if block.capacity() - block.len() < max + 1 {
+            block = BytesMut::with_capacity(BLOCK);
+        }
+        match sock.recv_buf_from(&mut block).await {
+            Ok((n, peer)) => {
+                let data = block.split_to(n).freeze();
+                if n > max {
+                    tracing::debug!(peer = %peer, bytes = n, "datagram over the size limit dropped");
+                    continue;
+                }
+                handler.on_message(Incoming {
+                    data,
+                    peer,
+                    proto: Proto::Udp,
+                    conn: None,
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                if let Some(t) = target {
+                    handler.on_unreachable(Proto::Udp, t);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "udp receive error");
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    }
+}

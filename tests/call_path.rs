@@ -1,0 +1,279 @@
+//! The call path over real loopback sockets: a fake caller, the proxy, fake answering points.
+//! Each scenario runs with the caller on UDP and on TCP (answering points on UDP, as in the lab).
+//! No assertion here is about wall-clock time: which target answered and *why* the proxy failed over
+//! (its outcome counters) say whether a timer or a transport error moved the call.
+
+mod common;
+
+use common::*;
+use sosrouter::config::Transport as Proto;
+use sosrouter::proxy::OutcomeKind;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+macro_rules! both_transports {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn udp() {
+                super::$name(Proto::Udp).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tcp() {
+                super::$name(Proto::Tcp).await
+            }
+        }
+    };
+}
+
+fn caller_addr(p: &sosrouter::app::Running, proto: Proto) -> std::net::SocketAddr {
+    p.local_addr(proto).expect("proxy listens on this transport")
+}
+
+async fn full_dialog_through_record_route(proto: Proto) {
+    let a = Uas::start(Behaviour::Answer).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
+    let ruri = format!("sip:911@{}", caller_addr(&p, proto));
+    let out = uac.call(&ruri, "dialog-1", WAIT).await;
+    assert_eq!(out.final_code, 200);
+    assert!(out.provisional.contains(&100), "100 Trying from the proxy");
+    assert!(out.provisional.contains(&180), "180 relayed");
+    // The response reaches the caller without the proxy's Via: only the caller's remains.
+    assert_eq!(out.final_msg.vias().unwrap().len(), 1);
+    let bye = uac.ack_and_bye(&out.final_msg, "dialog-1").await;
+    assert_eq!(bye, 200);
+    eventually(WAIT, "ACK and BYE at the primary", || a.count("ACK") == 1 && a.count("BYE") == 1).await;
+    // ACK and BYE came through the proxy (Record-Route), not straight from the caller.
+    for r in a.received() {
+        assert_ne!(r.from, uac.local, "{} bypassed the proxy", r.method);
+    }
+    assert_eq!(b.count("INVITE"), 0);
+    assert_eq!(a.received()[0].request_uri, format!("sip:911@{}", a.addr));
+}
+both_transports!(full_dialog_through_record_route);
+
+async fn urn_service_sos_keeps_its_request_uri(proto: Proto) {
+    let a = Uas::start(Behaviour::Answer).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
+    let out = uac.call("urn:service:sos.fire", "urn-1", WAIT).await;
+    assert_eq!(out.final_code, 200);
+    assert_eq!(a.received()[0].request_uri, "urn:service:sos.fire");
+}
+both_transports!(urn_service_sos_keeps_its_request_uri);
+
+async fn cancel_before_answer(proto: Proto) {
+    let a = Uas::start(Behaviour::RingForever).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, NO_TIMERS), None).await;
+    let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
+    let ruri = format!("sip:911@{}", caller_addr(&p, proto));
+    let inv = uac.invite(&ruri, "cancel-1", "z9hG4bK-uac-cancel-1");
+    uac.send(&inv).await;
+    // Wait for the 180, then CANCEL.
+    loop {
+        let m = uac.recv(WAIT).await.expect("180");
+        if m.status() == Some(180) {
+            break;
+        }
+    }
+    uac.cancel(&ruri, "cancel-1").await;
+    let mut got = vec![];
+    while got.len() < 2 {
+        let m = uac.recv(WAIT).await.expect("200 to CANCEL and 487");
+        if let Some(c) = m.status() {
+            if c >= 200 {
+                got.push((m.cseq().method, c));
+            }
+        }
+    }
+    assert!(got.contains(&(sosrouter::sip::Method::Cancel, 200)), "{got:?}");
+    assert!(got.contains(&(sosrouter::sip::Method::Invite, 487)), "{got:?}");
+    eventually(WAIT, "CANCEL at the primary", || a.count("CANCEL") == 1).await;
+    assert_eq!(b.count("INVITE"), 0, "a cancelled call must not fail over");
+}
+both_transports!(cancel_before_answer);
+
+async fn primary_port_closed_fails_over_without_timer(proto: Proto) {
+    let dead = dead_port().await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(dead, b.addr, g.addr, NO_TIMERS), None).await;
+    let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
+    let ruri = format!("sip:911@{}", caller_addr(&p, proto));
+    let out = uac.call(&ruri, "dead-1", WAIT).await;
+    assert_eq!(out.final_code, 200);
+    assert_eq!(b.count("INVITE"), 1);
+    let c = &p.proxy.counters;
+    assert_eq!(c.outcome(OutcomeKind::TransportError), 1, "ICMP unreachable seen");
+    assert_eq!(c.outcome(OutcomeKind::AttemptTimeout), 0, "no timer was involved");
+}
+both_transports!(primary_port_closed_fails_over_without_timer);
+
+async fn primary_503_fails_over_to_backup(proto: Proto) {
+    let a = Uas::start(Behaviour::Reply(503)).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, NO_TIMERS), None).await;
+    let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
+    let ruri = format!("sip:911@{}", caller_addr(&p, proto));
+    let out = uac.call(&ruri, "503-1", WAIT).await;
+    assert_eq!(out.final_code, 200);
+    assert_eq!(b.count("INVITE"), 1);
+    eventually(WAIT, "hop-by-hop ACK of the 503", || a.count("ACK") == 1).await;
+    assert_eq!(p.proxy.counters.outcome(OutcomeKind::FailureResponse), 1);
+}
+both_transports!(primary_503_fails_over_to_backup);
+
+async fn primary_silent_fails_over_after_attempt_timer(proto: Proto) {
+    let a = Uas::start(Behaviour::Silent).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
+    let ruri = format!("sip:911@{}", caller_addr(&p, proto));
+    let out = uac.call(&ruri, "silent-1", WAIT).await;
+    assert_eq!(out.final_code, 200);
+    assert!(a.count("INVITE") >= 1);
+    assert_eq!(b.count("INVITE"), 1);
+    assert_eq!(p.proxy.counters.outcome(OutcomeKind::AttemptTimeout), 1);
+    // Silent means no provisional: RFC 3261 §9.1 forbids a CANCEL.
+    assert_eq!(a.count("CANCEL"), 0);
+}
+both_transports!(primary_silent_fails_over_after_attempt_timer);
+
+async fn primary_rings_forever_is_cancelled_then_backup(proto: Proto) {
+    let a = Uas::start(Behaviour::RingForever).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
+    let ruri = format!("sip:911@{}", caller_addr(&p, proto));
+    let out = uac.call(&ruri, "ring-1", WAIT).await;
+    assert_eq!(out.final_code, 200);
+    eventually(WAIT, "CANCEL and ACK of 487 at the primary", || {
+        a.count("CANCEL") == 1 && a.count("ACK") == 1
+    })
+    .await;
+    assert_eq!(b.count("INVITE"), 1);
+    assert_eq!(p.proxy.counters.outcome(OutcomeKind::RingTimeout), 1);
+}
+both_transports!(primary_rings_forever_is_cancelled_then_backup);
+
+async fn both_psaps_down_business_line_gets_tel_uri(proto: Proto) {
+    let a = dead_port().await;
+    let b = Uas::start(Behaviour::Reply(480)).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a, b.addr, g.addr, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
+    let ruri = format!("sip:911@{}", caller_addr(&p, proto));
+    let out = uac.call(&ruri, "both-1", WAIT).await;
+    assert_eq!(out.final_code, 200);
+    let inv = g.received().into_iter().find(|r| r.method == "INVITE").expect("gateway INVITE");
+    assert_eq!(inv.request_uri, "tel:+15555550100");
+    let bye = uac.ack_and_bye(&out.final_msg, "both-1").await;
+    assert_eq!(bye, 200);
+}
+both_transports!(both_psaps_down_business_line_gets_tel_uri);
+
+async fn everything_down_gets_final_and_undelivered_record(proto: Proto) {
+    let a = Uas::start(Behaviour::Silent).await;
+    let b = Uas::start(Behaviour::Reply(503)).await;
+    let g = dead_port().await;
+    let dir = std::env::temp_dir().join(format!("sosrouter-test-{}-{proto}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("undelivered.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let p = proxy(&lab_rules(a.addr, b.addr, g, FAST_TIMERS), Some(path.clone())).await;
+    let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
+    let ruri = format!("sip:911@{}", caller_addr(&p, proto));
+    let out = uac.call(&ruri, "down-1", WAIT).await;
+    // The best response was a 503, which is never relayed as 503 (RFC 3261 §16.7).
+    assert_eq!(out.final_code, 500);
+    eventually(WAIT, "undelivered record", || std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["call_id"], "down-1");
+    assert_eq!(rec["emergency"], true);
+    assert!(rec["p_asserted_identity"].as_str().unwrap().contains("+16175550123"));
+    assert!(rec["geolocation"].as_str().unwrap().contains("cid:loc-1"));
+    let attempts = rec["attempts"].as_array().unwrap();
+    let targets: Vec<&str> = attempts.iter().map(|a| a["target"].as_str().unwrap()).collect();
+    assert_eq!(targets, ["psap-primary", "psap-backup", "business-line"]);
+    assert_eq!(attempts[0]["reason"], "attempt timeout");
+    assert_eq!(attempts[1]["status"], 503);
+    assert_eq!(attempts[2]["reason"], "transport error");
+}
+both_transports!(everything_down_gets_final_and_undelivered_record);
+
+#[tokio::test]
+async fn options_to_the_proxy_is_answered_200() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, a.addr, a.addr, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(Proto::Udp, caller_addr(&p, Proto::Udp)).await;
+    let m = format!(
+        "OPTIONS sip:{0} SIP/2.0\r\nVia: SIP/2.0/UDP {1};branch=z9hG4bK-opt1\r\nMax-Forwards: 70\r\n\
+         From: <sip:lb@{1}>;tag=x\r\nTo: <sip:{0}>\r\nCall-ID: opt-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        caller_addr(&p, Proto::Udp),
+        uac.local
+    );
+    uac.send(m.as_bytes()).await;
+    let r = uac.recv(WAIT).await.expect("response");
+    assert_eq!(r.status(), Some(200));
+    assert_eq!(a.count("OPTIONS"), 0, "answered by the proxy itself");
+}
+
+#[tokio::test]
+async fn max_forwards_zero_gets_483() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, a.addr, a.addr, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(Proto::Udp, caller_addr(&p, Proto::Udp)).await;
+    let inv = uac.invite("urn:service:sos", "mf-1", "z9hG4bK-mf1");
+    let inv = String::from_utf8(inv.to_vec()).unwrap().replace("Max-Forwards: 70", "Max-Forwards: 0");
+    uac.send(inv.as_bytes()).await;
+    let r = uac.recv(WAIT).await.expect("response");
+    assert_eq!(r.status(), Some(483));
+    assert_eq!(a.count("INVITE"), 0);
+}
+
+#[tokio::test]
+async fn invite_retransmission_is_absorbed() {
+    let a = Uas::start(Behaviour::Silent).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, b.addr, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(Proto::Udp, caller_addr(&p, Proto::Udp)).await;
+    let inv = uac.invite("urn:service:sos", "rtx-1", "z9hG4bK-rtx1");
+    uac.send(&inv).await;
+    uac.send(&inv).await;
+    uac.send(&inv).await;
+    let out = uac.await_final(WAIT).await;
+    assert_eq!(out.final_code, 200);
+    assert_eq!(p.proxy.counters.calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(b.count("INVITE"), 1, "one call, one INVITE to the backup");
+}
+
+#[tokio::test]
+async fn stray_response_is_dropped() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, a.addr, a.addr, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(Proto::Udp, caller_addr(&p, Proto::Udp)).await;
+    let m = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {0};branch=z9hG4bK-nobody\r\nFrom: <sip:a@b>;tag=1\r\n\
+         To: <sip:c@d>;tag=2\r\nCall-ID: stray-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        uac.local
+    );
+    uac.send(m.as_bytes()).await;
+    eventually(WAIT, "stray counted", || {
+        p.proxy.counters.stray_responses.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    assert!(uac.recv(Duration::from_millis(200)).await.is_none());
+}
