@@ -43,3 +43,7 @@ impl Health {
     /// Reports an attempt's outcome. Never blocks.
     pub fn report(&self, _id: &str, _outcome: Outcome) {}
 }
+
+pub mod state;
+#[cfg(test)]
+mod tests;

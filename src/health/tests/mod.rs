@@ -1,0 +1,4 @@
+//! Tests of the health module, by layer.
+
+mod state_props;
+mod state_unit;
