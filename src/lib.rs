@@ -11,6 +11,7 @@
 //!                   per-call failover state machine (the failover contract lives in `proxy/call.rs`).
 //! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure).
 //! - `health`      — probes and passive outcomes feeding per-target hysteresis; readiness.
+//! - `admin`       — the operator's HTTP endpoint: target status and the enable switch.
 //! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure).
 //! - `app`         — wiring: builds every part from the rules and runs them; the only module that
 //!                   knows them all.
@@ -20,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod health;

@@ -2,9 +2,30 @@
 //! outcomes of real calls, plus the operator's enable switch. Readiness = healthy && enabled.
 //!
 //! CONTRACT used by the proxy (keep these names): [`Outcome`], [`Health::readiness`],
-//! [`Health::report`]. (STUB: always ready; the health issue replaces the inside.)
+//! [`Health::report`].
+//!
+//! Layout, in the order data flows:
+//! - `state`  — the pure per-target state machine (hysteresis), time passed in.
+//! - `handle` — [`Health`]: a `DashMap` of machines keyed by target id, enable switch, reload.
+//! - `probe`  — OPTIONS built with `rsip`, the [`ProbeTransport`] seam, replies and timeouts.
+//! - `prober` — the one background task that schedules probes with jitter.
+//!
+//! Wiring: `Health::new(&rules)`; `health.spawn_prober(transport)`; the proxy's receive loop calls
+//! `health.on_probe_response(branch, status)` for responses with [`is_probe_branch`] and
+//! `health.on_transport_error(addr)`; the call path calls `health.report(id, outcome)`; a reload
+//! calls `health.rekey(&rules)`.
 
-use crate::routing::{Readiness, Rules};
+mod handle;
+mod probe;
+mod prober;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+pub use handle::{Health, TargetStatus};
+pub use probe::{PROBE_BRANCH_PREFIX, ProbeIds, ProbeTransport, build_options, is_probe_branch};
+pub use prober::{STARTUP_SPREAD, max_jitter, next_delay};
+pub use state::{Counters, State};
 
 /// What one call attempt showed about its target. Sent by the call path, never blocking it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,29 +47,4 @@ impl Outcome {
     pub fn is_failure(self) -> bool {
         !matches!(self, Outcome::Progress(_))
     }
-}
-
-/// Shared health handle. Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub struct Health {}
-
-impl Health {
-    pub fn new(_rules: &Rules) -> Health {
-        Health {}
-    }
-    /// Readiness of a target by id. Never blocks.
-    pub fn readiness(&self, _id: &str) -> Readiness {
-        Readiness::Ready
-    }
-    /// Reports an attempt's outcome. Never blocks.
-    pub fn report(&self, _id: &str, _outcome: Outcome) {}
-    /// A reply to one of our OPTIONS probes.
-    pub fn on_probe_response(&self, _branch: &[u8], _status: u16) {}
-    /// Nothing can reach `addr` right now.
-    pub fn on_transport_error(&self, _addr: std::net::SocketAddr) {}
-}
-
-/// True for the branch of an OPTIONS probe sosrouter sent.
-pub fn is_probe_branch(branch: &[u8]) -> bool {
-    branch.starts_with(b"z9hG4bK-sosprobe-")
 }

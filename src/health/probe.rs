@@ -1,0 +1,198 @@
+//! OPTIONS probes: building them (with `rsip`), the transport seam the wiring implements, and
+//! matching replies, transport errors and timeouts to the probes still pending.
+//!
+//! A probe is identified by its Via branch, `z9hG4bK-sosprobe-<random>`. The proxy's receive loop
+//! hands every response whose top Via branch passes [`is_probe_branch`] to
+//! [`Health::on_probe_response`] instead of the call path.
+
+use super::Health;
+use super::state::{Event, ProbeFailure};
+use crate::config::Transport;
+use crate::routing::{Target, TargetId};
+use bytes::Bytes;
+use rsip::headers::UntypedHeader;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::trace;
+
+/// Prefix of the Via branch of every probe (RFC 3261 magic cookie first).
+pub const PROBE_BRANCH_PREFIX: &str = "z9hG4bK-sosprobe-";
+
+/// Whether a top Via branch belongs to one of our probes.
+pub fn is_probe_branch(branch: &[u8]) -> bool {
+    branch.starts_with(PROBE_BRANCH_PREFIX.as_bytes())
+}
+
+/// How the prober sends bytes. Implemented by the wiring over the proxy's sockets, so `health`
+/// never imports `transport`. `send` must not block: queue or drop (a dropped probe simply times
+/// out and counts as failed, which is what a lost datagram would do too).
+pub trait ProbeTransport: Send + Sync + 'static {
+    /// Our address for the Via sent-by of a probe over `transport`.
+    fn local_addr(&self, transport: Transport) -> SocketAddr;
+    fn send(&self, transport: Transport, to: SocketAddr, bytes: Bytes);
+}
+
+/// A probe sent and not yet answered.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    /// The probed (SIP) target; results also go to the Tel targets sharing it.
+    pub(super) host: TargetId,
+    pub(super) to: SocketAddr,
+    /// After this the probe is a failure (`probe_timeout` after sending).
+    pub(super) deadline: Instant,
+    pub(super) alive_codes: Vec<(u16, u16)>,
+}
+
+/// Identifiers of one probe; random so a stray or forged reply cannot answer another probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeIds {
+    pub branch: String,
+    pub from_tag: String,
+    pub call_id: String,
+}
+
+impl ProbeIds {
+    pub fn random() -> ProbeIds {
+        ProbeIds {
+            branch: format!("{PROBE_BRANCH_PREFIX}{:016x}", rand::random::<u64>()),
+            from_tag: format!("{:08x}", rand::random::<u32>()),
+            call_id: format!("sosprobe-{:016x}", rand::random::<u64>()),
+        }
+    }
+}
+
+/// Builds the OPTIONS request for `target` from `local` (our sent-by address).
+/// If the target URI does not parse (it was validated by config, so this is defensive), the
+/// Request-URI falls back to `sip:<next_hop>`.
+pub fn build_options(target: &Target, local: SocketAddr, ids: &ProbeIds) -> String {
+    use rsip::param::{Branch, Tag};
+    let uri = rsip::Uri::try_from(target.uri.as_str()).unwrap_or_else(|_| rsip::Uri {
+        scheme: Some(rsip::Scheme::Sip),
+        host_with_port: target.next_hop.into(),
+        ..Default::default()
+    });
+    let via_transport = match target.transport {
+        Transport::Udp => rsip::Transport::Udp,
+        Transport::Tcp => rsip::Transport::Tcp,
+    };
+    let via = rsip::typed::Via {
+        version: rsip::Version::V2,
+        transport: via_transport,
+        uri: rsip::Uri {
+            host_with_port: local.into(),
+            ..Default::default()
+        },
+        params: vec![rsip::Param::Branch(Branch::new(&ids.branch))],
+    };
+    let from = rsip::typed::From {
+        display_name: None,
+        uri: rsip::Uri {
+            scheme: Some(rsip::Scheme::Sip),
+            auth: Some(rsip::Auth {
+                user: "sosrouter".into(),
+                password: None,
+            }),
+            host_with_port: local.into(),
+            ..Default::default()
+        },
+        params: vec![rsip::Param::Tag(Tag::new(&ids.from_tag))],
+    };
+    let to = rsip::typed::To {
+        display_name: None,
+        uri: uri.clone(),
+        params: vec![],
+    };
+    let mut headers = rsip::Headers::default();
+    headers.push(via.into());
+    headers.push(rsip::headers::MaxForwards::new("70").into());
+    headers.push(from.into());
+    headers.push(to.into());
+    headers.push(rsip::headers::CallId::new(&ids.call_id).into());
+    headers.push(rsip::typed::CSeq::from((1u32, rsip::Method::Options)).into());
+    headers.push(rsip::headers::ContentLength::new("0").into());
+    rsip::Request {
+        method: rsip::Method::Options,
+        uri,
+        version: rsip::Version::V2,
+        headers,
+        body: vec![],
+    }
+    .to_string()
+}
+
+/// Whether `code` is in one of the inclusive ranges.
+pub(super) fn is_alive(alive_codes: &[(u16, u16)], code: u16) -> bool {
+    alive_codes.iter().any(|&(lo, hi)| lo <= code && code <= hi)
+}
+
+impl Health {
+    /// A response to one of our probes arrived (top Via branch passed [`is_probe_branch`]).
+    /// Provisional replies (1xx) are not an answer yet and are ignored; finals resolve the probe:
+    /// alive when in the target's `alive_codes`, a failure otherwise. Unknown branches (late
+    /// replies after the timeout, duplicates) are ignored.
+    pub fn on_probe_response(&self, branch: &[u8], status: u16) {
+        if status < 200 {
+            return;
+        }
+        let Ok(branch) = std::str::from_utf8(branch) else {
+            return;
+        };
+        let Some((_, p)) = self.inner.pending.remove(branch) else {
+            trace!(
+                branch,
+                status, "probe reply without a pending probe ignored"
+            );
+            return;
+        };
+        let ev = if is_alive(&p.alive_codes, status) {
+            Event::ProbeOk(status)
+        } else {
+            Event::ProbeFailed(ProbeFailure::Code(status))
+        };
+        self.apply_probe_result(&p.host, ev);
+    }
+
+    /// ICMP unreachable or TCP refused toward `addr`: every probe pending toward it fails now.
+    pub fn on_transport_error(&self, addr: SocketAddr) {
+        self.fail_pending(|p| p.to == addr, ProbeFailure::TransportError);
+    }
+
+    /// Fails every pending probe whose deadline is at or before `now`.
+    pub(super) fn expire_probes(&self, now: Instant) {
+        self.fail_pending(|p| p.deadline <= now, ProbeFailure::Timeout);
+    }
+
+    /// The earliest deadline of the pending probes, for the prober's next wake-up.
+    pub(super) fn next_probe_deadline(&self) -> Option<Instant> {
+        self.inner.pending.iter().map(|p| p.deadline).min()
+    }
+
+    /// Registers a probe as pending, then counts it as sent.
+    pub(super) fn add_pending(&self, branch: String, target: &Target, now: Instant) {
+        let pending = Pending {
+            host: target.id.clone(),
+            to: target.next_hop,
+            deadline: now + target.health.probe_timeout.max(Duration::from_millis(1)),
+            alive_codes: target.health.alive_codes.clone(),
+        };
+        self.inner.pending.insert(branch, pending);
+        self.count_probe_sent(&target.id);
+    }
+
+    fn fail_pending(&self, which: impl Fn(&Pending) -> bool, why: ProbeFailure) {
+        // Collect first, apply after: no guard of `pending` held while `entries` is touched.
+        let mut failed = Vec::new();
+        self.inner.pending.retain(|_, p| {
+            if which(p) {
+                failed.push(p.host.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for host in failed {
+            self.apply_probe_result(&host, Event::ProbeFailed(why));
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The prober against a fake transport, under paused tokio time.
+
+use super::{sip_target, tel_target};
+use crate::config::Transport;
+use crate::health::{Health, ProbeIds, ProbeTransport, State, build_options, is_probe_branch};
+use crate::routing::{Readiness, Target};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::time::{Instant, sleep};
+
+/// Records every probe; answers the ones toward addresses in `reply` after 10 ms.
+#[derive(Default)]
+struct Fake {
+    sent: Mutex<Vec<(Instant, SocketAddr, String)>>,
+    reply: Mutex<HashMap<SocketAddr, u16>>,
+    health: OnceLock<Health>,
+}
+
+fn branch_of(text: &str) -> String {
+    let start = text.find("branch=").expect("branch") + "branch=".len();
+    let rest = &text[start..];
+    let end = rest.find([';', '\r']).unwrap_or(rest.len());
+    rest[..end].to_string()
+}
+
+impl ProbeTransport for Fake {
+    fn local_addr(&self, _: Transport) -> SocketAddr {
+        "127.0.0.1:5060".parse().unwrap()
+    }
+    fn send(&self, _: Transport, to: SocketAddr, bytes: Bytes) {
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let code = self.reply.lock().unwrap().get(&to).copied();
+        if let Some(code) = code {
+            let h = self.health.get().unwrap().clone();
+            let branch = branch_of(&text);
+            tokio::spawn(async move {
+                sleep(Duration::from_millis(10)).await;
+                h.on_probe_response(branch.as_bytes(), code);
+            });
+        }
+        self.sent.lock().unwrap().push((Instant::now(), to, text));
+    }
+}
+
+impl Fake {
+    fn replies(&self, to: SocketAddr, code: Option<u16>) {
+        let mut r = self.reply.lock().unwrap();
+        match code {
+            Some(c) => r.insert(to, c),
+            None => r.remove(&to),
+        };
+    }
+    fn times_to(&self, to: SocketAddr) -> Vec<Instant> {
+        let sent = self.sent.lock().unwrap();
+        sent.iter().filter(|s| s.1 == to).map(|s| s.0).collect()
+    }
+}
+
+fn start(targets: &[Arc<Target>]) -> (Health, Arc<Fake>, Instant) {
+    let h = Health::from_targets(targets);
+    let fake = Arc::new(Fake::default());
+    fake.health.set(h.clone()).unwrap();
+    let t0 = Instant::now();
+    h.spawn_prober(fake.clone());
+    (h, fake, t0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_probe_within_50ms_then_interval_plus_bounded_jitter() {
+    let targets: Vec<_> = (0..5)
+        .map(|i| sip_target(&format!("t{i}"), 5071 + i))
+        .collect();
+    let (_h, fake, t0) = start(&targets);
+    sleep(Duration::from_millis(51)).await;
+    assert_eq!(fake.sent.lock().unwrap().len(), 5, "every target at once");
+    sleep(Duration::from_secs(30)).await;
+    for t in &targets {
+        let times = fake.times_to(t.next_hop);
+        assert!(times[0] - t0 <= Duration::from_millis(50));
+        assert!(times.len() >= 25 && times.len() <= 31, "{}", times.len());
+        for w in times.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(gap >= Duration::from_millis(1000), "{gap:?}");
+            assert!(gap <= Duration::from_millis(1200), "{gap:?}");
+        }
+    }
+    // Jitter spreads the probes: the five targets do not all fire at the same instants.
+    let all: Vec<Instant> = fake.sent.lock().unwrap().iter().map(|s| s.0).collect();
+    let distinct: std::collections::HashSet<_> = all.iter().collect();
+    assert!(distinct.len() > all.len() / 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_take_it_down_after_the_threshold_and_replies_bring_it_back() {
+    let t = sip_target("a", 5071);
+    let (h, fake, _) = start(std::slice::from_ref(&t));
+    sleep(Duration::from_millis(500)).await; // first probe timed out (400 ms)
+    let s = h.status("a").unwrap();
+    assert_eq!((s.state, s.counters.probes_failed), (State::Up, 1));
+    sleep(Duration::from_millis(1200)).await; // second probe timed out
+    assert_eq!(h.readiness("a"), Readiness::NotReady);
+    assert!(h.status("a").unwrap().last_reason.contains("timeout"));
+
+    fake.replies(t.next_hop, Some(200));
+    sleep(Duration::from_millis(2500)).await; // two good probes
+    assert_eq!(h.status("a").unwrap().state, State::Probation);
+    assert_eq!(h.readiness("a"), Readiness::Ready, "probation is ready");
+    sleep(Duration::from_millis(2500)).await; // two more, no call: graduates
+    assert_eq!(h.status("a").unwrap().state, State::Up);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_code_is_a_probe_failure_and_late_replies_are_ignored() {
+    let t = sip_target("a", 5071);
+    let (h, fake, _) = start(std::slice::from_ref(&t));
+    fake.replies(t.next_hop, Some(503));
+    sleep(Duration::from_millis(2500)).await;
+    assert_eq!(h.readiness("a"), Readiness::NotReady);
+    assert!(h.status("a").unwrap().last_reason.contains("reply 503"));
+    let before = h.status("a").unwrap().counters;
+    let first = branch_of(&fake.sent.lock().unwrap()[0].2);
+    h.on_probe_response(first.as_bytes(), 200); // already resolved
+    h.on_probe_response(b"z9hG4bK-sosprobe-unknown", 200);
+    h.on_probe_response(first.as_bytes(), 100); // provisional: never an answer
+    assert_eq!(h.status("a").unwrap().counters, before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transport_error_fails_the_pending_probe_at_once() {
+    let t = sip_target("a", 5071);
+    let (h, _fake, _) = start(std::slice::from_ref(&t));
+    sleep(Duration::from_millis(51)).await;
+    h.on_transport_error(t.next_hop);
+    let s = h.status("a").unwrap();
+    assert_eq!((s.counters.probes_sent, s.counters.probes_failed), (1, 1));
+    sleep(Duration::from_millis(500)).await; // its timeout does not count it twice
+    assert_eq!(h.status("a").unwrap().counters.probes_failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tel_targets_share_their_gateways_probe() {
+    let gw = sip_target("gw", 5080);
+    let tel1 = tel_target("tel1", &gw);
+    let tel2 = tel_target("tel2", &gw);
+    let (h, fake, _) = start(&[gw.clone(), tel1, tel2]);
+    sleep(Duration::from_millis(2500)).await;
+    let n = fake.sent.lock().unwrap().len();
+    assert_eq!(
+        n,
+        fake.times_to(gw.next_hop).len(),
+        "only the gateway is probed"
+    );
+    assert!(
+        (2..=3).contains(&n),
+        "once per interval, not once per tel target: {n}"
+    );
+    for id in ["gw", "tel1", "tel2"] {
+        assert_eq!(h.readiness(id), Readiness::NotReady, "{id}");
+        assert_eq!(h.status(id).unwrap().counters.probes_sent, n as u64);
+    }
+    fake.replies(gw.next_hop, Some(200));
+    sleep(Duration::from_millis(2500)).await;
+    for id in ["gw", "tel1", "tel2"] {
+        assert_eq!(h.status(id).unwrap().state, State::Probation, "{id}");
+    }
+    // Calls are per target: a failed call to one number does not touch the gateway or the other.
+    h.report("tel1", crate::health::Outcome::FailureResponse(480));
+    assert_eq!(h.readiness("tel1"), Readiness::NotReady);
+    assert_eq!(h.readiness("tel2"), Readiness::Ready);
+    assert_eq!(h.readiness("gw"), Readiness::Ready);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_probes_new_targets_promptly_and_stops_removed_ones() {
+    let a = sip_target("a", 5071);
+    let b = sip_target("b", 5072);
+    let (h, fake, _) = start(std::slice::from_ref(&a));
+    sleep(Duration::from_millis(300)).await;
+    h.rekey_targets(std::slice::from_ref(&b));
+    let t1 = Instant::now();
+    sleep(Duration::from_millis(3000)).await;
+    let to_b = fake.times_to(b.next_hop);
+    assert!(to_b[0] - t1 <= Duration::from_millis(50));
+    assert_eq!(fake.times_to(a.next_hop).len(), 1, "a no longer probed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn unprobed_targets_get_no_probes() {
+    let mut t = (*sip_target("quiet", 5090)).clone();
+    t.health.probe = false;
+    let (h, fake, _) = start(&[Arc::new(t)]);
+    sleep(Duration::from_secs(5)).await;
+    assert!(fake.sent.lock().unwrap().is_empty());
+    assert_eq!(h.readiness("quiet"), Readiness::Ready);
+}
+
+#[test]
+fn options_request_is_built_with_rsip_and_parses_back() {
+    use rsip::prelude::*;
+    let t = sip_target("a", 5071);
+    let ids = ProbeIds::random();
+    let text = build_options(&t, "10.0.0.1:5060".parse().unwrap(), &ids);
+    assert!(
+        text.starts_with("OPTIONS sip:127.0.0.1:5071 SIP/2.0\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\n"), "{text:?}");
+    let req = rsip::Request::try_from(text.as_str()).unwrap();
+    assert_eq!(req.method, rsip::Method::Options);
+    let via = req.via_header().unwrap().typed().unwrap();
+    let branch = via.branch().unwrap().to_string();
+    assert!(is_probe_branch(branch.as_bytes()) && branch == ids.branch);
+    assert!(text.contains("SIP/2.0/UDP 10.0.0.1:5060"), "{text}");
+    assert_eq!(req.max_forwards_header().unwrap().num().unwrap(), 70);
+    assert_eq!(req.call_id_header().unwrap().value(), ids.call_id);
+    let from = req.from_header().unwrap().typed().unwrap();
+    assert_eq!(from.tag().unwrap().to_string(), ids.from_tag);
+    assert_eq!(req.cseq_header().unwrap().typed().unwrap().seq, 1);
+    assert!(text.contains("\r\nContent-Length: 0\r\n"), "{text}");
+    assert!(!is_probe_branch(b"z9hG4bK-abc"));
+}

@@ -1,0 +1,197 @@
+//! Explicit event sequences through the pure machine.
+
+use crate::health::Outcome;
+use crate::health::state::{Event, Machine, ProbeFailure, Reason, State, Thresholds, Transition};
+use std::time::{Duration, Instant};
+
+const OK: Event = Event::ProbeOk(200);
+const TIMEOUT: Event = Event::ProbeFailed(ProbeFailure::Timeout);
+const CALL_OK: Event = Event::Call(Outcome::Progress(180));
+const CALL_503: Event = Event::Call(Outcome::FailureResponse(503));
+
+fn th() -> Thresholds {
+    Thresholds {
+        down_after_probe_failures: 2,
+        up_after_probe_successes: 2,
+        down_after_call_failures: 3,
+        probed: true,
+    }
+}
+
+/// Feeds the events one second apart; returns the states after each.
+fn run(m: &mut Machine, th: &Thresholds, events: &[Event]) -> Vec<State> {
+    let t0 = m.since();
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            m.on_event(*ev, th, t0 + Duration::from_secs(i as u64 + 1));
+            m.state()
+        })
+        .collect()
+}
+
+#[test]
+fn starts_up_with_startup_reason() {
+    let m = Machine::new(Instant::now());
+    assert_eq!(m.state(), State::Up);
+    assert_eq!(m.last_reason(), Reason::Startup);
+    assert!(State::Up.is_ready() && State::Probation.is_ready() && !State::Down.is_ready());
+}
+
+#[test]
+fn down_after_two_probe_failures_and_transition_reported_once() {
+    let mut m = Machine::new(Instant::now());
+    let now = m.since();
+    assert_eq!(m.on_event(TIMEOUT, &th(), now), None);
+    let t = m.on_event(TIMEOUT, &th(), now);
+    let reason = Reason::ProbeFailures {
+        count: 2,
+        last: ProbeFailure::Timeout,
+    };
+    let expected = Transition {
+        from: State::Up,
+        to: State::Down,
+        reason,
+    };
+    assert_eq!(t, Some(expected));
+    assert_eq!(m.on_event(TIMEOUT, &th(), now), None, "no second report");
+    assert_eq!(m.counters().transitions, 1);
+}
+
+#[test]
+fn probe_success_resets_probe_failure_run() {
+    let mut m = Machine::new(Instant::now());
+    let states = run(&mut m, &th(), &[TIMEOUT, OK, TIMEOUT, OK, TIMEOUT]);
+    assert!(states.iter().all(|s| *s == State::Up));
+}
+
+#[test]
+fn calls_fail_while_pings_answer() {
+    let mut m = Machine::new(Instant::now());
+    let states = run(&mut m, &th(), &[CALL_503, OK, CALL_503, OK, CALL_503]);
+    assert_eq!(states.last(), Some(&State::Down));
+    assert!(matches!(
+        m.last_reason(),
+        Reason::CallFailures { count: 3, .. }
+    ));
+}
+
+#[test]
+fn call_progress_resets_call_failure_run_but_probe_success_does_not() {
+    let mut m = Machine::new(Instant::now());
+    let states = run(
+        &mut m,
+        &th(),
+        &[CALL_503, CALL_503, CALL_OK, CALL_503, CALL_503],
+    );
+    assert!(states.iter().all(|s| *s == State::Up));
+    let mut m = Machine::new(Instant::now());
+    let states = run(&mut m, &th(), &[CALL_503, CALL_503, OK, CALL_503]);
+    assert_eq!(states.last(), Some(&State::Down));
+}
+
+#[test]
+fn recovery_goes_through_probation_then_a_call_brings_it_up() {
+    let mut m = Machine::new(Instant::now());
+    let states = run(&mut m, &th(), &[TIMEOUT, TIMEOUT, OK, TIMEOUT, OK, OK]);
+    assert_eq!(
+        states,
+        [
+            State::Up,
+            State::Down,
+            State::Down,
+            State::Down,
+            State::Down,
+            State::Probation
+        ]
+    );
+    run(&mut m, &th(), &[CALL_OK]);
+    assert_eq!(m.state(), State::Up);
+    assert_eq!(m.last_reason(), Reason::CallProgress(180));
+}
+
+#[test]
+fn one_failure_in_probation_sends_it_back_down() {
+    for failure in [TIMEOUT, CALL_503, Event::Call(Outcome::AttemptTimeout)] {
+        let mut m = Machine::new(Instant::now());
+        run(&mut m, &th(), &[TIMEOUT, TIMEOUT, OK, OK]);
+        assert_eq!(m.state(), State::Probation);
+        run(&mut m, &th(), &[failure]);
+        assert_eq!(m.state(), State::Down, "{failure:?}");
+    }
+}
+
+#[test]
+fn probation_without_calls_graduates_on_further_probe_successes() {
+    let mut m = Machine::new(Instant::now());
+    let states = run(&mut m, &th(), &[TIMEOUT, TIMEOUT, OK, OK, OK, OK]);
+    assert_eq!(states[3], State::Probation);
+    assert_eq!(states[4], State::Probation);
+    assert_eq!(states[5], State::Up);
+}
+
+#[test]
+fn probation_after_failed_calls_needs_a_real_call() {
+    let mut m = Machine::new(Instant::now());
+    run(&mut m, &th(), &[CALL_503, CALL_503, CALL_503, OK, OK]);
+    assert_eq!(m.state(), State::Probation);
+    run(&mut m, &th(), &[OK, OK, OK, OK]);
+    assert_eq!(m.state(), State::Probation, "probes cannot vouch for calls");
+    run(&mut m, &th(), &[CALL_OK]);
+    assert_eq!(m.state(), State::Up);
+}
+
+#[test]
+fn unprobed_target_comes_back_through_calls() {
+    let th = Thresholds {
+        probed: false,
+        ..th()
+    };
+    let mut m = Machine::new(Instant::now());
+    let states = run(
+        &mut m,
+        &th,
+        &[CALL_503, CALL_503, CALL_503, CALL_OK, CALL_OK],
+    );
+    assert_eq!(
+        &states[2..],
+        [State::Down, State::Probation, State::Up].as_slice()
+    );
+}
+
+#[test]
+fn probed_target_does_not_leave_down_on_a_call() {
+    let mut m = Machine::new(Instant::now());
+    run(&mut m, &th(), &[TIMEOUT, TIMEOUT, CALL_OK, CALL_OK]);
+    assert_eq!(m.state(), State::Down);
+}
+
+#[test]
+fn counters_count_every_kind() {
+    let mut m = Machine::new(Instant::now());
+    m.probe_sent();
+    m.probe_sent();
+    run(&mut m, &th(), &[OK, TIMEOUT, CALL_OK, CALL_503]);
+    let c = m.counters();
+    assert_eq!(
+        (
+            c.probes_sent,
+            c.probes_ok,
+            c.probes_failed,
+            c.calls_ok,
+            c.calls_failed
+        ),
+        (2, 1, 1, 1, 1)
+    );
+}
+
+#[test]
+fn since_moves_only_on_transitions() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(t0);
+    m.on_event(TIMEOUT, &th(), t0 + Duration::from_secs(1));
+    assert_eq!(m.since(), t0);
+    m.on_event(TIMEOUT, &th(), t0 + Duration::from_secs(2));
+    assert_eq!(m.since(), t0 + Duration::from_secs(2));
+}
