@@ -1,10 +1,10 @@
 //! Wiring: builds every part from the rules and runs them. The only module that knows them all.
 
 use crate::config::{Severity, Transport as Proto};
-use crate::health::Health;
+use crate::health::{Health, ProbeTransport};
 use crate::proxy::{Dispatcher, Proxy, ProxyConfig};
 use crate::routing::{Listen, Rules};
-use crate::transport::{Transport, TransportConfig};
+use crate::transport::{Destination, Transport, TransportConfig};
 use anyhow::{Context, anyhow};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -22,6 +22,8 @@ pub struct RunOptions {
     /// Listen addresses from the command line; empty: the rules file's.
     pub listen: Vec<Listen>,
     pub undelivered_path: Option<PathBuf>,
+    /// Admin HTTP listen address; None: no admin endpoint.
+    pub admin: Option<SocketAddr>,
 }
 
 /// A running proxy: its parts, for the binary and for tests.
@@ -30,6 +32,25 @@ pub struct Running {
     pub transport: Transport,
     pub rules: Arc<ArcSwap<Rules>>,
     pub health: Health,
+    /// The admin endpoint's address, when one was asked for.
+    pub admin: Option<SocketAddr>,
+    prober: tokio::task::JoinHandle<()>,
+}
+
+/// Probes leave through the proxy's own sockets (so replies come back to its receive loops).
+struct ProbeVia(Transport);
+
+impl ProbeTransport for ProbeVia {
+    fn local_addr(&self, t: Proto) -> SocketAddr {
+        self.0
+            .local_addr(t)
+            .or_else(|| self.0.local_addr(Proto::Udp))
+            .or_else(|| self.0.local_addr(Proto::Tcp))
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+    fn send(&self, t: Proto, to: SocketAddr, bytes: bytes::Bytes) {
+        self.0.send(Destination::new(t, to), bytes);
+    }
 }
 
 impl Running {
@@ -39,6 +60,7 @@ impl Running {
 
     /// Stops taking new calls, lets calls in flight finish (at most `limit`), then returns.
     pub async fn shutdown(&self, limit: Duration) {
+        self.prober.abort();
         self.proxy.set_draining();
         self.transport.stop_accepting();
         let until = tokio::time::Instant::now() + limit;
@@ -60,7 +82,11 @@ pub fn parse_listen(s: &str) -> anyhow::Result<Listen> {
     let transport = match proto {
         "udp" => Proto::Udp,
         "tcp" => Proto::Tcp,
-        _ => return Err(anyhow!("listen address `{s}`: transport must be udp or tcp")),
+        _ => {
+            return Err(anyhow!(
+                "listen address `{s}`: transport must be udp or tcp"
+            ));
+        }
     };
     let addr: SocketAddr = addr
         .parse()
@@ -126,11 +152,31 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
             tracing::info!(transport = %l.transport, addr = %a, "listening");
         }
     }
+    let prober = health.spawn_prober(Arc::new(ProbeVia(transport.clone())));
+    let admin = match opts.admin {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                return Err(anyhow!(
+                    "admin address {addr} is not loopback: the admin endpoint can switch targets off, so it only listens on 127.0.0.0/8 or ::1"
+                ));
+            }
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the admin address {addr}"))?;
+            let bound = l.local_addr()?;
+            tokio::spawn(crate::admin::serve(l, health.clone()));
+            tracing::info!(addr = %bound, "admin endpoint listening");
+            Some(bound)
+        }
+        None => None,
+    };
     Ok(Running {
         proxy,
         transport,
         rules,
         health,
+        admin,
+        prober,
     })
 }
 

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "sosrouter", version, about = "SIP failover proxy for emergency calls")]
+#[command(
+    name = "sosrouter",
+    version,
+    about = "SIP failover proxy for emergency calls"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -31,6 +35,9 @@ enum Cmd {
         /// Append undelivered emergency calls to this JSON-lines file (synced per record).
         #[arg(long, default_value = "undelivered.jsonl")]
         undelivered: PathBuf,
+        /// Admin HTTP address (status, enable/disable), loopback only; `off` disables it.
+        #[arg(long, default_value = "127.0.0.1:9060")]
+        admin: String,
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
@@ -45,7 +52,9 @@ enum Cmd {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().flatten_event(true).init(),
@@ -58,15 +67,30 @@ fn main() -> ExitCode {
         Cmd::Check { files } => {
             let (ok, report) = sosrouter::routing::check_files(&files);
             print!("{report}");
-            if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Cmd::Run {
             rules,
             listen,
             undelivered,
+            admin,
             log_format,
         } => {
             init_logs(log_format);
+            let admin = match admin.as_str() {
+                "off" | "none" => None,
+                a => match a.parse() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        eprintln!("error: --admin `{a}`: expected IP:PORT or `off`");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
             let listen = match listen.iter().map(|s| app::parse_listen(s)).collect() {
                 Ok(l) => l,
                 Err(e) => {
@@ -78,8 +102,12 @@ fn main() -> ExitCode {
                 rules_path: rules,
                 listen,
                 undelivered_path: Some(undelivered),
+                admin,
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");

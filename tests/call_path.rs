@@ -29,7 +29,8 @@ macro_rules! both_transports {
 }
 
 fn caller_addr(p: &sosrouter::app::Running, proto: Proto) -> std::net::SocketAddr {
-    p.local_addr(proto).expect("proxy listens on this transport")
+    p.local_addr(proto)
+        .expect("proxy listens on this transport")
 }
 
 async fn full_dialog_through_record_route(proto: Proto) {
@@ -47,7 +48,10 @@ async fn full_dialog_through_record_route(proto: Proto) {
     assert_eq!(out.final_msg.vias().unwrap().len(), 1);
     let bye = uac.ack_and_bye(&out.final_msg, "dialog-1").await;
     assert_eq!(bye, 200);
-    eventually(WAIT, "ACK and BYE at the primary", || a.count("ACK") == 1 && a.count("BYE") == 1).await;
+    eventually(WAIT, "ACK and BYE at the primary", || {
+        a.count("ACK") == 1 && a.count("BYE") == 1
+    })
+    .await;
     // ACK and BYE came through the proxy (Record-Route), not straight from the caller.
     for r in a.received() {
         assert_ne!(r.from, uac.local, "{} bypassed the proxy", r.method);
@@ -95,8 +99,14 @@ async fn cancel_before_answer(proto: Proto) {
             }
         }
     }
-    assert!(got.contains(&(sosrouter::sip::Method::Cancel, 200)), "{got:?}");
-    assert!(got.contains(&(sosrouter::sip::Method::Invite, 487)), "{got:?}");
+    assert!(
+        got.contains(&(sosrouter::sip::Method::Cancel, 200)),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(sosrouter::sip::Method::Invite, 487)),
+        "{got:?}"
+    );
     eventually(WAIT, "CANCEL at the primary", || a.count("CANCEL") == 1).await;
     assert_eq!(b.count("INVITE"), 0, "a cancelled call must not fail over");
 }
@@ -113,8 +123,16 @@ async fn primary_port_closed_fails_over_without_timer(proto: Proto) {
     assert_eq!(out.final_code, 200);
     assert_eq!(b.count("INVITE"), 1);
     let c = &p.proxy.counters;
-    assert_eq!(c.outcome(OutcomeKind::TransportError), 1, "ICMP unreachable seen");
-    assert_eq!(c.outcome(OutcomeKind::AttemptTimeout), 0, "no timer was involved");
+    assert_eq!(
+        c.outcome(OutcomeKind::TransportError),
+        1,
+        "ICMP unreachable seen"
+    );
+    assert_eq!(
+        c.outcome(OutcomeKind::AttemptTimeout),
+        0,
+        "no timer was involved"
+    );
 }
 both_transports!(primary_port_closed_fails_over_without_timer);
 
@@ -177,7 +195,11 @@ async fn both_psaps_down_business_line_gets_tel_uri(proto: Proto) {
     let ruri = format!("sip:911@{}", caller_addr(&p, proto));
     let out = uac.call(&ruri, "both-1", WAIT).await;
     assert_eq!(out.final_code, 200);
-    let inv = g.received().into_iter().find(|r| r.method == "INVITE").expect("gateway INVITE");
+    let inv = g
+        .received()
+        .into_iter()
+        .find(|r| r.method == "INVITE")
+        .expect("gateway INVITE");
     assert_eq!(inv.request_uri, "tel:+15555550100");
     let bye = uac.ack_and_bye(&out.final_msg, "both-1").await;
     assert_eq!(bye, 200);
@@ -192,21 +214,36 @@ async fn everything_down_gets_final_and_undelivered_record(proto: Proto) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("undelivered.jsonl");
     let _ = std::fs::remove_file(&path);
-    let p = proxy(&lab_rules(a.addr, b.addr, g, FAST_TIMERS), Some(path.clone())).await;
+    let p = proxy(
+        &lab_rules(a.addr, b.addr, g, FAST_TIMERS),
+        Some(path.clone()),
+    )
+    .await;
     let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
     let ruri = format!("sip:911@{}", caller_addr(&p, proto));
     let out = uac.call(&ruri, "down-1", WAIT).await;
     // The best response was a 503, which is never relayed as 503 (RFC 3261 §16.7).
     assert_eq!(out.final_code, 500);
-    eventually(WAIT, "undelivered record", || std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))).await;
+    eventually(WAIT, "undelivered record", || {
+        std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
     let text = std::fs::read_to_string(&path).unwrap();
     let rec: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(rec["call_id"], "down-1");
     assert_eq!(rec["emergency"], true);
-    assert!(rec["p_asserted_identity"].as_str().unwrap().contains("+16175550123"));
+    assert!(
+        rec["p_asserted_identity"]
+            .as_str()
+            .unwrap()
+            .contains("+16175550123")
+    );
     assert!(rec["geolocation"].as_str().unwrap().contains("cid:loc-1"));
     let attempts = rec["attempts"].as_array().unwrap();
-    let targets: Vec<&str> = attempts.iter().map(|a| a["target"].as_str().unwrap()).collect();
+    let targets: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["target"].as_str().unwrap())
+        .collect();
     assert_eq!(targets, ["psap-primary", "psap-backup", "business-line"]);
     assert_eq!(attempts[0]["reason"], "attempt timeout");
     assert_eq!(attempts[1]["status"], 503);
@@ -237,7 +274,9 @@ async fn max_forwards_zero_gets_483() {
     let p = proxy(&lab_rules(a.addr, a.addr, a.addr, FAST_TIMERS), None).await;
     let mut uac = Uac::new(Proto::Udp, caller_addr(&p, Proto::Udp)).await;
     let inv = uac.invite("urn:service:sos", "mf-1", "z9hG4bK-mf1");
-    let inv = String::from_utf8(inv.to_vec()).unwrap().replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let inv = String::from_utf8(inv.to_vec())
+        .unwrap()
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
     uac.send(inv.as_bytes()).await;
     let r = uac.recv(WAIT).await.expect("response");
     assert_eq!(r.status(), Some(483));
@@ -256,7 +295,13 @@ async fn invite_retransmission_is_absorbed() {
     uac.send(&inv).await;
     let out = uac.await_final(WAIT).await;
     assert_eq!(out.final_code, 200);
-    assert_eq!(p.proxy.counters.calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        p.proxy
+            .counters
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     assert_eq!(b.count("INVITE"), 1, "one call, one INVITE to the backup");
 }
 
@@ -272,7 +317,11 @@ async fn stray_response_is_dropped() {
     );
     uac.send(m.as_bytes()).await;
     eventually(WAIT, "stray counted", || {
-        p.proxy.counters.stray_responses.load(std::sync::atomic::Ordering::Relaxed) == 1
+        p.proxy
+            .counters
+            .stray_responses
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
     })
     .await;
     assert!(uac.recv(Duration::from_millis(200)).await.is_none());

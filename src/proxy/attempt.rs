@@ -69,7 +69,13 @@ impl Attempt {
         }
     }
 
-    pub(super) fn record(&self, call_start: Instant, now: Instant, reason: &str, status: Option<u16>) -> AttemptRecord {
+    pub(super) fn record(
+        &self,
+        call_start: Instant,
+        now: Instant,
+        reason: &str,
+        status: Option<u16>,
+    ) -> AttemptRecord {
         AttemptRecord {
             target: self.target.id.clone(),
             reason: reason.to_string(),

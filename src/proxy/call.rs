@@ -197,7 +197,8 @@ impl Call {
                 continue;
             }
             a.phase = Phase::Done;
-            if self.current == Some(i) && self.state == CallState::Routing && !self.caller_cancelled {
+            if self.current == Some(i) && self.state == CallState::Routing && !self.caller_cancelled
+            {
                 let t = a.target.id.clone();
                 out.push(Action::Report(t, Outcome::TransportError));
                 self.fail_attempt(i, "transport error", None, now);
@@ -209,7 +210,9 @@ impl Call {
     /// A response on one of our branches.
     pub fn on_response(&mut self, msg: Message, now: Instant, out: &mut Vec<Action>) {
         let Some(code) = msg.status() else { return };
-        let Some(i) = self.attempt_of(&msg) else { return };
+        let Some(i) = self.attempt_of(&msg) else {
+            return;
+        };
         if code < 200 {
             self.on_provisional(i, code, &msg, now, out);
         } else if code < 300 {
@@ -222,10 +225,19 @@ impl Call {
     fn attempt_of(&self, msg: &Message) -> Option<usize> {
         let via = msg.top_via().ok()?;
         let branch = via.branch?;
-        self.attempts.iter().position(|a| a.branch.as_bytes() == branch)
+        self.attempts
+            .iter()
+            .position(|a| a.branch.as_bytes() == branch)
     }
 
-    fn on_provisional(&mut self, i: usize, code: u16, msg: &Message, now: Instant, out: &mut Vec<Action>) {
+    fn on_provisional(
+        &mut self,
+        i: usize,
+        code: u16,
+        msg: &Message,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let ring = self.setup.timers.ring_timeout;
         let a = &mut self.attempts[i];
         a.provisional_seen = true;
@@ -235,7 +247,10 @@ impl Call {
             // An abandoned branch finally answered: now it may be CANCELled (RFC 3261 §9.1).
             a.cancel_pending = false;
             a.cancel_sent = true;
-            out.push(Action::SendTarget(a.target.clone(), build::cancel(&a.invite)));
+            out.push(Action::SendTarget(
+                a.target.clone(),
+                build::cancel(&a.invite),
+            ));
             return;
         }
         if code == 100 || a.phase != Phase::Trying && a.phase != Phase::Ringing {
@@ -272,7 +287,8 @@ impl Call {
         }
         self.state = CallState::Answered;
         self.ended_at = Some(now);
-        self.records.push(self.attempts[i].record(self.started, now, "answered", Some(code)));
+        self.records
+            .push(self.attempts[i].record(self.started, now, "answered", Some(code)));
         self.current = None;
         for j in 0..self.attempts.len() {
             if j != i {
@@ -281,7 +297,14 @@ impl Call {
         }
     }
 
-    fn on_failure_final(&mut self, i: usize, code: u16, msg: Message, now: Instant, out: &mut Vec<Action>) {
+    fn on_failure_final(
+        &mut self,
+        i: usize,
+        code: u16,
+        msg: Message,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         // A non-2xx final is ACKed hop by hop (RFC 3261 §17.1.1.3), retransmissions too.
         let ack = build::ack_for_non2xx(&self.attempts[i].invite, &msg);
         out.push(Action::SendTarget(self.attempts[i].target.clone(), ack));
@@ -299,7 +322,12 @@ impl Call {
         }
         if self.caller_cancelled {
             // Contract point 8: the 487 (or whatever final) of the cancelled branch ends the call.
-            self.records.push(self.attempts[i].record(self.started, now, "cancelled by caller", Some(code)));
+            self.records.push(self.attempts[i].record(
+                self.started,
+                now,
+                "cancelled by caller",
+                Some(code),
+            ));
             let relayed = self.relay(&msg);
             self.send_final(relayed, code, now, out);
             return;
@@ -307,12 +335,23 @@ impl Call {
         if self.setup.failover.fails_over(code) {
             let reason = format!("failure response {code}");
             self.fail_attempt(i, &reason, Some(code), now);
-            out.push(Action::Report(self.attempts[i].target.id.clone(), Outcome::FailureResponse(code)));
+            out.push(Action::Report(
+                self.attempts[i].target.id.clone(),
+                Outcome::FailureResponse(code),
+            ));
             self.keep_best(code, Some(msg));
             self.next_attempt(now, out);
         } else {
-            out.push(Action::Report(self.attempts[i].target.id.clone(), Outcome::Progress(code)));
-            self.records.push(self.attempts[i].record(self.started, now, "final response relayed", Some(code)));
+            out.push(Action::Report(
+                self.attempts[i].target.id.clone(),
+                Outcome::Progress(code),
+            ));
+            self.records.push(self.attempts[i].record(
+                self.started,
+                now,
+                "final response relayed",
+                Some(code),
+            ));
             let relayed = self.relay(&msg);
             self.send_final(relayed, code, now, out);
         }
@@ -323,7 +362,10 @@ impl Call {
         for a in &mut self.attempts {
             if let Some(r) = &mut a.retransmit {
                 if r.fire(now) {
-                    out.push(Action::SendTarget(a.target.clone(), a.invite.bytes().clone()));
+                    out.push(Action::SendTarget(
+                        a.target.clone(),
+                        a.invite.bytes().clone(),
+                    ));
                 }
             }
         }
@@ -338,7 +380,13 @@ impl Call {
         }
         if let Some(g) = self.cancel_guard {
             if now >= g && self.state == CallState::Routing {
-                let resp = build::response(&self.setup.invite, 487, "Request Terminated", Some(self.setup.to_tag.as_bytes()), &[]);
+                let resp = build::response(
+                    &self.setup.invite,
+                    487,
+                    "Request Terminated",
+                    Some(self.setup.to_tag.as_bytes()),
+                    &[],
+                );
                 self.send_final(resp, 487, now, out);
             }
         }
@@ -442,7 +490,15 @@ impl Call {
         out.push(Action::Listen(branch.clone(), target.next_hop));
         out.push(Action::SendTarget(target.clone(), bytes));
         let reliable = target.transport == crate::config::Transport::Tcp;
-        let attempt = Attempt::new(target, p, branch, invite, now, self.setup.timers.attempt_timeout, reliable);
+        let attempt = Attempt::new(
+            target,
+            p,
+            branch,
+            invite,
+            now,
+            self.setup.timers.attempt_timeout,
+            reliable,
+        );
         self.attempts.push(attempt);
         self.current = Some(self.attempts.len() - 1);
     }
@@ -459,10 +515,28 @@ impl Call {
     /// Contract point 7.
     fn give_up(&mut self, now: Instant, out: &mut Vec<Action>) {
         let resp = match self.best.take() {
-            Some((503, _)) => build::response(&self.setup.invite, 500, "Server Internal Error", Some(self.setup.to_tag.as_bytes()), &[]),
+            Some((503, _)) => build::response(
+                &self.setup.invite,
+                500,
+                "Server Internal Error",
+                Some(self.setup.to_tag.as_bytes()),
+                &[],
+            ),
             Some((_, Some(msg))) => self.relay(&msg),
-            Some((code, None)) => build::response(&self.setup.invite, code, build::reason_phrase(code), Some(self.setup.to_tag.as_bytes()), &[]),
-            None => build::response(&self.setup.invite, 408, "Request Timeout", Some(self.setup.to_tag.as_bytes()), &[]),
+            Some((code, None)) => build::response(
+                &self.setup.invite,
+                code,
+                build::reason_phrase(code),
+                Some(self.setup.to_tag.as_bytes()),
+                &[],
+            ),
+            None => build::response(
+                &self.setup.invite,
+                408,
+                "Request Timeout",
+                Some(self.setup.to_tag.as_bytes()),
+                &[],
+            ),
         };
         let code = status_of(&resp).unwrap_or(500);
         out.push(Action::Undelivered(self.records.clone()));
@@ -505,7 +579,10 @@ impl Call {
         if a.provisional_seen {
             a.cancel_sent = true;
             a.cancel_pending = false;
-            out.push(Action::SendTarget(a.target.clone(), build::cancel(&a.invite)));
+            out.push(Action::SendTarget(
+                a.target.clone(),
+                build::cancel(&a.invite),
+            ));
         } else {
             a.cancel_pending = true;
         }
@@ -548,7 +625,9 @@ impl Call {
 
     /// The shell may drop the call: the caller has its final and nothing is left to settle.
     pub fn is_finished(&self, now: Instant) -> bool {
-        let Some(ended) = self.ended_at else { return false };
+        let Some(ended) = self.ended_at else {
+            return false;
+        };
         if self.final_retransmit.is_some() {
             return false;
         }

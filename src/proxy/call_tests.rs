@@ -64,13 +64,22 @@ fn response(branch: &str, code: u16) -> Message {
 }
 
 fn setup(n: usize, timers: Timers) -> CallSetup {
-    let plan: Vec<_> = (0..n).map(|i| target(&format!("t{i}"), 5071 + i as u16)).collect();
+    let plan: Vec<_> = (0..n)
+        .map(|i| target(&format!("t{i}"), 5071 + i as u16))
+        .collect();
     CallSetup {
         invite: caller_invite(),
         last_resort: plan.last().map(|t| t.id.clone()),
         plan,
         timers,
-        failover: FailoverCodes(vec![(408, 408), (480, 480), (486, 486), (500, 599), (600, 600), (603, 603)]),
+        failover: FailoverCodes(vec![
+            (408, 408),
+            (480, 480),
+            (486, 486),
+            (500, 599),
+            (600, 600),
+            (603, 603),
+        ]),
         caller_reliable: false,
         to_tag: "px".into(),
         build_invite: Box::new(|_t: &Target, b: &str| Bytes::from(forwarded(b))),
@@ -116,7 +125,13 @@ fn simulate(scripts: &[Script], timers: Timers) -> Sim {
     let mut call = Call::start(setup(scripts.len(), timers), t0, &mut out);
     let mut queue = BinaryHeap::new();
     let mut branches: Vec<(usize, String)> = vec![];
-    let mut sim = Sim { final_code: 0, final_at: Duration::ZERO, invited: vec![], reports: vec![], cancels: vec![] };
+    let mut sim = Sim {
+        final_code: 0,
+        final_at: Duration::ZERO,
+        invited: vec![],
+        reports: vec![],
+        cancels: vec![],
+    };
     let mut now = t0;
     for _ in 0..10_000 {
         for a in out.drain(..) {
@@ -126,9 +141,11 @@ fn simulate(scripts: &[Script], timers: Timers) -> Sim {
                     let text = String::from_utf8_lossy(&bytes).into_owned();
                     if text.starts_with("CANCEL") {
                         sim.cancels.push(idx);
-                    } else if text.starts_with("INVITE") && !branches.iter().any(|(i, _)| *i == idx) {
+                    } else if text.starts_with("INVITE") && !branches.iter().any(|(i, _)| *i == idx)
+                    {
                         let m = parse(text);
-                        let br = String::from_utf8_lossy(m.top_via().unwrap().branch.unwrap()).into_owned();
+                        let br = String::from_utf8_lossy(m.top_via().unwrap().branch.unwrap())
+                            .into_owned();
                         branches.push((idx, br));
                         sim.invited.push(idx);
                         match scripts[idx] {
@@ -170,7 +187,11 @@ fn simulate(scripts: &[Script], timers: Timers) -> Sim {
             match (what, scripts[idx]) {
                 (0, _) => call.on_response(response(&br, 200), now, &mut out),
                 (1, Script::Fail(code, _)) => call.on_response(response(&br, code), now, &mut out),
-                (2, _) => call.on_unreachable(format!("127.0.0.1:{}", 5071 + idx).parse().unwrap(), now, &mut out),
+                (2, _) => call.on_unreachable(
+                    format!("127.0.0.1:{}", 5071 + idx).parse().unwrap(),
+                    now,
+                    &mut out,
+                ),
                 (3, _) => call.on_response(response(&br, 180), now, &mut out),
                 _ => unreachable!(),
             }
@@ -186,37 +207,60 @@ fn ms(n: u64) -> Duration {
 }
 
 fn timers(attempt: u64, ring: u64, deadline: u64) -> Timers {
-    Timers { attempt_timeout: ms(attempt), ring_timeout: ms(ring), call_deadline: ms(deadline) }
+    Timers {
+        attempt_timeout: ms(attempt),
+        ring_timeout: ms(ring),
+        call_deadline: ms(deadline),
+    }
 }
 
 #[test]
 fn first_target_answers() {
-    let s = simulate(&[Script::Answer(5), Script::Answer(5)], timers(1000, 10_000, 30_000));
+    let s = simulate(
+        &[Script::Answer(5), Script::Answer(5)],
+        timers(1000, 10_000, 30_000),
+    );
     assert_eq!(s.final_code, 200);
     assert_eq!(s.invited, vec![0]);
 }
 
 #[test]
 fn unreachable_fails_over_at_once() {
-    let s = simulate(&[Script::Unreachable(1), Script::Answer(5)], timers(1000, 10_000, 30_000));
+    let s = simulate(
+        &[Script::Unreachable(1), Script::Answer(5)],
+        timers(1000, 10_000, 30_000),
+    );
     assert_eq!(s.final_code, 200);
     assert_eq!(s.invited, vec![0, 1]);
-    assert_eq!(s.final_at, ms(6), "1 ms to the ICMP error, 5 ms to the answer: no timer");
+    assert_eq!(
+        s.final_at,
+        ms(6),
+        "1 ms to the ICMP error, 5 ms to the answer: no timer"
+    );
     assert_eq!(s.reports[0], ("t0".into(), Outcome::TransportError));
 }
 
 #[test]
 fn silent_target_costs_exactly_the_attempt_timer() {
-    let s = simulate(&[Script::Silent, Script::Answer(5)], timers(1000, 10_000, 30_000));
+    let s = simulate(
+        &[Script::Silent, Script::Answer(5)],
+        timers(1000, 10_000, 30_000),
+    );
     assert_eq!(s.final_code, 200);
     assert_eq!(s.final_at, ms(1005));
-    assert!(s.cancels.is_empty(), "no CANCEL before a provisional (RFC 3261 §9.1)");
+    assert!(
+        s.cancels.is_empty(),
+        "no CANCEL before a provisional (RFC 3261 §9.1)"
+    );
     assert_eq!(s.reports[0], ("t0".into(), Outcome::AttemptTimeout));
 }
 
 #[test]
 fn ringing_target_is_cancelled_after_the_ring_timer() {
-    let s = simulate(&[Script::RingThenNothing(10), Script::Answer(5)], timers(1000, 3000, 30_000));
+    let s = simulate(
+        &[Script::RingThenNothing(10), Script::Answer(5)],
+        timers(1000, 3000, 30_000),
+    );
     assert_eq!(s.final_code, 200);
     assert_eq!(s.final_at, ms(10 + 3000 + 5));
     assert_eq!(s.cancels, vec![0]);
@@ -224,36 +268,67 @@ fn ringing_target_is_cancelled_after_the_ring_timer() {
 
 #[test]
 fn best_response_503_becomes_500_and_none_becomes_408() {
-    let s = simulate(&[Script::Fail(503, 1), Script::Fail(486, 1)], timers(1000, 3000, 30_000));
+    let s = simulate(
+        &[Script::Fail(503, 1), Script::Fail(486, 1)],
+        timers(1000, 3000, 30_000),
+    );
     assert_eq!(s.final_code, 486, "4xx beats 5xx (RFC 3261 §16.7.6)");
-    let s = simulate(&[Script::Fail(503, 1), Script::Fail(503, 1)], timers(1000, 3000, 30_000));
+    let s = simulate(
+        &[Script::Fail(503, 1), Script::Fail(503, 1)],
+        timers(1000, 3000, 30_000),
+    );
     assert_eq!(s.final_code, 500, "503 is never relayed as 503");
-    let s = simulate(&[Script::Silent, Script::Unreachable(1)], timers(100, 3000, 30_000));
+    let s = simulate(
+        &[Script::Silent, Script::Unreachable(1)],
+        timers(100, 3000, 30_000),
+    );
     assert_eq!(s.final_code, 408);
 }
 
 #[test]
 fn deadline_skips_to_the_last_resort_and_answers_before_it() {
     // Three silent PSAPs and a silent last resort; 1 s attempts; 2.5 s deadline.
-    let s = simulate(&[Script::Silent, Script::Silent, Script::Silent, Script::Silent], timers(1000, 3000, 2500));
-    assert_eq!(s.invited, vec![0, 3], "after one attempt only the last resort fits");
+    let s = simulate(
+        &[
+            Script::Silent,
+            Script::Silent,
+            Script::Silent,
+            Script::Silent,
+        ],
+        timers(1000, 3000, 2500),
+    );
+    assert_eq!(
+        s.invited,
+        vec![0, 3],
+        "after one attempt only the last resort fits"
+    );
     assert!(s.final_at <= ms(2500), "final at {:?}", s.final_at);
     assert_eq!(s.final_code, 408);
 }
 
 #[test]
 fn ringing_cut_by_the_deadline_still_reaches_the_last_resort() {
-    let s = simulate(&[Script::RingThenNothing(10), Script::Answer(5)], timers(1000, 60_000, 5000));
+    let s = simulate(
+        &[Script::RingThenNothing(10), Script::Answer(5)],
+        timers(1000, 60_000, 5000),
+    );
     assert_eq!(s.final_code, 200);
     assert_eq!(s.final_at, ms(4000 + 5), "cut at deadline - attempt timer");
     assert_eq!(s.cancels, vec![0]);
-    assert!(s.reports.iter().all(|(t, o)| t != "t0" || !matches!(o, Outcome::RingTimeout)),
-        "a cut by the deadline is not the target's fault");
+    assert!(
+        s.reports
+            .iter()
+            .all(|(t, o)| t != "t0" || !matches!(o, Outcome::RingTimeout)),
+        "a cut by the deadline is not the target's fault"
+    );
 }
 
 #[test]
 fn non_failover_final_is_relayed() {
-    let s = simulate(&[Script::Fail(404, 1), Script::Answer(1)], timers(1000, 3000, 30_000));
+    let s = simulate(
+        &[Script::Fail(404, 1), Script::Answer(1)],
+        timers(1000, 3000, 30_000),
+    );
     assert_eq!(s.final_code, 404);
     assert_eq!(s.invited, vec![0]);
 }
@@ -272,7 +347,10 @@ fn cancel_from_caller_stops_failover() {
     call.on_response(response(&br, 180), t0 + ms(5), &mut out);
     out.clear();
     call.on_caller_cancel(t0 + ms(10), &mut out);
-    assert!(out.iter().any(|a| matches!(a, Action::SendTarget(_, b) if b.starts_with(b"CANCEL"))));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::SendTarget(_, b) if b.starts_with(b"CANCEL")))
+    );
     out.clear();
     call.on_response(response(&br, 487), t0 + ms(12), &mut out);
     let finals: Vec<u16> = out
@@ -289,7 +367,11 @@ fn cancel_from_caller_stops_failover() {
 fn script() -> impl Strategy<Value = Script> {
     prop_oneof![
         (0u64..300).prop_map(Script::Answer),
-        (prop::sample::select(vec![408u16, 480, 486, 500, 503, 600, 603]), 0u64..300).prop_map(|(c, d)| Script::Fail(c, d)),
+        (
+            prop::sample::select(vec![408u16, 480, 486, 500, 503, 600, 603]),
+            0u64..300
+        )
+            .prop_map(|(c, d)| Script::Fail(c, d)),
         (0u64..50).prop_map(Script::Unreachable),
         (0u64..300).prop_map(Script::RingThenNothing),
         Just(Script::Silent),

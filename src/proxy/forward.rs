@@ -87,7 +87,10 @@ pub fn host_port(a: SocketAddr) -> String {
 /// An IP literal host (`127.0.0.1`, `[::1]`); names are not resolved (no DNS on the call path).
 pub fn parse_host(h: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(h).ok()?;
-    let s = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
+    let s = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(s);
     s.parse().ok()
 }
 
@@ -114,7 +117,11 @@ pub fn invite_for_attempt(
         e.push_record_route(&local.record_route(out, None));
     } else {
         // Double Record-Route (RFC 5658): the caller-facing entry below, the target-facing one on top.
-        let flow = if inb.proto == Proto::Tcp { inb.conn } else { None };
+        let flow = if inb.proto == Proto::Tcp {
+            inb.conn
+        } else {
+            None
+        };
         e.push_record_route(&local.record_route(inb.proto, flow));
         e.push_record_route(&local.record_route(out, None));
     }
@@ -126,7 +133,10 @@ pub fn invite_for_attempt(
 
 /// How many leading Route entries name us, and the last of them (its transport and flow token
 /// decide how to reach the next hop of an in-dialog request).
-pub fn our_routes<'m>(msg: &'m Message, local: &Local) -> (usize, Option<std::borrow::Cow<'m, [u8]>>) {
+pub fn our_routes<'m>(
+    msg: &'m Message,
+    local: &Local,
+) -> (usize, Option<std::borrow::Cow<'m, [u8]>>) {
     let mut n = 0;
     let mut last = None;
     for r in msg.routes() {

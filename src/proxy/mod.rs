@@ -7,9 +7,9 @@
 //! `.await` or across a second map call: every access below is one short lookup.
 
 pub mod attempt;
+pub mod call;
 #[cfg(test)]
 mod call_tests;
-pub mod call;
 pub mod forward;
 mod relay;
 mod task;
@@ -263,7 +263,8 @@ impl Proxy {
         let Ok(via) = msg.top_via() else { return };
         let Some(branch) = via.branch else { return };
         if crate::health::is_probe_branch(branch) {
-            self.health.on_probe_response(branch, msg.status().unwrap_or(0));
+            self.health
+                .on_probe_response(branch, msg.status().unwrap_or(0));
             return;
         }
         if let Some(b) = self.branches.get(branch).map(|b| b.tx.clone()) {
@@ -287,7 +288,9 @@ impl Proxy {
             }
             return;
         }
-        self.counters.stray_responses.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .stray_responses
+            .fetch_add(1, Ordering::Relaxed);
         tracing::trace!(status = ?msg.status(), "stray response dropped");
     }
 

@@ -52,7 +52,8 @@ impl Relays {
         if !is_ack {
             let until = Instant::now() + TIMEOUT_64T1;
             let reply = inb.reply_to();
-            self.map.insert(Bytes::from(branch.into_bytes()), Relay { reply, until });
+            self.map
+                .insert(Bytes::from(branch.into_bytes()), Relay { reply, until });
         }
         tracing::trace!(to = %dst.addr, "in-dialog request relayed");
         transport.send(dst, out);

@@ -87,7 +87,12 @@ struct Ctx {
     emergency: bool,
 }
 
-async fn run(mut ctx: Ctx, setup: CallSetup, key: ServerKey, mut rx: mpsc::UnboundedReceiver<CallEvent>) {
+async fn run(
+    mut ctx: Ctx,
+    setup: CallSetup,
+    key: ServerKey,
+    mut rx: mpsc::UnboundedReceiver<CallEvent>,
+) {
     let invite = setup.invite.clone();
     let mut out = Vec::new();
     let mut call = Call::start(setup, now(), &mut out);
@@ -118,7 +123,13 @@ async fn run(mut ctx: Ctx, setup: CallSetup, key: ServerKey, mut rx: mpsc::Unbou
         ctx.proxy.branches.remove(b);
     }
     let last = call.last_to_caller();
-    ctx.proxy.server.insert(key, ServerEntry::Done { until: now() + TIMEOUT_64T1, last });
+    ctx.proxy.server.insert(
+        key,
+        ServerEntry::Done {
+            until: now() + TIMEOUT_64T1,
+            last,
+        },
+    );
     tracing::debug!(state = ?call.state(), "call ended");
 }
 
@@ -126,9 +137,10 @@ impl Ctx {
     fn execute(&mut self, out: &mut Vec<Action>, invite: &Message) {
         for a in out.drain(..) {
             match a {
-                Action::SendTarget(t, b) => {
-                    self.proxy.transport.send(Destination::new(t.transport, t.next_hop), b)
-                }
+                Action::SendTarget(t, b) => self
+                    .proxy
+                    .transport
+                    .send(Destination::new(t.transport, t.next_hop), b),
                 Action::SendCaller(b) => self.proxy.transport.send(self.inb.reply_to(), b),
                 Action::Listen(branch, addr) => {
                     let k = Bytes::from(branch.into_bytes());
@@ -138,7 +150,8 @@ impl Ctx {
                 }
                 Action::Report(id, o) => {
                     let k = super::OutcomeKind::of(o) as usize;
-                    self.proxy.counters.outcomes[k].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.proxy.counters.outcomes[k]
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.proxy.health.report(&id, o);
                 }
                 Action::Undelivered(recs) => {

@@ -37,7 +37,10 @@ impl Sink {
 }
 
 fn append(path: &PathBuf, rec: &serde_json::Value) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     let mut line = serde_json::to_vec(rec)?;
     line.push(b'\n');
     f.write_all(&line)?;

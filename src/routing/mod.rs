@@ -64,7 +64,9 @@ impl Target {
     /// - Sip target: the original when it is a `urn:` URI (the service URN travels with the call);
     ///   otherwise the target URI, keeping the original user part when the target URI has none
     ///   (`sip:911@127.0.0.1:5060` to `sip:127.0.0.1:5071` gives `sip:911@127.0.0.1:5071`).
-    pub fn request_uri_for(&self, _original: &[u8]) -> Vec<u8> { todo!() }
+    pub fn request_uri_for(&self, _original: &[u8]) -> Vec<u8> {
+        todo!()
+    }
 }
 
 /// Per-route call timers.
@@ -124,7 +126,9 @@ pub struct CallFacts {
 
 impl CallFacts {
     /// Reads the facts from a parsed request and its source address.
-    pub fn from_message(_msg: &crate::sip::Message, _source: IpAddr) -> CallFacts { todo!() }
+    pub fn from_message(_msg: &crate::sip::Message, _source: IpAddr) -> CallFacts {
+        todo!()
+    }
 }
 
 /// The routing decision for one call.
@@ -161,19 +165,37 @@ pub struct Rules {
 
 impl Rules {
     /// Parses and validates rules text. Ok: the rules and any warnings. Err: every error (and warning).
-    pub fn parse(_text: &str, _source: &str) -> Result<(Rules, Vec<Diagnostic>), Vec<Diagnostic>> { todo!() }
+    pub fn parse(_text: &str, _source: &str) -> Result<(Rules, Vec<Diagnostic>), Vec<Diagnostic>> {
+        todo!()
+    }
     /// Reads and parses a file.
-    pub fn load(_path: &std::path::Path) -> Result<(Rules, Vec<Diagnostic>), Vec<Diagnostic>> { todo!() }
-    pub fn target(&self, _id: &str) -> Option<&Arc<Target>> { todo!() }
+    pub fn load(_path: &std::path::Path) -> Result<(Rules, Vec<Diagnostic>), Vec<Diagnostic>> {
+        todo!()
+    }
+    pub fn target(&self, _id: &str) -> Option<&Arc<Target>> {
+        todo!()
+    }
     /// The route for a call: the first route in file order whose conditions all match, else the default.
-    pub fn select(&self, _call: &CallFacts) -> Selection { todo!() }
+    pub fn select(&self, _call: &CallFacts) -> Selection {
+        todo!()
+    }
     /// Whether a call is an emergency call (see [`Selection::emergency`]).
-    pub fn is_emergency(&self, _call: &CallFacts) -> bool { todo!() }
+    pub fn is_emergency(&self, _call: &CallFacts) -> bool {
+        todo!()
+    }
 }
 
 /// The failover plan: targets of `route` in the order to try them. Ready targets first in chain order,
 /// then not-ready ones in chain order, then disabled ones in chain order. Every chain target exactly once.
-pub fn plan(_rules: &Rules, _route: &Route, _readiness: &dyn Fn(&str) -> Readiness) -> Vec<Arc<Target>> { todo!() }
+pub fn plan(
+    _rules: &Rules,
+    _route: &Route,
+    _readiness: &dyn Fn(&str) -> Readiness,
+) -> Vec<Arc<Target>> {
+    todo!()
+}
 
 /// Validates rules files for `sosrouter check`: (all valid, report text). (STUB)
-pub fn check_files(_paths: &[std::path::PathBuf]) -> (bool, String) { todo!() }
+pub fn check_files(_paths: &[std::path::PathBuf]) -> (bool, String) {
+    todo!()
+}

@@ -6,4 +6,6 @@ use super::{Limits, ParseError};
 /// when Content-Length is missing or bad (required on stream transports), or when the total is too large.
 /// Leading CRLFs (keep-alives, RFC 5626) are reported as `Ok(Some(n))` frames of only CR/LF bytes,
 /// which the caller skips.
-pub fn frame_len(_buf: &[u8], _limits: &Limits) -> Result<Option<usize>, ParseError> { todo!() }
+pub fn frame_len(_buf: &[u8], _limits: &Limits) -> Result<Option<usize>, ParseError> {
+    todo!()
+}

@@ -2,7 +2,13 @@
 use std::ops::Range;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UriScheme { Sip, Sips, Tel, Urn, Other }
+pub enum UriScheme {
+    Sip,
+    Sips,
+    Tel,
+    Urn,
+    Other,
+}
 
 /// A parsed view of a URI. Slices borrow the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +26,11 @@ pub struct Uri<'a> {
 
 impl<'a> Uri<'a> {
     /// Parses a URI (no surrounding `<>`). Returns None when it is not a URI we can read.
-    pub fn parse(_s: &'a [u8]) -> Option<Uri<'a>> { todo!() }
+    pub fn parse(_s: &'a [u8]) -> Option<Uri<'a>> {
+        todo!()
+    }
     /// A URI parameter's value (`;transport=tcp` -> Some(Some(b"tcp")), `;lr` -> Some(None)).
-    pub fn param(&self, _name: &[u8]) -> Option<Option<&'a [u8]>> { todo!() }
+    pub fn param(&self, _name: &[u8]) -> Option<Option<&'a [u8]>> {
+        todo!()
+    }
 }

@@ -37,7 +37,11 @@ pub struct Destination {
 
 impl Destination {
     pub fn new(proto: Proto, addr: SocketAddr) -> Destination {
-        Destination { proto, addr, conn: None }
+        Destination {
+            proto,
+            addr,
+            conn: None,
+        }
     }
 }
 
@@ -87,10 +91,19 @@ impl Transport {
     /// Binds every listen address. Fails when one cannot be bound (the proxy must not half-start).
     /// At most one UDP and one TCP listen address are supported; the first of each is used.
     pub async fn bind(listen: &[Listen], cfg: TransportConfig) -> io::Result<Transport> {
-        let udp_addr = listen.iter().find(|l| l.transport == Proto::Udp).map(|l| l.addr);
-        let tcp_addr = listen.iter().find(|l| l.transport == Proto::Tcp).map(|l| l.addr);
+        let udp_addr = listen
+            .iter()
+            .find(|l| l.transport == Proto::Udp)
+            .map(|l| l.addr);
+        let tcp_addr = listen
+            .iter()
+            .find(|l| l.transport == Proto::Tcp)
+            .map(|l| l.addr);
         if udp_addr.is_none() && tcp_addr.is_none() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listen address"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no listen address",
+            ));
         }
         let udp = match udp_addr {
             Some(a) => Some(udp::UdpSide::bind(a)?),

@@ -52,7 +52,9 @@ impl UdpSide {
     }
 
     pub(super) fn start(&self, handler: Arc<dyn Handler>, max: usize) {
-        let loops = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+        let loops = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(4);
         for _ in 0..loops {
             tokio::spawn(recv_loop(self.main.clone(), None, handler.clone(), max));
         }
@@ -69,13 +71,20 @@ impl UdpSide {
             return Ok(s.clone());
         }
         if target.is_ipv4() != self.local.is_ipv4() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "address family differs"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "address family differs",
+            ));
         }
         let s = reuse_socket(self.local)?;
         s.connect(&target.into())?;
         let sock = Arc::new(UdpSocket::from_std(s.into())?);
         // Another thread may have won the race; keep theirs and drop ours.
-        let entry = self.connected.entry(target).or_insert_with(|| sock.clone()).clone();
+        let entry = self
+            .connected
+            .entry(target)
+            .or_insert_with(|| sock.clone())
+            .clone();
         if Arc::ptr_eq(&entry, &sock) {
             tokio::spawn(recv_loop(sock, Some(target), handler.clone(), max));
         }

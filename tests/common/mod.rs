@@ -60,14 +60,19 @@ impl Uas {
     }
 
     pub fn count(&self, method: &str) -> usize {
-        self.received().iter().filter(|r| r.method == method).count()
+        self.received()
+            .iter()
+            .filter(|r| r.method == method)
+            .count()
     }
 }
 
 async fn uas_loop(sock: UdpSocket, b: Behaviour, log: Arc<Mutex<Vec<Received>>>) {
     let mut buf = vec![0u8; 65536];
     loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf).await else { return };
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            return;
+        };
         let Ok(msg) = Message::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default()) else {
             continue;
         };
@@ -75,7 +80,8 @@ async fn uas_loop(sock: UdpSocket, b: Behaviour, log: Arc<Mutex<Vec<Received>>>)
             continue;
         }
         let method = String::from_utf8_lossy(msg.method_bytes().unwrap_or_default()).into_owned();
-        let request_uri = String::from_utf8_lossy(msg.request_uri().unwrap_or_default()).into_owned();
+        let request_uri =
+            String::from_utf8_lossy(msg.request_uri().unwrap_or_default()).into_owned();
         log.lock().unwrap().push(Received {
             method: method.clone(),
             request_uri,
@@ -112,7 +118,13 @@ async fn uas_loop(sock: UdpSocket, b: Behaviour, log: Arc<Mutex<Vec<Received>>>)
                     .find(|r| r.method == "INVITE" && same_branch(&r.msg, &msg))
                     .map(|r| r.msg.clone());
                 if let Some(inv) = invite {
-                    send(response(&inv, 487, "Request Terminated", Some("uas1"), None));
+                    send(response(
+                        &inv,
+                        487,
+                        "Request Terminated",
+                        Some("uas1"),
+                        None,
+                    ));
                 }
             }
             ("ACK", _) => {}
@@ -128,7 +140,13 @@ fn same_branch(a: &Message, b: &Message) -> bool {
 
 /// A UAS response (RFC 3261 §8.2.6, §12.1.1): Vias, Record-Route (for 18x/2xx), From, To with tag,
 /// Call-ID, CSeq, Contact.
-pub fn response(req: &Message, code: u16, reason: &str, tag: Option<&str>, contact: Option<&str>) -> Bytes {
+pub fn response(
+    req: &Message,
+    code: u16,
+    reason: &str,
+    tag: Option<&str>,
+    contact: Option<&str>,
+) -> Bytes {
     let raw = req.bytes();
     let mut out = format!("SIP/2.0 {code} {reason}\r\n").into_bytes();
     for h in req.headers() {
@@ -165,7 +183,12 @@ pub async fn dead_port() -> SocketAddr {
 
 /// Rules text for the lab chain primary -> backup -> business line (tel: through the gateway),
 /// with the given addresses and timers.
-pub fn lab_rules(primary: SocketAddr, backup: SocketAddr, gateway: SocketAddr, timers: &str) -> String {
+pub fn lab_rules(
+    primary: SocketAddr,
+    backup: SocketAddr,
+    gateway: SocketAddr,
+    timers: &str,
+) -> String {
     format!(
         r#"
 listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
@@ -203,12 +226,17 @@ chain = ["psap-primary", "psap-backup", "business-line"]
     )
 }
 
-pub const FAST_TIMERS: &str = "attempt_timeout_ms = 300\nring_timeout_ms = 600\ncall_deadline_ms = 5000";
+pub const FAST_TIMERS: &str =
+    "attempt_timeout_ms = 300\nring_timeout_ms = 600\ncall_deadline_ms = 5000";
 /// Timers so long that a failover within a test's timeout cannot have come from a timer.
-pub const NO_TIMERS: &str = "attempt_timeout_ms = 30000\nring_timeout_ms = 30000\ncall_deadline_ms = 120000";
+pub const NO_TIMERS: &str =
+    "attempt_timeout_ms = 30000\nring_timeout_ms = 30000\ncall_deadline_ms = 120000";
 
 /// Starts a proxy on loopback with these rules.
-pub async fn proxy(rules: &str, undelivered: Option<std::path::PathBuf>) -> sosrouter::app::Running {
+pub async fn proxy(
+    rules: &str,
+    undelivered: Option<std::path::PathBuf>,
+) -> sosrouter::app::Running {
     let (rules, _warnings) = match sosrouter::routing::Rules::parse(rules, "test.toml") {
         Ok(r) => r,
         Err(d) => panic!("test rules refused: {d:?}"),
@@ -245,12 +273,28 @@ impl Uac {
             Proto::Udp => {
                 let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
                 let local = s.local_addr().unwrap();
-                Uac { proto, udp: Some(s), tcp: None, buf: BytesMut::new(), proxy, local, cseq: 1 }
+                Uac {
+                    proto,
+                    udp: Some(s),
+                    tcp: None,
+                    buf: BytesMut::new(),
+                    proxy,
+                    local,
+                    cseq: 1,
+                }
             }
             Proto::Tcp => {
                 let s = TcpStream::connect(proxy).await.unwrap();
                 let local = s.local_addr().unwrap();
-                Uac { proto, udp: None, tcp: Some(s), buf: BytesMut::new(), proxy, local, cseq: 1 }
+                Uac {
+                    proto,
+                    udp: None,
+                    tcp: Some(s),
+                    buf: BytesMut::new(),
+                    proxy,
+                    local,
+                    cseq: 1,
+                }
             }
         }
     }
@@ -258,7 +302,12 @@ impl Uac {
     pub async fn send(&mut self, m: &[u8]) {
         match self.proto {
             Proto::Udp => {
-                self.udp.as_ref().unwrap().send_to(m, self.proxy).await.unwrap();
+                self.udp
+                    .as_ref()
+                    .unwrap()
+                    .send_to(m, self.proxy)
+                    .await
+                    .unwrap();
             }
             Proto::Tcp => self.tcp.as_mut().unwrap().write_all(m).await.unwrap(),
         }
@@ -266,7 +315,10 @@ impl Uac {
 
     /// The next message, or None after `wait`.
     pub async fn recv(&mut self, wait: Duration) -> Option<Message> {
-        tokio::time::timeout(wait, self.recv_inner()).await.ok().flatten()
+        tokio::time::timeout(wait, self.recv_inner())
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn recv_inner(&mut self) -> Option<Message> {
@@ -344,7 +396,11 @@ impl Uac {
             if code < 200 {
                 provisional.push(code);
             } else {
-                return Outcome { provisional, final_code: code, final_msg: m };
+                return Outcome {
+                    provisional,
+                    final_code: code,
+                    final_msg: m,
+                };
             }
         }
     }
@@ -358,7 +414,9 @@ impl Uac {
             .collect();
         routes.reverse();
         let contact = ok.header(HeaderName::Contact).expect("2xx without Contact");
-        let target = Message::addr_spec(&contact).map(|u| String::from_utf8_lossy(u).into_owned()).unwrap();
+        let target = Message::addr_spec(&contact)
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap();
         let to = String::from_utf8_lossy(&ok.header(HeaderName::To).unwrap()).into_owned();
         let route_lines: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
         for (method, seq) in [("ACK", 1), ("BYE", 2)] {
@@ -379,7 +437,10 @@ impl Uac {
             self.send(m.as_bytes()).await;
         }
         loop {
-            let m = self.recv(Duration::from_secs(5)).await.expect("no response to BYE");
+            let m = self
+                .recv(Duration::from_secs(5))
+                .await
+                .expect("no response to BYE");
             if m.cseq().method == sosrouter::sip::Method::Bye {
                 return m.status().unwrap();
             }
@@ -408,7 +469,10 @@ impl Uac {
 pub async fn eventually(wait: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let until = tokio::time::Instant::now() + wait;
     while !f() {
-        assert!(tokio::time::Instant::now() < until, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
