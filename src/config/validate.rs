@@ -1,0 +1,184 @@
+//! Cross-references and lints, once every value has been read: ids, chains, gateways, fate sharing.
+
+use super::model::{Endpoint, HealthSpec, RulesFile, TimerSpec, defaults};
+use super::read::{ReadFile, ReadRoute, ReadTarget};
+use super::values::parse_code;
+use super::walk::Ctx;
+use std::collections::HashMap;
+
+/// Checks `file` and, when it holds no error, returns it with defaults filled in.
+pub(crate) fn validate(ctx: &mut Ctx, file: ReadFile) -> Option<RulesFile> {
+    let mut seen = HashMap::new();
+    for (transport, addr, span) in &file.listen {
+        if let Some(first) = seen.insert((transport, addr), span.clone()) {
+            let line = ctx.pos(first.start).line;
+            ctx.error(
+                span,
+                format!("{transport}:{addr} is listed twice (first on line {line})"),
+            );
+        }
+    }
+    let targets = check_targets(ctx, &file.targets);
+    let defaults = file.defaults.or(&builtin_timers());
+    let health = file.health.or(&builtin_health());
+    let mut route_ids: HashMap<&str, usize> = HashMap::new();
+    for route in file.routes.iter().chain(&file.default_route) {
+        if let Some(line) = route_ids.insert(&route.spec.id, route.spec.pos.line) {
+            ctx.error(
+                &route.id_span,
+                format!(
+                    "duplicate route id `{}` (first on line {line})",
+                    route.spec.id
+                ),
+            );
+        }
+        check_route(ctx, route, &targets, &defaults);
+    }
+    if ctx.has_errors() {
+        return None;
+    }
+    Some(RulesFile {
+        listen: file.listen.into_iter().map(|(t, a, _)| (t, a)).collect(),
+        defaults,
+        health,
+        emergency_numbers: file.emergency_numbers,
+        targets: file.targets.into_iter().map(|t| t.spec).collect(),
+        routes: file.routes.into_iter().map(|r| r.spec).collect(),
+        default_route: file.default_route?.spec,
+    })
+}
+
+fn codes(list: &[&str]) -> Vec<(u16, u16)> {
+    list.iter().filter_map(|c| parse_code(c).ok()).collect()
+}
+
+fn builtin_timers() -> TimerSpec {
+    TimerSpec {
+        attempt_timeout_ms: Some(defaults::ATTEMPT_TIMEOUT_MS),
+        ring_timeout_ms: Some(defaults::RING_TIMEOUT_MS),
+        call_deadline_ms: Some(defaults::CALL_DEADLINE_MS),
+        failover_codes: Some(codes(defaults::FAILOVER_CODES)),
+    }
+}
+
+fn builtin_health() -> HealthSpec {
+    HealthSpec {
+        probe: Some(defaults::PROBE),
+        probe_interval_ms: Some(defaults::PROBE_INTERVAL_MS),
+        probe_timeout_ms: Some(defaults::PROBE_TIMEOUT_MS),
+        probe_jitter_percent: Some(defaults::PROBE_JITTER_PERCENT),
+        down_after_probe_failures: Some(defaults::DOWN_AFTER_PROBE_FAILURES),
+        up_after_probe_successes: Some(defaults::UP_AFTER_PROBE_SUCCESSES),
+        down_after_call_failures: Some(defaults::DOWN_AFTER_CALL_FAILURES),
+        alive_codes: Some(codes(defaults::ALIVE_CODES)),
+    }
+}
+
+/// Unique ids and sound gateways. Returns the targets by id.
+fn check_targets<'a>(ctx: &mut Ctx, targets: &'a [ReadTarget]) -> HashMap<&'a str, &'a ReadTarget> {
+    let mut by_id: HashMap<&str, &ReadTarget> = HashMap::new();
+    for t in targets {
+        if let Some(first) = by_id.get(t.spec.id.as_str()) {
+            let line = first.spec.pos.line;
+            ctx.error(
+                &t.id_span,
+                format!("duplicate target id `{}` (first on line {line})", t.spec.id),
+            );
+        } else {
+            by_id.insert(&t.spec.id, t);
+        }
+    }
+    for t in targets {
+        let (Endpoint::Tel { gateway, .. }, Some(span)) = (&t.spec.endpoint, &t.gateway_span)
+        else {
+            continue;
+        };
+        match by_id.get(gateway.as_str()).map(|g| &g.spec.endpoint) {
+            None => ctx.error(span, format!("gateway `{gateway}` is not a target id")),
+            Some(Endpoint::Tel { .. }) => ctx.error(
+                span,
+                format!("gateway `{gateway}` is a tel target; a gateway must be a sip target (uri = \"sip:...\")"),
+            ),
+            Some(Endpoint::Sip { .. }) => {}
+        }
+    }
+    by_id
+}
+
+fn check_route(
+    ctx: &mut Ctx,
+    route: &ReadRoute,
+    targets: &HashMap<&str, &ReadTarget>,
+    defaults: &TimerSpec,
+) {
+    let chain = &route.spec.chain;
+    let mut resolved = Vec::new();
+    for (i, (id, span)) in chain.iter().zip(&route.chain_spans).enumerate() {
+        if chain[..i].contains(id) {
+            ctx.error(
+                span,
+                format!(
+                    "target `{id}` appears twice in the chain of route `{}`",
+                    route.spec.id
+                ),
+            );
+        }
+        match targets.get(id.as_str()) {
+            Some(t) => resolved.push(*t),
+            None => ctx.error(
+                span,
+                format!(
+                    "unknown target id `{id}` in the chain of route `{}`",
+                    route.spec.id
+                ),
+            ),
+        }
+    }
+    if resolved.len() != chain.len() || chain.is_empty() {
+        return;
+    }
+    let id = &route.spec.id;
+    let (first, last) = (resolved[0], resolved[resolved.len() - 1]);
+    if chain.len() == 1 {
+        ctx.warning(
+            &route.chain_span,
+            format!("route `{id}` has a single target: no failover is possible"),
+        );
+    } else if domains(last, targets).contains(&first.spec.failure_domain.as_str()) {
+        ctx.warning(
+            &route.chain_spans[chain.len() - 1],
+            format!(
+                "route `{id}`: last resort `{}` shares fate with the first choice `{}` (failure_domain `{}`)",
+                last.spec.id, first.spec.id, first.spec.failure_domain
+            ),
+        );
+    }
+    let timers = route.spec.timers.or(defaults);
+    let (attempt, deadline) = (
+        timers.attempt_timeout_ms.unwrap_or(0),
+        timers.call_deadline_ms.unwrap_or(0),
+    );
+    if attempt.saturating_mul(chain.len() as u64) > deadline {
+        ctx.warning(
+            &route.span,
+            format!(
+                "route `{id}`: attempt_timeout_ms {attempt} x {} targets exceeds call_deadline_ms {deadline}; \
+                 the deadline will skip targets to reach the last resort",
+                chain.len()
+            ),
+        );
+    }
+}
+
+/// The failure domains a target depends on: its own, and its gateway's for a tel target.
+fn domains<'a>(t: &'a ReadTarget, targets: &HashMap<&str, &'a ReadTarget>) -> Vec<&'a str> {
+    let mut out = vec![t.spec.failure_domain.as_str()];
+    if let Endpoint::Tel { gateway, .. } = &t.spec.endpoint {
+        out.extend(
+            targets
+                .get(gateway.as_str())
+                .map(|g| g.spec.failure_domain.as_str()),
+        );
+    }
+    out
+}
