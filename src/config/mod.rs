@@ -90,3 +90,5 @@ impl fmt::Display for Diagnostic {
         )
     }
 }
+#[cfg(test)]
+mod tests;

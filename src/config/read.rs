@@ -69,9 +69,15 @@ const DEFAULT_ROUTE_KEYS: &[&str] = &[
 
 /// A target as read, with the spans `validate` reports at.
 pub(crate) struct ReadTarget {
-    pub spec: TargetSpec,
+    pub id: String,
     pub id_span: Span,
-    pub gateway_span: Option<Span>,
+    pub line: usize,
+    /// None when a value of the target was bad (already reported). Its id still counts, so that
+    /// chains and gateways naming it do not cascade into more errors.
+    pub spec: Option<TargetSpec>,
+    /// Written with `tel =`, so it cannot be a gateway.
+    pub is_tel: bool,
+    pub gateway: Option<(String, Span)>,
 }
 
 pub(crate) struct ReadRoute {
@@ -254,10 +260,12 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
         }
         None => HealthSpec::default(),
     };
-    let uri = ctx.string(t, "uri");
-    let tel = ctx.string(t, "tel");
-    let gateway = ctx.string(t, "gateway");
-    let mut gateway_span = None;
+    let (uri, tel, gateway) = (
+        ctx.string(t, "uri"),
+        ctx.string(t, "tel"),
+        ctx.string(t, "gateway"),
+    );
+    let is_tel = tel.is_some();
     let endpoint = match (uri, tel) {
         (Some((uri, sp)), None) => {
             if let Some((_, gsp)) = &gateway {
@@ -266,8 +274,11 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
                     "`gateway` is only for tel targets; a sip target is its own next hop",
                 );
             }
-            let (user, addr) = checked(ctx, &sp, values::parse_sip_uri(&uri))?;
-            Endpoint::Sip { uri, user, addr }
+            checked(ctx, &sp, values::parse_sip_uri(&uri)).map(|(user, addr)| Endpoint::Sip {
+                uri,
+                user,
+                addr,
+            })
         }
         (None, Some((tel, sp))) => {
             if let Some(tsp) = get(t, "transport").map(|(_, s)| s) {
@@ -281,42 +292,50 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
                 &sp,
                 values::parse_tel(tel.strip_prefix("tel:").unwrap_or(&tel)),
             );
-            let Some((gw, gsp)) = gateway else {
-                ctx.error(
-                    &sp,
-                    "a tel target needs `gateway = \"<id of a sip target>\"`",
-                );
-                return None;
-            };
-            gateway_span = Some(gsp);
-            Endpoint::Tel {
-                number: number?,
-                gateway: gw,
+            match &gateway {
+                Some((gw, _)) => number.map(|number| Endpoint::Tel {
+                    number,
+                    gateway: gw.clone(),
+                }),
+                None => {
+                    ctx.error(
+                        &sp,
+                        "a tel target needs `gateway = \"<id of a sip target>\"`",
+                    );
+                    None
+                }
             }
         }
         (Some(_), Some((_, sp))) => {
             ctx.error(&sp, "a target has either `uri` (sip) or `tel`, not both");
-            return None;
+            None
         }
         (None, None) => {
             ctx.error(&span, "[[targets]] entry needs `uri = \"sip:ip:port\"` or `tel = \"+1...\"` with `gateway`");
-            return None;
+            None
         }
     };
     let (id, id_span) = id?;
-    let spec = TargetSpec {
-        id,
-        endpoint,
-        transport,
-        failure_domain: failure_domain?.0,
-        description,
-        health,
-        pos: ctx.pos(span.start),
+    let pos = ctx.pos(span.start);
+    let spec = match (endpoint, failure_domain) {
+        (Some(endpoint), Some((failure_domain, _))) => Some(TargetSpec {
+            id: id.clone(),
+            endpoint,
+            transport,
+            failure_domain,
+            description,
+            health,
+            pos,
+        }),
+        _ => None,
     };
     Some(ReadTarget {
-        spec,
+        id,
         id_span,
-        gateway_span,
+        line: pos.line,
+        spec,
+        is_tel,
+        gateway: gateway.filter(|_| is_tel),
     })
 }
 

@@ -1,6 +1,6 @@
 //! Cross-references and lints, once every value has been read: ids, chains, gateways, fate sharing.
 
-use super::model::{Endpoint, HealthSpec, RulesFile, TimerSpec, defaults};
+use super::model::{Endpoint, HealthSpec, RulesFile, TargetSpec, TimerSpec, defaults};
 use super::read::{ReadFile, ReadRoute, ReadTarget};
 use super::values::parse_code;
 use super::walk::Ctx;
@@ -42,7 +42,7 @@ pub(crate) fn validate(ctx: &mut Ctx, file: ReadFile) -> Option<RulesFile> {
         defaults,
         health,
         emergency_numbers: file.emergency_numbers,
-        targets: file.targets.into_iter().map(|t| t.spec).collect(),
+        targets: file.targets.into_iter().filter_map(|t| t.spec).collect(),
         routes: file.routes.into_iter().map(|r| r.spec).collect(),
         default_route: file.default_route?.spec,
     })
@@ -78,28 +78,27 @@ fn builtin_health() -> HealthSpec {
 fn check_targets<'a>(ctx: &mut Ctx, targets: &'a [ReadTarget]) -> HashMap<&'a str, &'a ReadTarget> {
     let mut by_id: HashMap<&str, &ReadTarget> = HashMap::new();
     for t in targets {
-        if let Some(first) = by_id.get(t.spec.id.as_str()) {
-            let line = first.spec.pos.line;
+        if let Some(first) = by_id.get(t.id.as_str()) {
+            let line = first.line;
             ctx.error(
                 &t.id_span,
-                format!("duplicate target id `{}` (first on line {line})", t.spec.id),
+                format!("duplicate target id `{}` (first on line {line})", t.id),
             );
         } else {
-            by_id.insert(&t.spec.id, t);
+            by_id.insert(&t.id, t);
         }
     }
     for t in targets {
-        let (Endpoint::Tel { gateway, .. }, Some(span)) = (&t.spec.endpoint, &t.gateway_span)
-        else {
+        let Some((gateway, span)) = &t.gateway else {
             continue;
         };
-        match by_id.get(gateway.as_str()).map(|g| &g.spec.endpoint) {
+        match by_id.get(gateway.as_str()) {
             None => ctx.error(span, format!("gateway `{gateway}` is not a target id")),
-            Some(Endpoint::Tel { .. }) => ctx.error(
+            Some(g) if g.is_tel => ctx.error(
                 span,
                 format!("gateway `{gateway}` is a tel target; a gateway must be a sip target (uri = \"sip:...\")"),
             ),
-            Some(Endpoint::Sip { .. }) => {}
+            Some(_) => {}
         }
     }
     by_id
@@ -124,7 +123,7 @@ fn check_route(
             );
         }
         match targets.get(id.as_str()) {
-            Some(t) => resolved.push(*t),
+            Some(t) => resolved.extend(&t.spec),
             None => ctx.error(
                 span,
                 format!(
@@ -144,12 +143,15 @@ fn check_route(
             &route.chain_span,
             format!("route `{id}` has a single target: no failover is possible"),
         );
-    } else if domains(last, targets).contains(&first.spec.failure_domain.as_str()) {
+    } else if let Some(shared) = domains(first, targets)
+        .into_iter()
+        .find(|d| domains(last, targets).contains(d))
+    {
         ctx.warning(
             &route.chain_spans[chain.len() - 1],
             format!(
-                "route `{id}`: last resort `{}` shares fate with the first choice `{}` (failure_domain `{}`)",
-                last.spec.id, first.spec.id, first.spec.failure_domain
+                "route `{id}`: last resort shares fate with the first choice: `{}` and `{}` are both in failure_domain `{shared}`",
+                last.id, first.id
             ),
         );
     }
@@ -171,14 +173,11 @@ fn check_route(
 }
 
 /// The failure domains a target depends on: its own, and its gateway's for a tel target.
-fn domains<'a>(t: &'a ReadTarget, targets: &HashMap<&str, &'a ReadTarget>) -> Vec<&'a str> {
-    let mut out = vec![t.spec.failure_domain.as_str()];
-    if let Endpoint::Tel { gateway, .. } = &t.spec.endpoint {
-        out.extend(
-            targets
-                .get(gateway.as_str())
-                .map(|g| g.spec.failure_domain.as_str()),
-        );
+fn domains<'a>(t: &'a TargetSpec, targets: &HashMap<&str, &'a ReadTarget>) -> Vec<&'a str> {
+    let mut out = vec![t.failure_domain.as_str()];
+    if let Endpoint::Tel { gateway, .. } = &t.endpoint {
+        let gateway = targets.get(gateway.as_str()).and_then(|g| g.spec.as_ref());
+        out.extend(gateway.map(|g| g.failure_domain.as_str()));
     }
     out
 }
