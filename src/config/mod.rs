@@ -1,7 +1,7 @@
 //! The operator-facing rules file: TOML with positions, strict keys, every error collected with its
 //! line. Imports nothing of the crate; `routing` compiles what this reads into the rules snapshot.
 //!
-//! Stages: `walk` (spanned TOML, positions, typed getters) -> `read` (each table and value, with
+//! Stages: `walk` (spanned TOML, positions, typed getters) -> `read` and `routes` (each table and value, with
 //! `values` for the small syntaxes) -> `validate` (cross-references, lints, defaults) -> `model`.
 //! Syntax errors stop before `read`: a document the parser had to patch up gives misleading errors.
 
@@ -9,6 +9,7 @@ use std::fmt;
 
 mod model;
 mod read;
+mod routes;
 mod validate;
 mod values;
 mod walk;

@@ -2,11 +2,12 @@
 //! are checked afterwards in `validate`.
 
 use super::Transport;
-use super::model::{Conditions, Endpoint, HealthSpec, RouteSpec, TargetSpec, TimerSpec, defaults};
-use super::values::{self, Cidr};
+use super::model::{Endpoint, HealthSpec, TargetSpec, TimerSpec, defaults};
+use super::routes::{ReadRoute, read_route};
+use super::values;
 use super::walk::{Ctx, Span, get};
 use std::net::SocketAddr;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
 const TOP_KEYS: &[&str] = &[
     "listen",
@@ -43,30 +44,6 @@ const TARGET_KEYS: &[&str] = &[
     "description",
     "health",
 ];
-const ROUTE_KEYS: &[&str] = &[
-    "id",
-    "description",
-    "chain",
-    "attempt_timeout_ms",
-    "ring_timeout_ms",
-    "call_deadline_ms",
-    "failover_codes",
-    "service_urns",
-    "dialled",
-    "sources",
-    "caller_prefixes",
-    "headers",
-];
-const DEFAULT_ROUTE_KEYS: &[&str] = &[
-    "id",
-    "description",
-    "chain",
-    "attempt_timeout_ms",
-    "ring_timeout_ms",
-    "call_deadline_ms",
-    "failover_codes",
-];
-
 /// A target as read, with the spans `validate` reports at.
 pub(crate) struct ReadTarget {
     pub id: String,
@@ -78,14 +55,6 @@ pub(crate) struct ReadTarget {
     /// Written with `tel =`, so it cannot be a gateway.
     pub is_tel: bool,
     pub gateway: Option<(String, Span)>,
-}
-
-pub(crate) struct ReadRoute {
-    pub spec: RouteSpec,
-    pub span: Span,
-    pub id_span: Span,
-    pub chain_span: Span,
-    pub chain_spans: Vec<Span>,
 }
 
 pub(crate) struct ReadFile {
@@ -159,7 +128,7 @@ pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
     }
 }
 
-fn checked<T>(ctx: &mut Ctx, span: &Span, r: Result<T, String>) -> Option<T> {
+pub(super) fn checked<T>(ctx: &mut Ctx, span: &Span, r: Result<T, String>) -> Option<T> {
     r.map_err(|m| ctx.error(span, m)).ok()
 }
 
@@ -202,7 +171,7 @@ fn codes(ctx: &mut Ctx, t: &DeTable, key: &str, may_be_empty: bool) -> Option<Ve
     )
 }
 
-fn read_timers(ctx: &mut Ctx, t: &DeTable) -> TimerSpec {
+pub(super) fn read_timers(ctx: &mut Ctx, t: &DeTable) -> TimerSpec {
     TimerSpec {
         attempt_timeout_ms: timer(ctx, t, "attempt_timeout_ms"),
         ring_timeout_ms: timer(ctx, t, "ring_timeout_ms"),
@@ -226,7 +195,7 @@ fn read_health(ctx: &mut Ctx, t: &DeTable) -> HealthSpec {
 }
 
 /// A required string key; reports its absence at the table's header.
-fn required(
+pub(super) fn required(
     ctx: &mut Ctx,
     t: &DeTable,
     span: &Span,
@@ -337,115 +306,4 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
         is_tel,
         gateway: gateway.filter(|_| is_tel),
     })
-}
-
-fn read_route(ctx: &mut Ctx, t: &DeTable, span: Span, is_default: bool) -> Option<ReadRoute> {
-    let what = if is_default {
-        "[default_route]"
-    } else {
-        "[[routes]] entry"
-    };
-    let allowed = if is_default {
-        DEFAULT_ROUTE_KEYS
-    } else {
-        ROUTE_KEYS
-    };
-    ctx.check_keys(
-        t,
-        &format!(
-            "in {}",
-            if is_default {
-                "[default_route]"
-            } else {
-                "[[routes]]"
-            }
-        ),
-        allowed,
-    );
-    let id = if is_default && get(t, "id").is_none() {
-        Some(("default".to_string(), span.clone()))
-    } else {
-        required(ctx, t, &span, what, "id")
-    };
-    let description = ctx.string(t, "description").map(|(s, _)| s);
-    let timers = read_timers(ctx, t);
-    let conditions = read_conditions(ctx, t);
-    if get(t, "chain").is_none() {
-        ctx.error(
-            &span,
-            format!("{what} is missing `chain` (target ids in failover order)"),
-        );
-    }
-    let (chain, chain_span) = ctx.string_list(t, "chain")?;
-    if chain.is_empty() {
-        ctx.error(
-            &chain_span,
-            "`chain` is empty: a route needs at least one target",
-        );
-    }
-    let (chain, chain_spans) = chain.into_iter().unzip();
-    let (id, id_span) = id?;
-    let spec = RouteSpec {
-        id,
-        description,
-        chain,
-        timers,
-        conditions,
-        pos: ctx.pos(span.start),
-    };
-    Some(ReadRoute {
-        spec,
-        span,
-        id_span,
-        chain_span,
-        chain_spans,
-    })
-}
-
-fn read_conditions(ctx: &mut Ctx, t: &DeTable) -> Conditions {
-    let mut list = |key: &str, parse: fn(&str) -> Result<String, String>| -> Vec<String> {
-        let Some((items, _)) = ctx.string_list(t, key) else {
-            return Vec::new();
-        };
-        items
-            .into_iter()
-            .filter_map(|(s, span)| checked(ctx, &span, parse(&s)))
-            .collect()
-    };
-    let service_urns = list("service_urns", values::parse_service_urn);
-    let dialled = list("dialled", values::parse_dialled);
-    let caller_prefixes = list("caller_prefixes", values::parse_dialled);
-    let sources = match ctx.string_list(t, "sources") {
-        Some((items, _)) => items
-            .into_iter()
-            .filter_map(|(s, span)| checked(ctx, &span, Cidr::parse(&s)))
-            .collect(),
-        None => Vec::new(),
-    };
-    let mut headers = Vec::new();
-    if let Some((h, _)) = ctx.table(t, "headers") {
-        for (name, value) in h.iter() {
-            let Some(name) = checked(ctx, &name.span(), values::parse_header_name(name.get_ref()))
-            else {
-                continue;
-            };
-            match value.get_ref() {
-                DeValue::String(v) => headers.push((name, v.trim().to_string())),
-                other => ctx.error(
-                    &value.span(),
-                    format!(
-                        "header `{name}` must be given a string value, not {}",
-                        super::walk::type_name(other)
-                    ),
-                ),
-            }
-        }
-    }
-    Conditions {
-        service_urns,
-        dialled,
-        sources,
-        caller_prefixes,
-        headers,
-    }
 }

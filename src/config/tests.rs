@@ -180,3 +180,182 @@ fn a_file_with_many_errors_reports_every_one_at_its_position() {
         "unexpected extra errors: {got:#?}"
     );
 }
+
+const MINIMAL: &str = r#"listen = ["udp:127.0.0.1:5060"]
+[[targets]]
+id = "a"
+uri = "sip:127.0.0.1:5071"
+failure_domain = "site-a"
+[[targets]]
+id = "b"
+uri = "sip:127.0.0.1:5072"
+failure_domain = "site-a"
+[default_route]
+chain = ["a", "b"]
+"#;
+
+#[test]
+fn syntax_errors_are_all_reported_and_stop_the_checks() {
+    let text = "listen = [\"udp:127.0.0.1:5060\"\n[defaults]\nattempt_timeout_ms = \nbogus = 1\n";
+    let errs = errors(text);
+    assert!(
+        errs.iter().all(|d| d.message.starts_with("TOML syntax")),
+        "{errs:#?}"
+    );
+    assert!(errs.iter().any(|d| d.line == 3), "{errs:#?}");
+    assert!(errs.len() >= 2, "{errs:#?}");
+}
+
+#[test]
+fn fate_sharing_and_a_chain_longer_than_the_deadline_are_warnings() {
+    let text = MINIMAL.replace(
+        "[default_route]",
+        "[default_route]\ncall_deadline_ms = 1500",
+    );
+    let (_, warnings) = read(&text, "t.toml").expect("warnings do not refuse a file");
+    let got: Vec<_> = warnings
+        .iter()
+        .map(|d| (d.line, d.column, d.message.as_str()))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{got:#?}");
+    assert!(warnings.iter().all(|d| d.severity == Severity::Warning));
+    assert_eq!((got[0].0, got[0].1), (10, 1), "{got:#?}");
+    assert!(
+        got[0]
+            .2
+            .contains("attempt_timeout_ms 1000 x 2 targets exceeds call_deadline_ms 1500")
+    );
+    assert_eq!((got[1].0, got[1].1), (12, 15), "{got:#?}");
+    assert!(
+        got[1]
+            .2
+            .contains("last resort shares fate with the first choice"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn a_tel_last_resort_shares_fate_through_its_gateway() {
+    let text = MINIMAL.replace(
+        "[default_route]\nchain = [\"a\", \"b\"]",
+        "[[targets]]\nid = \"line\"\ntel = \"+15555550100\"\ngateway = \"b\"\nfailure_domain = \"msp\"\n\
+         [default_route]\nchain = [\"a\", \"line\"]",
+    );
+    let (_, warnings) = read(&text, "t.toml").unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].message.contains("failure_domain `site-a`"),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[test]
+fn missing_sections_and_keys_are_reported_at_the_start() {
+    let got = positions("[[targets]]\nid = \"a\"\n");
+    assert!(
+        got.iter()
+            .any(|(l, c, m)| (*l, *c) == (1, 1) && m.contains("missing `listen`"))
+    );
+    assert!(
+        got.iter()
+            .any(|(l, c, m)| (*l, *c) == (1, 1) && m.contains("missing [default_route]"))
+    );
+    assert!(
+        got.iter()
+            .any(|(l, _, m)| *l == 1 && m.contains("needs `uri")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter()
+            .any(|(l, _, m)| *l == 1 && m.contains("missing `failure_domain`")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn defaults_fill_every_unset_key_and_overrides_win() {
+    let (file, _) = read(MINIMAL, "t.toml").unwrap();
+    assert_eq!(file.defaults.attempt_timeout_ms, Some(1000));
+    assert_eq!(file.defaults.ring_timeout_ms, Some(10_000));
+    assert_eq!(file.defaults.call_deadline_ms, Some(30_000));
+    let codes = vec![
+        (408, 408),
+        (480, 480),
+        (486, 486),
+        (500, 599),
+        (600, 600),
+        (603, 603),
+    ];
+    assert_eq!(file.defaults.failover_codes, Some(codes));
+    assert_eq!(file.health.alive_codes, Some(vec![(200, 299)]));
+    assert_eq!(file.health.probe_timeout_ms, Some(400));
+    assert_eq!(file.emergency_numbers, ["911", "112"]);
+    let text = MINIMAL.replacen(
+        "[[targets]]",
+        "[defaults]\nring_timeout_ms = 4000\n[[targets]]",
+        1,
+    );
+    let (file, _) = read(&text, "t.toml").unwrap();
+    assert_eq!(file.defaults.ring_timeout_ms, Some(4000));
+    assert_eq!(file.defaults.attempt_timeout_ms, Some(1000));
+}
+
+#[test]
+fn codes_are_single_codes_or_classes() {
+    assert_eq!(parse_code("408"), Ok((408, 408)));
+    assert_eq!(parse_code("5xx"), Ok((500, 599)));
+    assert_eq!(parse_code("6XX"), Ok((600, 699)));
+    for bad in ["700", "099", "40", "4x8", "x00", "4080", "", "+48"] {
+        assert!(parse_code(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn target_uris_are_ip_literals_with_a_default_port() {
+    use values::parse_sip_uri;
+    let addr = |s: &str| parse_sip_uri(s).map(|(_, a)| a.to_string());
+    assert_eq!(addr("sip:127.0.0.1"), Ok("127.0.0.1:5060".into()));
+    assert_eq!(addr("sip:127.0.0.1:5071"), Ok("127.0.0.1:5071".into()));
+    assert_eq!(addr("sip:[::1]"), Ok("[::1]:5060".into()));
+    assert_eq!(
+        addr("sip:[2001:db8::5]:5072"),
+        Ok("[2001:db8::5]:5072".into())
+    );
+    assert_eq!(
+        parse_sip_uri("sip:psap@192.0.2.1").unwrap().0.as_deref(),
+        Some("psap")
+    );
+    for bad in [
+        "sip:psap.example.com",
+        "sips:192.0.2.1",
+        "sip:::1",
+        "sip:192.0.2.1;transport=tcp",
+        "tel:+1",
+        "sip:1.2.3.4:0",
+    ] {
+        assert!(parse_sip_uri(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn cidr_blocks_match_v4_v6_and_v4_mapped_sources() {
+    let c = |s: &str| Cidr::parse(s).unwrap();
+    let ip = |s: &str| s.parse().unwrap();
+    assert!(c("192.0.2.0/24").contains(ip("192.0.2.77")));
+    assert!(!c("192.0.2.0/24").contains(ip("192.0.3.1")));
+    assert!(c("192.0.2.0/24").contains(ip("::ffff:192.0.2.1")));
+    assert!(c("2001:db8::/32").contains(ip("2001:db8:ffff::1")));
+    assert!(!c("2001:db8::/32").contains(ip("2001:db9::1")));
+    assert!(!c("2001:db8::/32").contains(ip("192.0.2.1")));
+    assert!(c("0.0.0.0/0").contains(ip("203.0.113.9")));
+    assert!(c("198.51.100.7").contains(ip("198.51.100.7")));
+    assert!(!c("198.51.100.7").contains(ip("198.51.100.8")));
+    assert!(Cidr::parse("10.0.0.0/33").is_err());
+    assert!(
+        Cidr::parse("10.0.0.1/8")
+            .unwrap_err()
+            .contains("did you mean 10.0.0.0/8")
+    );
+    assert!(Cidr::parse("example.com/8").is_err());
+}

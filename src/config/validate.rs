@@ -1,7 +1,8 @@
 //! Cross-references and lints, once every value has been read: ids, chains, gateways, fate sharing.
 
 use super::model::{Endpoint, HealthSpec, RulesFile, TargetSpec, TimerSpec, defaults};
-use super::read::{ReadFile, ReadRoute, ReadTarget};
+use super::read::{ReadFile, ReadTarget};
+use super::routes::ReadRoute;
 use super::values::parse_code;
 use super::walk::Ctx;
 use std::collections::HashMap;
