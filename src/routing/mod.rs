@@ -21,6 +21,8 @@ mod plan;
 mod target;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_select;
 
 pub use check::check_files;
 pub use plan::plan;
