@@ -113,8 +113,11 @@ fn check_route(
 ) {
     let chain = &route.spec.chain;
     let mut resolved = Vec::new();
+    // Lints on a chain that is already wrong would only repeat the error in other words.
+    let mut sound = !chain.is_empty();
     for (i, (id, span)) in chain.iter().zip(&route.chain_spans).enumerate() {
         if chain[..i].contains(id) {
+            sound = false;
             ctx.error(
                 span,
                 format!(
@@ -134,7 +137,7 @@ fn check_route(
             ),
         }
     }
-    if resolved.len() != chain.len() || chain.is_empty() {
+    if !sound || resolved.len() != chain.len() {
         return;
     }
     let id = &route.spec.id;
