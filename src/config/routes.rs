@@ -20,14 +20,12 @@ const ROUTE_KEYS: &[&str] = &[
     "caller_prefixes",
     "headers",
 ];
-const DEFAULT_ROUTE_KEYS: &[&str] = &[
-    "id",
-    "description",
-    "chain",
-    "attempt_timeout_ms",
-    "ring_timeout_ms",
-    "call_deadline_ms",
-    "failover_codes",
+const CONDITION_KEYS: &[&str] = &[
+    "service_urns",
+    "dialled",
+    "sources",
+    "caller_prefixes",
+    "headers",
 ];
 
 pub(crate) struct ReadRoute {
@@ -44,28 +42,22 @@ pub(super) fn read_route(
     span: Span,
     is_default: bool,
 ) -> Option<ReadRoute> {
-    let what = if is_default {
-        "[default_route]"
+    let (what, table) = if is_default {
+        ("[default_route]", "in [default_route]")
     } else {
-        "[[routes]] entry"
+        ("[[routes]] entry", "in [[routes]]")
     };
-    let allowed = if is_default {
-        DEFAULT_ROUTE_KEYS
-    } else {
-        ROUTE_KEYS
-    };
-    ctx.check_keys(
-        t,
-        &format!(
-            "in {}",
-            if is_default {
-                "[default_route]"
-            } else {
-                "[[routes]]"
+    ctx.check_keys(t, table, ROUTE_KEYS);
+    if is_default {
+        for key in CONDITION_KEYS {
+            if let Some((_, span)) = get(t, key) {
+                let msg = format!(
+                    "`{key}`: [default_route] takes no conditions; it serves every call no [[routes]] entry matched"
+                );
+                ctx.error(&span, msg);
             }
-        ),
-        allowed,
-    );
+        }
+    }
     let id = if is_default && get(t, "id").is_none() {
         Some(("default".to_string(), span.clone()))
     } else {
@@ -73,7 +65,11 @@ pub(super) fn read_route(
     };
     let description = ctx.string(t, "description").map(|(s, _)| s);
     let timers = read_timers(ctx, t);
-    let conditions = read_conditions(ctx, t);
+    let conditions = if is_default {
+        Conditions::default()
+    } else {
+        read_conditions(ctx, t)
+    };
     if get(t, "chain").is_none() {
         ctx.error(
             &span,
