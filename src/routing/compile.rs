@@ -99,3 +99,63 @@ fn health(h: &HealthSpec) -> HealthSettings {
         alive_codes: h.alive_codes.clone().unwrap_or_default(),
     }
 }
+
+/// The built-in defaults (`crate::config::defaults`), for code that builds targets without a file.
+impl Default for HealthSettings {
+    fn default() -> Self {
+        use crate::config::defaults as d;
+        health(&HealthSpec {
+            probe: Some(d::PROBE),
+            probe_interval_ms: Some(d::PROBE_INTERVAL_MS),
+            probe_timeout_ms: Some(d::PROBE_TIMEOUT_MS),
+            probe_jitter_percent: Some(d::PROBE_JITTER_PERCENT),
+            down_after_probe_failures: Some(d::DOWN_AFTER_PROBE_FAILURES),
+            up_after_probe_successes: Some(d::UP_AFTER_PROBE_SUCCESSES),
+            down_after_call_failures: Some(d::DOWN_AFTER_CALL_FAILURES),
+            alive_codes: Some(codes(d::ALIVE_CODES)),
+        })
+    }
+}
+
+/// 1 s attempt, 10 s ring, 30 s deadline.
+impl Default for Timers {
+    fn default() -> Self {
+        use crate::config::defaults as d;
+        Timers {
+            attempt_timeout: Duration::from_millis(d::ATTEMPT_TIMEOUT_MS),
+            ring_timeout: Duration::from_millis(d::RING_TIMEOUT_MS),
+            call_deadline: Duration::from_millis(d::CALL_DEADLINE_MS),
+        }
+    }
+}
+
+/// 408, 480, 486, 5xx, 600, 603.
+impl Default for FailoverCodes {
+    fn default() -> Self {
+        FailoverCodes(codes(crate::config::defaults::FAILOVER_CODES))
+    }
+}
+
+fn codes(list: &[&str]) -> Vec<(u16, u16)> {
+    list.iter()
+        .filter_map(|c| crate::config::parse_code(c).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_of_the_snapshot_types_match_a_file_that_sets_nothing() {
+        let text = "listen = [\"udp:127.0.0.1:5060\"]\n[[targets]]\nid = \"a\"\nuri = \"sip:127.0.0.1\"\n\
+                    failure_domain = \"x\"\n[default_route]\nchain = [\"a\"]\n";
+        let (rules, _) = Rules::parse(text, "t.toml").unwrap();
+        assert_eq!(rules.target("a").unwrap().health, HealthSettings::default());
+        assert_eq!(rules.default_route.timers, Timers::default());
+        assert_eq!(rules.default_route.failover, FailoverCodes::default());
+        assert!(
+            FailoverCodes::default().fails_over(503) && !FailoverCodes::default().fails_over(404)
+        );
+    }
+}
