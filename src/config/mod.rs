@@ -1,7 +1,49 @@
 //! The operator-facing rules file: TOML with positions, strict keys, every error collected with its
-//! line. Imports nothing of the crate. (STUB: to be written.)
+//! line. Imports nothing of the crate; `routing` compiles what this reads into the rules snapshot.
+//!
+//! Stages: `walk` (spanned TOML, positions, typed getters) -> `read` and `routes` (each table and value, with
+//! `values` for the small syntaxes) -> `validate` (cross-references, lints, defaults) -> `model`.
+//! Syntax errors stop before `read`: a document the parser had to patch up gives misleading errors.
 
 use std::fmt;
+
+mod model;
+mod read;
+mod routes;
+mod validate;
+mod values;
+mod walk;
+
+pub use model::{
+    Conditions, Endpoint, HealthSpec, RouteSpec, RulesFile, TargetSpec, TimerSpec, defaults,
+};
+pub use values::{Cidr, DEFAULT_SIP_PORT, parse_code};
+pub use walk::Pos;
+
+/// Reads and checks a rules file. Ok: the file with defaults filled in, and any warnings. Err: every
+/// error and warning, sorted by position.
+pub fn read(text: &str, file: &str) -> Result<(RulesFile, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut ctx = walk::Ctx::new(text, file);
+    let (doc, syntax) = toml::de::DeTable::parse_recoverable(text);
+    for e in &syntax {
+        ctx.error(
+            &e.span().unwrap_or(0..0),
+            format!("TOML syntax: {}", e.message()),
+        );
+    }
+    let rules = if syntax.is_empty() {
+        let raw = read::read_document(&mut ctx, doc.get_ref());
+        validate::validate(&mut ctx, raw)
+    } else {
+        None
+    };
+    let mut diags = ctx.diags;
+    diags.sort_by_key(|d| (d.line, d.column));
+    match rules {
+        Some(rules) if !diags.iter().any(|d| d.severity == Severity::Error) => Ok((rules, diags)),
+        _ => Err(diags),
+    }
+}
 
 /// Transport toward a target or of a listen address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,3 +91,5 @@ impl fmt::Display for Diagnostic {
         )
     }
 }
+#[cfg(test)]
+mod tests;

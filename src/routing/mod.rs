@@ -2,11 +2,30 @@
 //! failover plan for it. Pure: no IO, no health import (readiness is passed in as a function).
 //!
 //! CONTRACT (the proxy is written against these names; keep them).
+//!
+//! Layout: `compile` (checked rules file -> snapshot), `matching` (conditions, emergency test),
+//! `facts` (reading a call's facts from an INVITE), `target` (Request-URI per target), `plan` (the
+//! failover order), `check` (`sosrouter check`). The file format is checked in `crate::config`.
 
-use crate::config::{Diagnostic, Transport};
+use crate::config::{Conditions, Diagnostic, Transport};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod check;
+mod compile;
+mod facts;
+mod matching;
+mod plan;
+mod target;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_select;
+
+pub use check::check_files;
+pub use plan::plan;
 
 /// Stable target id, as written in the rules file. Health and counters are keyed by it.
 pub type TargetId = Arc<str>;
@@ -64,8 +83,8 @@ impl Target {
     /// - Sip target: the original when it is a `urn:` URI (the service URN travels with the call);
     ///   otherwise the target URI, keeping the original user part when the target URI has none
     ///   (`sip:911@127.0.0.1:5060` to `sip:127.0.0.1:5071` gives `sip:911@127.0.0.1:5071`).
-    pub fn request_uri_for(&self, _original: &[u8]) -> Vec<u8> {
-        todo!()
+    pub fn request_uri_for(&self, original: &[u8]) -> Vec<u8> {
+        target::request_uri_for(self, original)
     }
 }
 
@@ -100,7 +119,15 @@ pub struct Route {
     pub failover: FailoverCodes,
     /// 1-based line of the route's table in the rules file.
     pub line: usize,
-    // matcher fields private to the implementation
+    /// Operator's note from the file, for `sosrouter route` and logs.
+    description: Option<String>,
+    conditions: Conditions,
+}
+
+impl Route {
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
 }
 
 /// Readiness of a target as health and the operator switch see it.
@@ -126,8 +153,8 @@ pub struct CallFacts {
 
 impl CallFacts {
     /// Reads the facts from a parsed request and its source address.
-    pub fn from_message(_msg: &crate::sip::Message, _source: IpAddr) -> CallFacts {
-        todo!()
+    pub fn from_message(msg: &crate::sip::Message, source: IpAddr) -> CallFacts {
+        facts::from_message(msg, source)
     }
 }
 
@@ -160,42 +187,65 @@ pub struct Rules {
     pub default_route: Arc<Route>,
     /// Source file name as given, for messages.
     pub source: String,
-    // private: lookup tables, emergency numbers, ...
+    by_id: HashMap<Arc<str>, Arc<Target>>,
+    /// Dialled numbers that make a call emergency, matched exactly (see `[emergency]`).
+    emergency_numbers: Vec<String>,
 }
 
 impl Rules {
     /// Parses and validates rules text. Ok: the rules and any warnings. Err: every error (and warning).
-    pub fn parse(_text: &str, _source: &str) -> Result<(Rules, Vec<Diagnostic>), Vec<Diagnostic>> {
-        todo!()
+    pub fn parse(text: &str, source: &str) -> Result<(Rules, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let (file, warnings) = crate::config::read(text, source)?;
+        Ok((compile::compile(file, source), warnings))
     }
-    /// Reads and parses a file.
-    pub fn load(_path: &std::path::Path) -> Result<(Rules, Vec<Diagnostic>), Vec<Diagnostic>> {
-        todo!()
+
+    /// Reads and parses a file. An unreadable file is one error at 1:1.
+    pub fn load(path: &std::path::Path) -> Result<(Rules, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let source = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Rules::parse(&text, &source),
+            Err(e) => Err(vec![Diagnostic {
+                file: source,
+                line: 1,
+                column: 1,
+                severity: crate::config::Severity::Error,
+                message: format!("cannot read the file: {e}"),
+            }]),
+        }
     }
-    pub fn target(&self, _id: &str) -> Option<&Arc<Target>> {
-        todo!()
+
+    pub fn target(&self, id: &str) -> Option<&Arc<Target>> {
+        self.by_id.get(id)
     }
+
     /// The route for a call: the first route in file order whose conditions all match, else the default.
-    pub fn select(&self, _call: &CallFacts) -> Selection {
-        todo!()
+    pub fn select(&self, call: &CallFacts) -> Selection {
+        let emergency = self.is_emergency(call);
+        for route in &self.routes {
+            if let Some(why) = matching::matches(&route.conditions, call) {
+                let reason = format!("route `{}`: {why}", route.id);
+                return Selection {
+                    route: route.clone(),
+                    emergency,
+                    reason,
+                };
+            }
+        }
+        let reason = "no route matched; default route".to_string();
+        Selection {
+            route: self.default_route.clone(),
+            emergency,
+            reason,
+        }
     }
+
     /// Whether a call is an emergency call (see [`Selection::emergency`]).
-    pub fn is_emergency(&self, _call: &CallFacts) -> bool {
-        todo!()
+    pub fn is_emergency(&self, call: &CallFacts) -> bool {
+        matching::is_emergency(&call.request_uri, &self.emergency_numbers)
     }
-}
 
-/// The failover plan: targets of `route` in the order to try them. Ready targets first in chain order,
-/// then not-ready ones in chain order, then disabled ones in chain order. Every chain target exactly once.
-pub fn plan(
-    _rules: &Rules,
-    _route: &Route,
-    _readiness: &dyn Fn(&str) -> Readiness,
-) -> Vec<Arc<Target>> {
-    todo!()
-}
-
-/// Validates rules files for `sosrouter check`: (all valid, report text). (STUB)
-pub fn check_files(_paths: &[std::path::PathBuf]) -> (bool, String) {
-    todo!()
+    /// Dialled numbers that make a call emergency (`[emergency] numbers`).
+    pub fn emergency_numbers(&self) -> &[String] {
+        &self.emergency_numbers
+    }
 }

@@ -1,0 +1,48 @@
+//! `sosrouter check FILE...`: validate rules files without running them.
+
+use super::Rules;
+use crate::config::{Diagnostic, Severity};
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// Validates each file. Returns whether all are valid, and the report: one `file:line:col: severity:
+/// message` line per diagnostic, then one summary line per file. Warnings do not make a file invalid.
+pub fn check_files(paths: &[PathBuf]) -> (bool, String) {
+    let mut all_valid = true;
+    let mut report = String::new();
+    for path in paths {
+        let name = path.display();
+        let (summary, diags) = match Rules::load(path) {
+            Ok((rules, warnings)) => {
+                let routes = rules.routes.len();
+                let plural = if routes == 1 { "" } else { "s" };
+                let mut s = format!(
+                    "{} targets, {routes} route{plural} + default",
+                    rules.targets.len()
+                );
+                if !warnings.is_empty() {
+                    let _ = write!(s, ", {}", count(&warnings, Severity::Warning, "warning"));
+                }
+                (format!("{name}: ok ({s})"), warnings)
+            }
+            Err(diags) => {
+                all_valid = false;
+                let mut s = count(&diags, Severity::Error, "error");
+                if diags.iter().any(|d| d.severity == Severity::Warning) {
+                    let _ = write!(s, ", {}", count(&diags, Severity::Warning, "warning"));
+                }
+                (format!("{name}: INVALID ({s}); not loaded"), diags)
+            }
+        };
+        for d in &diags {
+            let _ = writeln!(report, "{d}");
+        }
+        let _ = writeln!(report, "{summary}");
+    }
+    (all_valid, report)
+}
+
+fn count(diags: &[Diagnostic], severity: Severity, word: &str) -> String {
+    let n = diags.iter().filter(|d| d.severity == severity).count();
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
