@@ -14,11 +14,18 @@ use bytes::Bytes;
 use std::net::IpAddr;
 use std::ops::Range;
 
+mod access;
 pub mod build;
 mod edit;
 mod message;
 mod scan;
+#[cfg(test)]
+mod tests_oracle;
+#[cfg(test)]
+mod tests_props;
+mod text;
 mod uri;
+mod via;
 
 pub use edit::Editor;
 pub use message::{HeaderField, Message};
