@@ -159,3 +159,113 @@ pub fn reason_phrase(code: u16) -> &'static str {
         _ => "Unknown",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{Limits, Message};
+
+    fn msg(s: &str) -> Message {
+        Message::parse(Bytes::copy_from_slice(s.as_bytes()), &Limits::default()).unwrap()
+    }
+
+    const INVITE: &str = "INVITE urn:service:sos SIP/2.0\r\n\
+v: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour, SIP/2.0/UDP\r\n caller.example;branch=z9hG4bKc\r\n\
+Max-Forwards: 69\r\n\
+Route: <sip:psap1.example;lr>, <sip:gw.example;lr>\r\n\
+t: <urn:service:sos>\r\n\
+f: \"Caller\" <sip:+15551234@caller.example>;tag=abc\r\n\
+i: call-1@caller\r\n\
+CSeq: 7 INVITE\r\n\
+Content-Length: 3\r\n\r\nsdp";
+
+    fn s(b: Bytes) -> String {
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn response_copies_vias_and_adds_to_tag() {
+        let out = response(&msg(INVITE), 503, "Service Unavailable", Some(b"t1"), &[b"Retry-After: 5", b"Server: sosrouter"]);
+        assert_eq!(
+            s(out),
+            "SIP/2.0 503 Service Unavailable\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\n\
+Via: SIP/2.0/UDP caller.example;branch=z9hG4bKc\r\n\
+To: <urn:service:sos>;tag=t1\r\n\
+From: \"Caller\" <sip:+15551234@caller.example>;tag=abc\r\n\
+Call-ID: call-1@caller\r\n\
+CSeq: 7 INVITE\r\n\
+Retry-After: 5\r\n\
+Server: sosrouter\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_tag_rules() {
+        let trying = s(response(&msg(INVITE), 100, "", Some(b"t1"), &[]));
+        assert!(trying.starts_with("SIP/2.0 100 Trying\r\n"), "{trying}");
+        assert!(trying.contains("\r\nTo: <urn:service:sos>\r\n"), "{trying}");
+        let tagged = INVITE.replace("t: <urn:service:sos>", "t: <urn:service:sos>;tag=old");
+        let out = s(response(&msg(&tagged), 486, "Busy Here", Some(b"new"), &[]));
+        assert!(out.contains("\r\nTo: <urn:service:sos>;tag=old\r\n"), "{out}");
+        let out = s(response(&msg(INVITE), 480, "x", None, &[]));
+        assert!(out.contains("\r\nTo: <urn:service:sos>\r\n"), "{out}");
+    }
+
+    #[test]
+    fn response_parses_back() {
+        let out = response(&msg(INVITE), 180, "Ringing", Some(b"t9"), &[]);
+        let m = Message::parse(out, &Limits::default()).unwrap();
+        assert_eq!(m.status(), Some(180));
+        assert_eq!(m.to_tag(), Some(&b"t9"[..]));
+        assert_eq!(m.vias().unwrap().len(), 2);
+        assert_eq!(m.content_length(), Some(0));
+    }
+
+    #[test]
+    fn ack_for_non2xx_exact() {
+        let resp = msg("SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\nTo: <urn:service:sos>;tag=psap\r\nFrom: <sip:x@y>;tag=abc\r\nCall-ID: call-1@caller\r\nCSeq: 7 INVITE\r\n\r\n");
+        assert_eq!(
+            s(ack_for_non2xx(&msg(INVITE), &resp)),
+            "ACK urn:service:sos SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\n\
+Max-Forwards: 70\r\n\
+To: <urn:service:sos>;tag=psap\r\n\
+From: \"Caller\" <sip:+15551234@caller.example>;tag=abc\r\n\
+Call-ID: call-1@caller\r\n\
+CSeq: 7 ACK\r\n\
+Route: <sip:psap1.example;lr>\r\n\
+Route: <sip:gw.example;lr>\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn cancel_exact() {
+        assert_eq!(
+            s(cancel(&msg(INVITE))),
+            "CANCEL urn:service:sos SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\n\
+Max-Forwards: 70\r\n\
+To: <urn:service:sos>\r\n\
+From: \"Caller\" <sip:+15551234@caller.example>;tag=abc\r\n\
+Call-ID: call-1@caller\r\n\
+CSeq: 7 CANCEL\r\n\
+Route: <sip:psap1.example;lr>\r\n\
+Route: <sip:gw.example;lr>\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn reason_phrases() {
+        assert_eq!(reason_phrase(100), "Trying");
+        assert_eq!(reason_phrase(200), "OK");
+        assert_eq!(reason_phrase(408), "Request Timeout");
+        assert_eq!(reason_phrase(487), "Request Terminated");
+        assert_eq!(reason_phrase(503), "Service Unavailable");
+        assert_eq!(reason_phrase(603), "Decline");
+        assert_eq!(reason_phrase(299), "Unknown");
+    }
+}

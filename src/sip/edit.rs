@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 
 /// Which operation made an edit; singleton operations replace their earlier edit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     PushVia,
     PushRecordRoute,
@@ -33,13 +33,14 @@ struct Edit {
 impl Edit {
     /// Order of application: by position; at one insertion point pushes (newest first) come
     /// before appends (oldest first), and insertions before a replacement starting there.
-    fn key(&self) -> (usize, usize, Kind, isize) {
+    fn key(&self) -> (usize, usize, u8, isize) {
         let seq = isize::try_from(self.seq).unwrap_or(isize::MAX);
-        let order = match self.kind {
-            Kind::PushVia | Kind::PushRecordRoute => -seq,
-            _ => seq,
+        let (class, order) = match self.kind {
+            Kind::PushVia => (0, -seq),
+            Kind::PushRecordRoute => (1, -seq),
+            _ => (2, seq),
         };
-        (self.range.start, self.range.end, self.kind, order)
+        (self.range.start, self.range.end, class, order)
     }
 }
 
@@ -49,6 +50,8 @@ impl Edit {
 pub struct Editor<'m> {
     msg: &'m Message,
     edits: Vec<Edit>,
+    /// Call counter, so ties at one insertion point follow call order even after replacements.
+    calls: usize,
 }
 
 fn header_line(name: &[u8], value: &[u8]) -> Vec<u8> {
@@ -57,14 +60,15 @@ fn header_line(name: &[u8], value: &[u8]) -> Vec<u8> {
 
 impl<'m> Editor<'m> {
     pub fn new(msg: &'m Message) -> Editor<'m> {
-        Editor { msg, edits: Vec::with_capacity(8) }
+        Editor { msg, edits: Vec::with_capacity(8), calls: 0 }
     }
 
     fn add(&mut self, kind: Kind, range: Range<usize>, text: Vec<u8>) -> &mut Self {
         if matches!(kind, Kind::RequestUri | Kind::MaxForwards | Kind::ContentLength) {
             self.edits.retain(|e| e.kind != kind);
         }
-        let seq = self.edits.len();
+        let seq = self.calls;
+        self.calls += 1;
         self.edits.push(Edit { range, text, kind, seq });
         self
     }
@@ -214,3 +218,7 @@ impl<'m> Editor<'m> {
         out.freeze()
     }
 }
+
+#[cfg(test)]
+#[path = "edit_tests.rs"]
+mod tests;
