@@ -99,8 +99,14 @@ impl Message {
         }
         for h in self.fields(name) {
             match unfold(self.raw_value(h)) {
-                Cow::Borrowed(v) => out.extend(list_items(v).filter_map(|r| v.get(r)).map(Cow::Borrowed)),
-                Cow::Owned(v) => out.extend(list_items(&v).filter_map(|r| v.get(r)).map(|s| Cow::Owned(s.to_vec()))),
+                Cow::Borrowed(v) => {
+                    out.extend(list_items(v).filter_map(|r| v.get(r)).map(Cow::Borrowed))
+                }
+                Cow::Owned(v) => out.extend(
+                    list_items(&v)
+                        .filter_map(|r| v.get(r))
+                        .map(|s| Cow::Owned(s.to_vec())),
+                ),
             }
         }
         out
@@ -124,7 +130,10 @@ impl Message {
     }
     /// The top Via.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        let (_, span) = self.via_spans().next().ok_or(ParseError::MissingHeader("Via"))?;
+        let (_, span) = self
+            .via_spans()
+            .next()
+            .ok_or(ParseError::MissingHeader("Via"))?;
         Ok(parse_via(&self.buf, span)?.view(&self.buf))
     }
     pub fn call_id(&self) -> &[u8] {

@@ -12,7 +12,9 @@ struct Out(BytesMut);
 impl Out {
     fn new(req: &Message) -> Out {
         // Headers copied from the request are never larger than the request's header section.
-        Out(BytesMut::with_capacity(req.headers_end().saturating_add(256)))
+        Out(BytesMut::with_capacity(
+            req.headers_end().saturating_add(256),
+        ))
     }
     fn line(&mut self, parts: &[&[u8]]) {
         parts.iter().for_each(|p| self.0.put_slice(p));
@@ -37,16 +39,33 @@ impl Out {
 /// when the request's To has no tag and the code is above 100), Call-ID, CSeq, `Content-Length: 0`,
 /// plus `extra` header lines (each `Name: value`, no CRLF), e.g. `Retry-After: 5`, `Server: sosrouter`.
 /// An empty `reason` is replaced by [`reason_phrase`].
-pub fn response(req: &Message, code: u16, reason: &str, to_tag: Option<&[u8]>, extra: &[&[u8]]) -> Bytes {
+pub fn response(
+    req: &Message,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+    extra: &[&[u8]],
+) -> Bytes {
     let mut out = Out::new(req);
-    let reason = if reason.is_empty() { reason_phrase(code) } else { reason };
-    out.line(&[b"SIP/2.0 ", code.to_string().as_bytes(), b" ", reason.as_bytes()]);
+    let reason = if reason.is_empty() {
+        reason_phrase(code)
+    } else {
+        reason
+    };
+    out.line(&[
+        b"SIP/2.0 ",
+        code.to_string().as_bytes(),
+        b" ",
+        reason.as_bytes(),
+    ]);
     for via in req.header_values(HeaderName::Via) {
         out.header(b"Via", &via);
     }
     if let Some(to) = req.header(HeaderName::To) {
         match to_tag {
-            Some(tag) if code > 100 && !has_tag(&to) => out.header(b"To", &[&to[..], b";tag=", tag].concat()),
+            Some(tag) if code > 100 && !has_tag(&to) => {
+                out.header(b"To", &[&to[..], b";tag=", tag].concat())
+            }
             _ => out.header(b"To", &to),
         }
     }
@@ -78,7 +97,12 @@ fn request_head(invite: &Message, method: &[u8]) -> Out {
 fn request_tail(mut out: Out, invite: &Message, method: &[u8]) -> Bytes {
     out.copy(invite, HeaderName::From, b"From");
     out.copy(invite, HeaderName::CallId, b"Call-ID");
-    out.line(&[b"CSeq: ", invite.cseq().seq.to_string().as_bytes(), b" ", method]);
+    out.line(&[
+        b"CSeq: ",
+        invite.cseq().seq.to_string().as_bytes(),
+        b" ",
+        method,
+    ]);
     for route in invite.routes() {
         out.header(b"Route", &route);
     }
@@ -185,7 +209,13 @@ Content-Length: 3\r\n\r\nsdp";
 
     #[test]
     fn response_copies_vias_and_adds_to_tag() {
-        let out = response(&msg(INVITE), 503, "Service Unavailable", Some(b"t1"), &[b"Retry-After: 5", b"Server: sosrouter"]);
+        let out = response(
+            &msg(INVITE),
+            503,
+            "Service Unavailable",
+            Some(b"t1"),
+            &[b"Retry-After: 5", b"Server: sosrouter"],
+        );
         assert_eq!(
             s(out),
             "SIP/2.0 503 Service Unavailable\r\n\
@@ -208,7 +238,10 @@ Content-Length: 0\r\n\r\n"
         assert!(trying.contains("\r\nTo: <urn:service:sos>\r\n"), "{trying}");
         let tagged = INVITE.replace("t: <urn:service:sos>", "t: <urn:service:sos>;tag=old");
         let out = s(response(&msg(&tagged), 486, "Busy Here", Some(b"new"), &[]));
-        assert!(out.contains("\r\nTo: <urn:service:sos>;tag=old\r\n"), "{out}");
+        assert!(
+            out.contains("\r\nTo: <urn:service:sos>;tag=old\r\n"),
+            "{out}"
+        );
         let out = s(response(&msg(INVITE), 480, "x", None, &[]));
         assert!(out.contains("\r\nTo: <urn:service:sos>\r\n"), "{out}");
     }
@@ -225,7 +258,9 @@ Content-Length: 0\r\n\r\n"
 
     #[test]
     fn ack_for_non2xx_exact() {
-        let resp = msg("SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\nTo: <urn:service:sos>;tag=psap\r\nFrom: <sip:x@y>;tag=abc\r\nCall-ID: call-1@caller\r\nCSeq: 7 INVITE\r\n\r\n");
+        let resp = msg(
+            "SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\nTo: <urn:service:sos>;tag=psap\r\nFrom: <sip:x@y>;tag=abc\r\nCall-ID: call-1@caller\r\nCSeq: 7 INVITE\r\n\r\n",
+        );
         assert_eq!(
             s(ack_for_non2xx(&msg(INVITE), &resp)),
             "ACK urn:service:sos SIP/2.0\r\n\

@@ -60,16 +60,28 @@ fn header_line(name: &[u8], value: &[u8]) -> Vec<u8> {
 
 impl<'m> Editor<'m> {
     pub fn new(msg: &'m Message) -> Editor<'m> {
-        Editor { msg, edits: Vec::with_capacity(8), calls: 0 }
+        Editor {
+            msg,
+            edits: Vec::with_capacity(8),
+            calls: 0,
+        }
     }
 
     fn add(&mut self, kind: Kind, range: Range<usize>, text: Vec<u8>) -> &mut Self {
-        if matches!(kind, Kind::RequestUri | Kind::MaxForwards | Kind::ContentLength) {
+        if matches!(
+            kind,
+            Kind::RequestUri | Kind::MaxForwards | Kind::ContentLength
+        ) {
             self.edits.retain(|e| e.kind != kind);
         }
         let seq = self.calls;
         self.calls += 1;
-        self.edits.push(Edit { range, text, kind, seq });
+        self.edits.push(Edit {
+            range,
+            text,
+            kind,
+            seq,
+        });
         self
     }
 
@@ -108,10 +120,19 @@ impl<'m> Editor<'m> {
             return self;
         };
         let host = buf.get(via.host.clone()).unwrap_or_default();
-        let host = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")).unwrap_or(host);
-        let literal = std::str::from_utf8(host).ok().and_then(|h| h.parse::<IpAddr>().ok());
+        let host = host
+            .strip_prefix(b"[")
+            .and_then(|h| h.strip_suffix(b"]"))
+            .unwrap_or(host);
+        let literal = std::str::from_utf8(host)
+            .ok()
+            .and_then(|h| h.parse::<IpAddr>().ok());
         if let Some((range, None)) = &via.rport {
-            self.add(Kind::Splice, range.clone(), format!("rport={}", src.port).into_bytes());
+            self.add(
+                Kind::Splice,
+                range.clone(),
+                format!("rport={}", src.port).into_bytes(),
+            );
         }
         if literal != Some(src.ip) || via.rport.is_some() {
             let ip = src.ip.to_string().into_bytes();
@@ -141,7 +162,11 @@ impl<'m> Editor<'m> {
             Some(h) => self.add(Kind::MaxForwards, h.value_span.clone(), value),
             None => {
                 let at = self.msg.headers_end();
-                self.add(Kind::MaxForwards, at..at, header_line(b"Max-Forwards", &value))
+                self.add(
+                    Kind::MaxForwards,
+                    at..at,
+                    header_line(b"Max-Forwards", &value),
+                )
             }
         }
     }
@@ -178,7 +203,11 @@ impl<'m> Editor<'m> {
             Some(h) => h.line_span.start,
             None => self.msg.start_line_span().end,
         };
-        self.add(Kind::PushRecordRoute, at..at, header_line(b"Record-Route", value))
+        self.add(
+            Kind::PushRecordRoute,
+            at..at,
+            header_line(b"Record-Route", value),
+        )
     }
 
     /// Adds `Content-Length: <body len>` if the header is absent (needed when forwarding to TCP).
@@ -188,7 +217,11 @@ impl<'m> Editor<'m> {
         }
         let at = self.msg.headers_end();
         let len = self.msg.body().len().to_string();
-        self.add(Kind::ContentLength, at..at, header_line(b"Content-Length", len.as_bytes()))
+        self.add(
+            Kind::ContentLength,
+            at..at,
+            header_line(b"Content-Length", len.as_bytes()),
+        )
     }
 
     /// Adds an arbitrary header before the blank line.

@@ -18,8 +18,14 @@ pub struct HeaderField {
 
 #[derive(Debug, Clone)]
 pub(super) enum StartLine {
-    Request { method: Range<usize>, uri: Range<usize> },
-    Response { status: u16, reason: Range<usize> },
+    Request {
+        method: Range<usize>,
+        uri: Range<usize>,
+    },
+    Response {
+        status: u16,
+        reason: Range<usize>,
+    },
 }
 
 /// A parsed SIP message: the received bytes and offsets into them. Cheap to clone (Bytes + Vec).
@@ -71,9 +77,13 @@ impl Message {
                     if headers.len() >= limits.max_headers {
                         return Err(ParseError::TooManyHeaders);
                     }
-                    let colon = memchr::memchr(b':', content).ok_or(ParseError::BadHeader(line_no))?;
+                    let colon =
+                        memchr::memchr(b':', content).ok_or(ParseError::BadHeader(line_no))?;
                     let raw_name = content.get(..colon).unwrap_or_default();
-                    let name_len = raw_name.iter().rposition(|&c| !is_lws(c)).map_or(0, |i| i + 1);
+                    let name_len = raw_name
+                        .iter()
+                        .rposition(|&c| !is_lws(c))
+                        .map_or(0, |i| i + 1);
                     let name = raw_name.get(..name_len).unwrap_or_default();
                     if name.is_empty() || !name.iter().all(|&c| is_token(c)) {
                         return Err(ParseError::BadHeader(line_no));
@@ -113,7 +123,11 @@ impl Message {
 
         let is_request = matches!(start, StartLine::Request { .. });
         let required: &[(&'static str, HeaderName)] = if is_request {
-            &[("Via", HeaderName::Via), ("From", HeaderName::From), ("To", HeaderName::To)]
+            &[
+                ("Via", HeaderName::Via),
+                ("From", HeaderName::From),
+                ("To", HeaderName::To),
+            ]
         } else {
             &[("Via", HeaderName::Via)]
         };
@@ -146,7 +160,11 @@ impl Message {
 fn parse_start_line(b: &[u8], span: Range<usize>) -> Result<StartLine, ParseError> {
     let line = b.get(span.clone()).unwrap_or_default();
     let base = span.start;
-    if line.len() >= 4 && line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/")) {
+    if line.len() >= 4
+        && line
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
         let sp = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
         check_version(line.get(..sp).unwrap_or_default())?;
         let rest = line.get(sp + 1..).unwrap_or_default();

@@ -36,7 +36,13 @@ fn parses_invite() {
     assert_eq!(m.start_line_span(), 0..35);
     assert_eq!(m.headers().len(), 12);
     assert_eq!(m.call_id(), b"a84b4c76e66710@pc33.atlanta.com");
-    assert_eq!(m.cseq(), CSeq { seq: 314159, method: Method::Invite });
+    assert_eq!(
+        m.cseq(),
+        CSeq {
+            seq: 314159,
+            method: Method::Invite
+        }
+    );
     assert_eq!(m.max_forwards(), Ok(Some(70)));
     assert_eq!(m.from_tag(), Some(&b"1928301774"[..]));
     assert_eq!(m.to_tag(), None);
@@ -46,24 +52,42 @@ fn parses_invite() {
     let via = m.top_via().unwrap();
     assert_eq!(via.host, b"pc33.atlanta.com");
     assert_eq!(via.branch, Some(&b"z9hG4bK776asdhds"[..]));
-    assert_eq!(&INVITE[via.span], b"SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds");
+    assert_eq!(
+        &INVITE[via.span],
+        b"SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds"
+    );
     let routes: Vec<Cow<'_, [u8]>> = m.routes();
     assert_eq!(routes.len(), 3);
     assert_eq!(&*routes[1], b"<sip:p2.example.com;lr>");
     assert!(matches!(routes[0], Cow::Borrowed(_)));
-    assert_eq!(m.header(HeaderName::ContentType).as_deref(), Some(&b"application/sdp"[..]));
-    assert_eq!(m.header_named(b"geolocation").as_deref(), Some(&b"<cid:loc@x>"[..]));
-    assert_eq!(m.header_named(b"i").as_deref(), Some(&b"a84b4c76e66710@pc33.atlanta.com"[..]));
+    assert_eq!(
+        m.header(HeaderName::ContentType).as_deref(),
+        Some(&b"application/sdp"[..])
+    );
+    assert_eq!(
+        m.header_named(b"geolocation").as_deref(),
+        Some(&b"<cid:loc@x>"[..])
+    );
+    assert_eq!(
+        m.header_named(b"i").as_deref(),
+        Some(&b"a84b4c76e66710@pc33.atlanta.com"[..])
+    );
     assert_eq!(m.header_named(b"X-Nope"), None);
     assert_eq!(m.header(HeaderName::Other), None);
     let from = m.header(HeaderName::From).unwrap();
-    assert_eq!(Message::addr_spec(&from), Some(&b"sip:alice@atlanta.com"[..]));
+    assert_eq!(
+        Message::addr_spec(&from),
+        Some(&b"sip:alice@atlanta.com"[..])
+    );
 }
 
 #[test]
 fn addr_spec_forms() {
     assert_eq!(Message::addr_spec(b" sip:a@b;tag=x"), Some(&b"sip:a@b"[..]));
-    assert_eq!(Message::addr_spec(b"\"<not>\" <tel:+1>"), Some(&b"tel:+1"[..]));
+    assert_eq!(
+        Message::addr_spec(b"\"<not>\" <tel:+1>"),
+        Some(&b"tel:+1"[..])
+    );
     assert_eq!(Message::addr_spec(b"<sip:p1;lr>"), Some(&b"sip:p1;lr"[..]));
     assert_eq!(Message::addr_spec(b"<sip:open"), None);
     assert_eq!(Message::addr_spec(b""), None);
@@ -74,7 +98,11 @@ fn parses_responses_with_any_reason() {
     let tail = b"\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n\r\n";
     for (line, code, reason) in [
         (&b"SIP/2.0 200 OK"[..], 200, &b"OK"[..]),
-        (b"SIP/2.0 486 Busy  Here, really", 486, b"Busy  Here, really"),
+        (
+            b"SIP/2.0 486 Busy  Here, really",
+            486,
+            b"Busy  Here, really",
+        ),
         (b"SIP/2.0 180 ", 180, b""),
         (b"SIP/2.0 603", 603, b""),
         (b"sip/2.0 699 \xe4\xb8\xad", 699, b"\xe4\xb8\xad"),
@@ -87,10 +115,22 @@ fn parses_responses_with_any_reason() {
         assert_eq!(m.request_uri(), None);
         assert_eq!(m.cseq().method, Method::Bye);
     }
-    for bad in [&b"SIP/2.0 99 x"[..], b"SIP/2.0 700 x", b"SIP/2.0 20x", b"SIP/2.0 2000 x", b"SIP/2.0"] {
-        assert_eq!(p(&[bad, &tail[..]].concat()).unwrap_err(), ParseError::BadStartLine);
+    for bad in [
+        &b"SIP/2.0 99 x"[..],
+        b"SIP/2.0 700 x",
+        b"SIP/2.0 20x",
+        b"SIP/2.0 2000 x",
+        b"SIP/2.0",
+    ] {
+        assert_eq!(
+            p(&[bad, &tail[..]].concat()).unwrap_err(),
+            ParseError::BadStartLine
+        );
     }
-    assert_eq!(p(&[&b"SIP/3.0 200 OK"[..], &tail[..]].concat()).unwrap_err(), ParseError::BadVersion);
+    assert_eq!(
+        p(&[&b"SIP/3.0 200 OK"[..], &tail[..]].concat()).unwrap_err(),
+        ParseError::BadVersion
+    );
 }
 
 fn req(start: &str, extra: &str) -> Vec<u8> {
@@ -100,13 +140,23 @@ fn req(start: &str, extra: &str) -> Vec<u8> {
 
 #[test]
 fn compact_forms_and_odd_spacing() {
-    let m = p(&req("MESSAGE sip:x SIP/2.0", "l  :  0\r\nm:<sip:c@h>\r\nc :text/plain\r\nk: path\r\n")).unwrap();
+    let m = p(&req(
+        "MESSAGE sip:x SIP/2.0",
+        "l  :  0\r\nm:<sip:c@h>\r\nc :text/plain\r\nk: path\r\n",
+    ))
+    .unwrap();
     assert_eq!(m.method(), Some(Method::Message));
     assert_eq!(m.call_id(), b"id1");
     assert_eq!(m.content_length(), Some(0));
     assert_eq!(m.from_tag(), Some(&b"1"[..]));
-    assert_eq!(m.header(HeaderName::Contact).as_deref(), Some(&b"<sip:c@h>"[..]));
-    assert_eq!(m.header(HeaderName::ContentType).as_deref(), Some(&b"text/plain"[..]));
+    assert_eq!(
+        m.header(HeaderName::Contact).as_deref(),
+        Some(&b"<sip:c@h>"[..])
+    );
+    assert_eq!(
+        m.header(HeaderName::ContentType).as_deref(),
+        Some(&b"text/plain"[..])
+    );
     assert_eq!(m.header_named(b"Supported").as_deref(), Some(&b"path"[..]));
     assert_eq!(m.headers()[0].name, HeaderName::Via);
     let m = p(b"OPTIONS sip:x SIP/2.0\r\nVIA   :  SIP/2.0/TCP h\r\nFROM:<sip:a@b>\r\ntO:<sip:a@b>;TAG=9\r\ncall-id:z\r\ncseq:1 OPTIONS\r\n\r\n").unwrap();
@@ -117,34 +167,83 @@ fn compact_forms_and_odd_spacing() {
 #[test]
 fn unknown_method_and_uri_kinds() {
     for (start, method, uri) in [
-        ("NEWMETHOD.x-1 sip:a@b SIP/2.0", &b"NEWMETHOD.x-1"[..], &b"sip:a@b"[..]),
-        ("INVITE tel:+19785386180 SIP/2.0", b"INVITE", b"tel:+19785386180"),
-        ("INVITE urn:service:sos SIP/2.0", b"INVITE", b"urn:service:sos"),
-        ("INVITE urn:service:sos.fire SIP/2.0", b"INVITE", b"urn:service:sos.fire"),
-        ("INVITE sip:[2001:db8::1]:5060 SIP/2.0", b"INVITE", b"sip:[2001:db8::1]:5060"),
-        ("INVITE sips:a@b;transport=tcp SIP/2.0", b"INVITE", b"sips:a@b;transport=tcp"),
+        (
+            "NEWMETHOD.x-1 sip:a@b SIP/2.0",
+            &b"NEWMETHOD.x-1"[..],
+            &b"sip:a@b"[..],
+        ),
+        (
+            "INVITE tel:+19785386180 SIP/2.0",
+            b"INVITE",
+            b"tel:+19785386180",
+        ),
+        (
+            "INVITE urn:service:sos SIP/2.0",
+            b"INVITE",
+            b"urn:service:sos",
+        ),
+        (
+            "INVITE urn:service:sos.fire SIP/2.0",
+            b"INVITE",
+            b"urn:service:sos.fire",
+        ),
+        (
+            "INVITE sip:[2001:db8::1]:5060 SIP/2.0",
+            b"INVITE",
+            b"sip:[2001:db8::1]:5060",
+        ),
+        (
+            "INVITE sips:a@b;transport=tcp SIP/2.0",
+            b"INVITE",
+            b"sips:a@b;transport=tcp",
+        ),
     ] {
         let m = p(&req(start, "")).unwrap();
         assert_eq!(m.method_bytes(), Some(method));
         assert_eq!(m.request_uri(), Some(uri));
     }
-    assert_eq!(p(&req("NEWMETHOD sip:a SIP/2.0", "")).unwrap().method(), Some(Method::Other));
-    for bad in ["INVITE sip:a SIP/2.0 extra", "INVITE  SIP/2.0", "INV@TE sip:a SIP/2.0", "INVITE nocolon SIP/2.0"] {
-        assert_eq!(p(&req(bad, "")).unwrap_err(), ParseError::BadStartLine, "{bad}");
+    assert_eq!(
+        p(&req("NEWMETHOD sip:a SIP/2.0", "")).unwrap().method(),
+        Some(Method::Other)
+    );
+    for bad in [
+        "INVITE sip:a SIP/2.0 extra",
+        "INVITE  SIP/2.0",
+        "INV@TE sip:a SIP/2.0",
+        "INVITE nocolon SIP/2.0",
+    ] {
+        assert_eq!(
+            p(&req(bad, "")).unwrap_err(),
+            ParseError::BadStartLine,
+            "{bad}"
+        );
     }
-    assert_eq!(p(&req("INVITE sip:a SIP/1.0", "")).unwrap_err(), ParseError::BadVersion);
+    assert_eq!(
+        p(&req("INVITE sip:a SIP/1.0", "")).unwrap_err(),
+        ParseError::BadVersion
+    );
 }
 
 #[test]
 fn folding_unfolds_only_when_needed() {
-    let m = p(&req("BYE sip:x SIP/2.0", "Subject: I know you're there,\r\n  pick up\r\n\tthe phone\r\nX-A: plain\r\n")).unwrap();
+    let m = p(&req(
+        "BYE sip:x SIP/2.0",
+        "Subject: I know you're there,\r\n  pick up\r\n\tthe phone\r\nX-A: plain\r\n",
+    ))
+    .unwrap();
     let s = m.header_named(b"s").unwrap();
     assert_eq!(&*s, b"I know you're there, pick up the phone");
     assert!(matches!(s, Cow::Owned(_)));
     assert!(matches!(m.header_named(b"x-a").unwrap(), Cow::Borrowed(_)));
     let h = &m.headers()[5];
-    assert_eq!(&m.bytes()[h.line_span.clone()], b"Subject: I know you're there,\r\n  pick up\r\n\tthe phone\r\n");
-    assert_eq!(p(b"BYE sip:x SIP/2.0\r\n folded-first\r\n\r\n").unwrap_err(), ParseError::BadHeader(2));
+    assert_eq!(
+        &m.bytes()[h.line_span.clone()],
+        b"Subject: I know you're there,\r\n  pick up\r\n\tthe phone\r\n"
+    );
+    assert_eq!(
+        p(b"BYE sip:x SIP/2.0\r\n folded-first\r\n\r\n").unwrap_err(),
+        ParseError::BadHeader(2)
+    );
 }
 
 #[test]
@@ -180,9 +279,18 @@ fn content_length_truncates_or_fails() {
     let base = req("BYE sip:x SIP/2.0", "Content-Length: 3\r\n");
     let m = p(&[&base[..], b"abcdef"].concat()).unwrap();
     assert_eq!(m.body(), b"abc");
-    assert_eq!(p(&[&base[..], b"ab"].concat()).unwrap_err(), ParseError::BadContentLength);
-    let huge = req("BYE sip:x SIP/2.0", "Content-Length: 99999999999999999999999\r\n");
-    assert_eq!(p(&huge).unwrap_err(), ParseError::BadValue("Content-Length"));
+    assert_eq!(
+        p(&[&base[..], b"ab"].concat()).unwrap_err(),
+        ParseError::BadContentLength
+    );
+    let huge = req(
+        "BYE sip:x SIP/2.0",
+        "Content-Length: 99999999999999999999999\r\n",
+    );
+    assert_eq!(
+        p(&huge).unwrap_err(),
+        ParseError::BadValue("Content-Length")
+    );
     let neg = req("BYE sip:x SIP/2.0", "l: -1\r\n");
     assert_eq!(p(&neg).unwrap_err(), ParseError::BadValue("Content-Length"));
     let none = req("BYE sip:x SIP/2.0", "");
@@ -193,23 +301,51 @@ fn content_length_truncates_or_fails() {
 #[test]
 fn limits_are_enforced() {
     let m = req("BYE sip:x SIP/2.0", "X-Pad: 0123456789\r\n");
-    let lim = |a, b, c| Limits { max_message_bytes: a, max_headers: b, max_line_bytes: c };
+    let lim = |a, b, c| Limits {
+        max_message_bytes: a,
+        max_headers: b,
+        max_line_bytes: c,
+    };
     assert!(Message::parse(Bytes::from(m.clone()), &lim(m.len(), 6, 40)).is_ok());
-    assert_eq!(Message::parse(Bytes::from(m.clone()), &lim(m.len() - 1, 6, 40)).unwrap_err(), ParseError::TooLarge(m.len()));
-    assert_eq!(Message::parse(Bytes::from(m.clone()), &lim(999, 5, 40)).unwrap_err(), ParseError::TooManyHeaders);
-    assert_eq!(Message::parse(Bytes::from(m.clone()), &lim(999, 6, 18)).unwrap_err(), ParseError::LineTooLong);
+    assert_eq!(
+        Message::parse(Bytes::from(m.clone()), &lim(m.len() - 1, 6, 40)).unwrap_err(),
+        ParseError::TooLarge(m.len())
+    );
+    assert_eq!(
+        Message::parse(Bytes::from(m.clone()), &lim(999, 5, 40)).unwrap_err(),
+        ParseError::TooManyHeaders
+    );
+    assert_eq!(
+        Message::parse(Bytes::from(m.clone()), &lim(999, 6, 18)).unwrap_err(),
+        ParseError::LineTooLong
+    );
 }
 
 #[test]
 fn structural_errors() {
     assert_eq!(p(b"").unwrap_err(), ParseError::Incomplete);
-    assert_eq!(p(b"BYE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n").unwrap_err(), ParseError::Incomplete);
-    assert_eq!(p(b"BYE sip:x SIP/2.0\r\nno colon\r\n\r\n").unwrap_err(), ParseError::BadHeader(2));
-    assert_eq!(p(b"BYE sip:x SIP/2.0\r\nBad Name: x\r\n\r\n").unwrap_err(), ParseError::BadHeader(2));
-    assert_eq!(p(b"BYE sip:x SIP/2.0\r\n: x\r\n\r\n").unwrap_err(), ParseError::BadHeader(2));
+    assert_eq!(
+        p(b"BYE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n").unwrap_err(),
+        ParseError::Incomplete
+    );
+    assert_eq!(
+        p(b"BYE sip:x SIP/2.0\r\nno colon\r\n\r\n").unwrap_err(),
+        ParseError::BadHeader(2)
+    );
+    assert_eq!(
+        p(b"BYE sip:x SIP/2.0\r\nBad Name: x\r\n\r\n").unwrap_err(),
+        ParseError::BadHeader(2)
+    );
+    assert_eq!(
+        p(b"BYE sip:x SIP/2.0\r\n: x\r\n\r\n").unwrap_err(),
+        ParseError::BadHeader(2)
+    );
     let missing = |drop: &str| {
         let m = String::from_utf8(req("BYE sip:x SIP/2.0", "")).unwrap();
-        let m: String = m.split_inclusive("\r\n").filter(|l| !l.starts_with(drop)).collect();
+        let m: String = m
+            .split_inclusive("\r\n")
+            .filter(|l| !l.starts_with(drop))
+            .collect();
         p(m.as_bytes()).unwrap_err()
     };
     assert_eq!(missing("v:"), ParseError::MissingHeader("Via"));
@@ -217,13 +353,28 @@ fn structural_errors() {
     assert_eq!(missing("t:"), ParseError::MissingHeader("To"));
     assert_eq!(missing("i:"), ParseError::MissingHeader("Call-ID"));
     assert_eq!(missing("CSeq"), ParseError::MissingHeader("CSeq"));
-    for cseq in ["CSeq: x BYE", "CSeq: 1", "CSeq: 1BYE", "CSeq: 4294967296 BYE", "CSeq: 1 B@D"] {
-        let m = req("BYE sip:x SIP/2.0", "").iter().copied().collect::<Vec<u8>>();
+    for cseq in [
+        "CSeq: x BYE",
+        "CSeq: 1",
+        "CSeq: 1BYE",
+        "CSeq: 4294967296 BYE",
+        "CSeq: 1 B@D",
+    ] {
+        let m = req("BYE sip:x SIP/2.0", "");
         let m = String::from_utf8(m).unwrap().replace("CSeq: 2 X", cseq);
-        assert_eq!(p(m.as_bytes()).unwrap_err(), ParseError::BadValue("CSeq"), "{cseq}");
+        assert_eq!(
+            p(m.as_bytes()).unwrap_err(),
+            ParseError::BadValue("CSeq"),
+            "{cseq}"
+        );
     }
-    let m = String::from_utf8(req("BYE sip:x SIP/2.0", "")).unwrap().replace("i: id1", "i: a b");
-    assert_eq!(p(m.as_bytes()).unwrap_err(), ParseError::BadValue("Call-ID"));
+    let m = String::from_utf8(req("BYE sip:x SIP/2.0", ""))
+        .unwrap()
+        .replace("i: id1", "i: a b");
+    assert_eq!(
+        p(m.as_bytes()).unwrap_err(),
+        ParseError::BadValue("Call-ID")
+    );
 }
 
 #[test]

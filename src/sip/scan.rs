@@ -37,7 +37,9 @@ pub(super) fn line_at(buf: &[u8], pos: usize, max_line: usize) -> Result<Line, P
 
 /// Number of leading CR/LF bytes (keep-alives, or stray line ends before a start line).
 pub(super) fn leading_crlf(buf: &[u8]) -> usize {
-    buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+    buf.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
 }
 
 /// Length of the first complete message at the start of `buf` (a TCP stream), skipping nothing.
@@ -113,8 +115,20 @@ mod tests {
     #[test]
     fn lines_crlf_and_lf() {
         let b = b"ab\r\ncd\nx";
-        assert_eq!(line_at(b, 0, 10), Ok(Line { content: 0..2, next: 4 }));
-        assert_eq!(line_at(b, 4, 10), Ok(Line { content: 4..6, next: 7 }));
+        assert_eq!(
+            line_at(b, 0, 10),
+            Ok(Line {
+                content: 0..2,
+                next: 4
+            })
+        );
+        assert_eq!(
+            line_at(b, 4, 10),
+            Ok(Line {
+                content: 4..6,
+                next: 7
+            })
+        );
         assert_eq!(line_at(b, 7, 10), Err(ParseError::Incomplete));
         assert_eq!(line_at(b, 99, 10), Err(ParseError::Incomplete));
         assert_eq!(line_at(b"abcdef\n", 0, 3), Err(ParseError::LineTooLong));
@@ -136,7 +150,10 @@ mod tests {
         let mut two = one.to_vec();
         two.extend_from_slice(b"SIP/2.0 200 OK\r\ncontent-LENGTH :0\r\n\r\n");
         assert_eq!(frame_len(&two, &L), Ok(Some(one.len())));
-        assert_eq!(frame_len(&two[one.len()..], &L), Ok(Some(two.len() - one.len())));
+        assert_eq!(
+            frame_len(&two[one.len()..], &L),
+            Ok(Some(two.len() - one.len()))
+        );
     }
 
     #[test]
@@ -160,9 +177,15 @@ mod tests {
             Err(ParseError::MissingHeader("Content-Length"))
         );
         let bad = b"BYE sip:a SIP/2.0\r\nContent-Length: -1\r\n\r\n";
-        assert_eq!(frame_len(bad, &L), Err(ParseError::BadValue("Content-Length")));
+        assert_eq!(
+            frame_len(bad, &L),
+            Err(ParseError::BadValue("Content-Length"))
+        );
         let huge = b"BYE sip:a SIP/2.0\r\nContent-Length: 99999999999999999999999\r\n\r\n";
-        assert_eq!(frame_len(huge, &L), Err(ParseError::BadValue("Content-Length")));
+        assert_eq!(
+            frame_len(huge, &L),
+            Err(ParseError::BadValue("Content-Length"))
+        );
         let big = b"BYE sip:a SIP/2.0\r\nContent-Length: 500\r\n\r\n";
         assert_eq!(frame_len(big, &L), Err(ParseError::TooLarge(542)));
         let endless = vec![b'a'; 201];

@@ -11,8 +11,20 @@ use rsip::headers::untyped::ToTypedHeader;
 use rsip::prelude::HeadersExt;
 
 const METHODS: &[&str] = &[
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO", "SUBSCRIBE",
-    "NOTIFY", "REFER", "MESSAGE", "PUBLISH",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "PRACK",
+    "UPDATE",
+    "INFO",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
 ];
 
 #[derive(Debug, Clone)]
@@ -30,7 +42,8 @@ struct Gen {
 fn host() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z][a-z0-9]{0,7}(\\.[a-z]{2,5}){0,2}",
-        (1u8..=254, 0u8..=255, 0u8..=255, 1u8..=254).prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+        (1u8..=254, 0u8..=255, 0u8..=255, 1u8..=254)
+            .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
     ]
 }
 
@@ -46,7 +59,13 @@ fn uri() -> impl Strategy<Value = String> {
 
 fn extra() -> impl Strategy<Value = (String, String)> {
     (
-        prop_oneof![Just("Subject"), Just("User-Agent"), Just("X-Trunk"), Just("Priority"), Just("Geolocation")],
+        prop_oneof![
+            Just("Subject"),
+            Just("User-Agent"),
+            Just("X-Trunk"),
+            Just("Priority"),
+            Just("Geolocation")
+        ],
         "[A-Za-z0-9][A-Za-z0-9 .:@=-]{0,20}[A-Za-z0-9]",
     )
         .prop_map(|(n, v)| (n.to_string(), v))
@@ -68,14 +87,22 @@ prop_compose! {
 }
 
 fn cased(name: &str, upper: bool) -> String {
-    if upper { name.to_ascii_uppercase() } else { name.to_string() }
+    if upper {
+        name.to_ascii_uppercase()
+    } else {
+        name.to_string()
+    }
 }
 
 impl Gen {
     fn render(&self) -> String {
         let c = self.name_case;
         let mut s = format!("{} {} SIP/2.0\r\n", self.method, self.uri);
-        s += &format!("{}: SIP/2.0/UDP 192.0.2.1:5060;branch={}\r\n", cased("Via", c[0]), self.branch);
+        s += &format!(
+            "{}: SIP/2.0/UDP 192.0.2.1:5060;branch={}\r\n",
+            cased("Via", c[0]),
+            self.branch
+        );
         s += "Via: SIP/2.0/TCP proxy.example;branch=z9hG4bKlower\r\n";
         s += "Max-Forwards: 70\r\n";
         s += "From: <sip:caller@example.com>;tag=f1\r\n";

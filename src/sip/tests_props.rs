@@ -10,12 +10,24 @@ fn via_value() -> impl Strategy<Value = String> {
         "[a-z]{1,6}\\.example",
         (1u8..=254, 1u8..=254).prop_map(|(a, b)| format!("10.{a}.0.{b}")),
     ];
-    let port = prop::option::of(1u16..=65535).prop_map(|p| p.map(|p| format!(":{p}")).unwrap_or_default());
+    let port =
+        prop::option::of(1u16..=65535).prop_map(|p| p.map(|p| format!(":{p}")).unwrap_or_default());
     let params = prop::collection::vec(
-        prop_oneof![Just(";rport".to_string()), "(;rport=[1-9][0-9]{0,3})", Just(";received=192.0.2.9".to_string()), ";ttl=[0-9]{1,2}"],
+        prop_oneof![
+            Just(";rport".to_string()),
+            "(;rport=[1-9][0-9]{0,3})",
+            Just(";received=192.0.2.9".to_string()),
+            ";ttl=[0-9]{1,2}"
+        ],
         0..3,
     );
-    (prop_oneof![Just("UDP"), Just("TCP"), Just("tls")], host, port, "z9hG4bK[A-Za-z0-9]{1,10}", params)
+    (
+        prop_oneof![Just("UDP"), Just("TCP"), Just("tls")],
+        host,
+        port,
+        "z9hG4bK[A-Za-z0-9]{1,10}",
+        params,
+    )
         .prop_map(|(t, h, p, b, ps)| format!("SIP/2.0/{t} {h}{p};branch={b}{}", ps.concat()))
 }
 
@@ -24,7 +36,12 @@ fn via_value() -> impl Strategy<Value = String> {
 fn valid_message() -> impl Strategy<Value = Vec<u8>> {
     let start = prop_oneof![
         (
-            prop_oneof![Just("INVITE".to_string()), Just("BYE".to_string()), Just("CANCEL".to_string()), "[A-Z][A-Za-z.!%*_+`'~-]{0,10}"],
+            prop_oneof![
+                Just("INVITE".to_string()),
+                Just("BYE".to_string()),
+                Just("CANCEL".to_string()),
+                "[A-Z][A-Za-z.!%*_+`'~-]{0,10}"
+            ],
             prop_oneof![
                 Just("urn:service:sos".to_string()),
                 Just("urn:service:sos.fire".to_string()),
@@ -47,7 +64,8 @@ fn valid_message() -> impl Strategy<Value = Vec<u8>> {
         1..4,
     );
     let routes = prop::collection::vec(
-        prop::collection::vec("<sip:p[0-9]{1,3}\\.example;lr>", 1..3).prop_map(|v| format!("Route: {}\r\n", v.join(", "))),
+        prop::collection::vec("<sip:p[0-9]{1,3}\\.example;lr>", 1..3)
+            .prop_map(|v| format!("Route: {}\r\n", v.join(", "))),
         0..3,
     );
     let others = prop::collection::vec(
@@ -120,20 +138,57 @@ fn exercise(buf: &[u8], limits: &Limits) {
     let Ok(m) = Message::parse(Bytes::copy_from_slice(buf), limits) else {
         return;
     };
-    let _ = (m.bytes(), m.is_request(), m.method(), m.method_bytes(), m.request_uri_span(), m.status(), m.reason());
-    let _ = (m.headers(), m.start_line_span(), m.headers_end(), m.call_id(), m.cseq(), m.max_forwards());
-    let _ = (m.from_tag(), m.to_tag(), m.routes(), m.body(), m.body_span(), m.content_length());
-    let _ = (m.vias(), m.top_via(), m.header_named(b"Geolocation"), m.header_named(b"v"));
+    let _ = (
+        m.bytes(),
+        m.is_request(),
+        m.method(),
+        m.method_bytes(),
+        m.request_uri_span(),
+        m.status(),
+        m.reason(),
+    );
+    let _ = (
+        m.headers(),
+        m.start_line_span(),
+        m.headers_end(),
+        m.call_id(),
+        m.cseq(),
+        m.max_forwards(),
+    );
+    let _ = (
+        m.from_tag(),
+        m.to_tag(),
+        m.routes(),
+        m.body(),
+        m.body_span(),
+        m.content_length(),
+    );
+    let _ = (
+        m.vias(),
+        m.top_via(),
+        m.header_named(b"Geolocation"),
+        m.header_named(b"v"),
+    );
     if let Some(uri) = m.request_uri().and_then(Uri::parse) {
         let _ = uri.param(b"lr");
     }
-    for name in [HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::Route, HeaderName::Contact, HeaderName::Other] {
+    for name in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::Route,
+        HeaderName::Contact,
+        HeaderName::Other,
+    ] {
         let _ = m.header(name);
         for v in m.header_values(name) {
             let _ = Message::addr_spec(&v).and_then(Uri::parse);
         }
     }
-    let src = Source { ip: "192.0.2.1".parse().unwrap(), port: 5062 };
+    let src = Source {
+        ip: "192.0.2.1".parse().unwrap(),
+        port: 5062,
+    };
     let out = Editor::new(&m)
         .push_via(b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKp")
         .pop_via()
@@ -146,7 +201,10 @@ fn exercise(buf: &[u8], limits: &Limits) {
         .append_header(b"X-A", b"1")
         .finish();
     let _ = Message::parse(out, limits);
-    let _ = Editor::new(&m).stamp_top_via(src).pop_routes(usize::MAX).finish();
+    let _ = Editor::new(&m)
+        .stamp_top_via(src)
+        .pop_routes(usize::MAX)
+        .finish();
     let _ = build::response(&m, 503, "", Some(b"t"), &[b"Retry-After: 1"]);
     let _ = build::ack_for_non2xx(&m, &m);
     let _ = build::cancel(&m);

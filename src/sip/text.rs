@@ -218,7 +218,11 @@ mod tests {
         let items: Vec<&[u8]> = list_items(v).map(|r| &v[r]).collect();
         assert_eq!(
             items,
-            vec![&b"\"a,b\" <sip:x;p=1,2>"[..], b"SIP/2.0/UDP [::1]:5060", b"c"]
+            vec![
+                &b"\"a,b\" <sip:x;p=1,2>"[..],
+                b"SIP/2.0/UDP [::1]:5060",
+                b"c"
+            ]
         );
     }
 

@@ -51,7 +51,11 @@ impl<'a> Uri<'a> {
             user_span: None,
         };
         if is(b"sip") || is(b"sips") {
-            uri.scheme = if is(b"sip") { UriScheme::Sip } else { UriScheme::Sips };
+            uri.scheme = if is(b"sip") {
+                UriScheme::Sip
+            } else {
+                UriScheme::Sips
+            };
             let rest = rest.get(..memchr::memchr(b'?', rest).unwrap_or(rest.len()))?;
             let mut host_start = 0;
             if let Some(at) = memchr::memrchr(b'@', rest) {
@@ -73,9 +77,15 @@ impl<'a> Uri<'a> {
             let host = hostport.get(..host_len)?;
             let host_ok = if host.first() == Some(&b'[') {
                 host.len() > 2
-                    && host.get(1..host.len() - 1)?.iter().all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+                    && host
+                        .get(1..host.len() - 1)?
+                        .iter()
+                        .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
             } else {
-                !host.is_empty() && host.iter().all(|&c| c.is_ascii_alphanumeric() || b"-._".contains(&c))
+                !host.is_empty()
+                    && host
+                        .iter()
+                        .all(|&c| c.is_ascii_alphanumeric() || b"-._".contains(&c))
             };
             if !host_ok {
                 return None;
@@ -87,7 +97,11 @@ impl<'a> Uri<'a> {
                 _ => return None,
             }
         } else if is(b"tel") || is(b"urn") {
-            uri.scheme = if is(b"tel") { UriScheme::Tel } else { UriScheme::Urn };
+            uri.scheme = if is(b"tel") {
+                UriScheme::Tel
+            } else {
+                UriScheme::Urn
+            };
             // A service URN has no parameters; its NSS is taken whole.
             let end = if uri.scheme == UriScheme::Tel {
                 memchr::memchr(b';', rest).unwrap_or(rest.len())
@@ -151,7 +165,10 @@ mod tests {
         assert_eq!(u.scheme, UriScheme::Urn);
         assert_eq!(u.user, Some(&b"service:sos.fire"[..]));
         assert_eq!(u.user_span, Some(4..20));
-        assert_eq!(Uri::parse(b"urn:service:sos").unwrap().user, Some(&b"service:sos"[..]));
+        assert_eq!(
+            Uri::parse(b"urn:service:sos").unwrap().user,
+            Some(&b"service:sos"[..])
+        );
     }
 
     #[test]

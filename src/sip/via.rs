@@ -42,7 +42,9 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn peek(&self) -> Option<u8> {
-        (self.i < self.end).then(|| self.buf.get(self.i).copied()).flatten()
+        (self.i < self.end)
+            .then(|| self.buf.get(self.i).copied())
+            .flatten()
     }
     fn ws(&mut self) -> usize {
         let start = self.i;
@@ -99,7 +101,11 @@ fn is_value_char(c: u8) -> bool {
 
 /// Parses the Via value at `span` of `buf`.
 pub(super) fn parse_via(buf: &[u8], span: Range<usize>) -> Result<ViaParts, ParseError> {
-    let mut c = Cursor { buf, i: span.start, end: span.end.min(buf.len()) };
+    let mut c = Cursor {
+        buf,
+        i: span.start,
+        end: span.end.min(buf.len()),
+    };
     c.ws();
     let name = c.take_while(is_token);
     c.expect(b'/')?;
@@ -127,7 +133,15 @@ pub(super) fn parse_via(buf: &[u8], span: Range<usize>) -> Result<ViaParts, Pars
         c.expect(b':')?;
         port = Some(c.port()?);
     }
-    let mut v = ViaParts { transport, host, port, branch: None, received: None, rport: None, span };
+    let mut v = ViaParts {
+        transport,
+        host,
+        port,
+        branch: None,
+        received: None,
+        rport: None,
+        span,
+    };
     loop {
         c.ws();
         match c.peek() {
@@ -161,7 +175,11 @@ pub(super) fn parse_via(buf: &[u8], span: Range<usize>) -> Result<ViaParts, Pars
             v.received = Some(value.ok_or(BAD)?);
         } else if n.eq_ignore_ascii_case(b"rport") && v.rport.is_none() {
             let p = match &value {
-                Some(r) => Some(parse_decimal(c.text(r)).and_then(|p| u16::try_from(p).ok()).ok_or(BAD)?),
+                Some(r) => Some(
+                    parse_decimal(c.text(r))
+                        .and_then(|p| u16::try_from(p).ok())
+                        .ok_or(BAD)?,
+                ),
                 None => None,
             };
             let end = value.map_or(name.end, |r| r.end);
