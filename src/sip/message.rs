@@ -183,23 +183,28 @@ fn parse_start_line(b: &[u8], span: Range<usize>) -> Result<StartLine, ParseErro
             reason: base + reason.start..base + reason.end,
         });
     }
-    let mut parts = line
-        .split(|&c| c == b' ' || c == b'\t')
-        .filter(|p| !p.is_empty());
-    let (Some(method), Some(uri), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ParseError::BadStartLine);
+    let word = |from: usize| {
+        let is_sp = |c: &u8| *c == b' ' || *c == b'\t';
+        let rest = line.get(from..).unwrap_or_default();
+        let start = from + rest.iter().take_while(|c| is_sp(c)).count();
+        let rest = line.get(start..).unwrap_or_default();
+        start..start + rest.iter().take_while(|c| !is_sp(c)).count()
     };
-    if !method.iter().all(|&c| is_token(c)) || memchr::memchr(b':', uri).is_none() {
+    let method = word(0);
+    let uri = word(method.end);
+    let version = word(uri.end);
+    let text = |r: &Range<usize>| line.get(r.clone()).unwrap_or_default();
+    if method.is_empty()
+        || !text(&method).iter().all(|&c| is_token(c))
+        || memchr::memchr(b':', text(&uri)).is_none()
+        || !word(version.end).is_empty()
+    {
         return Err(ParseError::BadStartLine);
     }
-    check_version(version)?;
-    let offset = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize) + base;
-    let (m, u) = (offset(method), offset(uri));
+    check_version(text(&version))?;
     Ok(StartLine::Request {
-        method: m..m + method.len(),
-        uri: u..u + uri.len(),
+        method: base + method.start..base + method.end,
+        uri: base + uri.start..base + uri.end,
     })
 }
 
