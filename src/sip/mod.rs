@@ -23,6 +23,8 @@ mod scan;
 mod tests_oracle;
 #[cfg(test)]
 mod tests_props;
+#[cfg(test)]
+mod tests_rfc4475;
 mod text;
 mod uri;
 mod via;
