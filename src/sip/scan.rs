@@ -58,6 +58,8 @@ pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseErro
     let mut pos = 0;
     let mut content_length = None;
     let mut first = true;
+    // Set while reading a Content-Length header whose first line held no value (it was folded).
+    let mut cl_folded = false;
     let body_start = loop {
         let Some(lf) = window.get(pos..).and_then(|r| memchr::memchr(b'\n', r)) else {
             if buf.len() > limits.max_message_bytes {
@@ -72,10 +74,24 @@ pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseErro
             break pos;
         }
         // The start line may contain a colon (sip:...), so it is never taken for a header.
-        if !std::mem::take(&mut first) && content_length.is_none() {
-            content_length = content_length_of(line)?;
+        if std::mem::take(&mut first) {
+            continue;
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if cl_folded && continuation {
+            content_length = Some(decimal(trim(line))?);
+            cl_folded = false;
+        } else if content_length.is_none() && !cl_folded && !continuation {
+            match content_length_value(line) {
+                Some(v) if v.is_empty() => cl_folded = true,
+                Some(v) => content_length = Some(decimal(v)?),
+                None => {}
+            }
         }
     };
+    if cl_folded {
+        return Err(ParseError::BadValue("Content-Length"));
+    }
     let cl = content_length.ok_or(ParseError::MissingHeader("Content-Length"))?;
     let total = body_start
         .checked_add(cl)
@@ -86,19 +102,17 @@ pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseErro
     Ok((buf.len() >= total).then_some(total))
 }
 
-/// Content-Length from one header line, if that line is a Content-Length (or `l:`) header.
-fn content_length_of(line: &[u8]) -> Result<Option<usize>, ParseError> {
-    let Some(colon) = memchr::memchr(b':', line) else {
-        return Ok(None);
-    };
-    let name = trim(line.get(..colon).unwrap_or_default());
-    if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
-        return Ok(None);
-    }
-    let value = trim(line.get(colon + 1..).unwrap_or_default());
-    parse_decimal(value)
+/// The trimmed value of a header line if it is a Content-Length (or `l:`) header.
+fn content_length_value(line: &[u8]) -> Option<&[u8]> {
+    let colon = memchr::memchr(b':', line)?;
+    let name = trim(line.get(..colon)?);
+    let is_cl = name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l");
+    is_cl.then(|| trim(line.get(colon + 1..).unwrap_or_default()))
+}
+
+fn decimal(v: &[u8]) -> Result<usize, ParseError> {
+    parse_decimal(v)
         .and_then(|n| usize::try_from(n).ok())
-        .map(Some)
         .ok_or(ParseError::BadValue("Content-Length"))
 }
 
@@ -167,6 +181,17 @@ mod tests {
     fn frame_lf_only() {
         let m = b"BYE sip:a SIP/2.0\nContent-Length: 1\n\nx";
         assert_eq!(frame_len(m, &L), Ok(Some(m.len())));
+    }
+
+    #[test]
+    fn frame_folded_content_length() {
+        let m = b"BYE sip:a SIP/2.0\r\nContent-Length:\r\n  3\r\nVia: x\r\n\r\nabc";
+        assert_eq!(frame_len(m, &L), Ok(Some(m.len())));
+        let empty = b"BYE sip:a SIP/2.0\r\nContent-Length:\r\nVia: x\r\n\r\n";
+        assert_eq!(
+            frame_len(empty, &L),
+            Err(ParseError::BadValue("Content-Length"))
+        );
     }
 
     #[test]
