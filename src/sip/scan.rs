@@ -83,7 +83,7 @@ pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseErro
             cl_folded = false;
         } else if content_length.is_none() && !cl_folded && !continuation {
             match content_length_value(line) {
-                Some(v) if v.is_empty() => cl_folded = true,
+                Some([]) => cl_folded = true,
                 Some(v) => content_length = Some(decimal(v)?),
                 None => {}
             }
