@@ -1,8 +1,9 @@
 //! Differential test: our parser and `rsip` must agree on what the proxy reads from a request.
 //!
-//! The generator stays inside what rsip 0.4 parses: long header names only (rsip knows no compact
-//! forms), the 14 methods rsip enumerates, `sip:` URIs without URI parameters (rsip re-renders params),
-//! and header values without commas in the Via (rsip takes one Via value per line).
+//! The generator stays inside what rsip 0.4 reads the same way we do, each limit checked by hand:
+//! long header names only (rsip knows no compact forms: `i:` gives it "missing Call-ID"), the 14
+//! methods rsip enumerates, and `sip:` URIs without URI parameters (rsip re-renders them, e.g.
+//! `transport=tcp` comes back as `transport=TCP`, so its Request-URI text would differ from the wire).
 use super::{Limits, Message, Method};
 use bytes::Bytes;
 use proptest::prelude::*;
