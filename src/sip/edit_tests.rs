@@ -294,3 +294,31 @@ fn response_editing_ignores_request_only_ops() {
         "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP a\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n"
     );
 }
+
+#[test]
+fn forwarding_a_request_combines_every_edit() {
+    let m = msg(&format!(
+        "INVITE sip:proxy.example;lr SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bKc\r\nMax-Forwards: 70\r\nRoute: <sip:proxy.example;lr>, <sip:next.example;lr>\r\n{TAIL}Record-Route: <sip:up.example;lr>\r\nContent-Length: 2\r\n\r\nhi"
+    ));
+    let src = Source {
+        ip: "192.0.2.44".parse().unwrap(),
+        port: 40000,
+    };
+    let out = text(
+        Editor::new(&m)
+            .append_header(b"X-Sos", b"1")
+            .push_record_route(b"<sip:127.0.0.1;lr>")
+            .pop_routes(1)
+            .set_max_forwards(69)
+            .stamp_top_via(src)
+            .set_request_uri(b"urn:service:sos")
+            .push_via(OUR)
+            .finish(),
+    );
+    assert_eq!(
+        out,
+        format!(
+            "INVITE urn:service:sos SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;rport=40000;branch=z9hG4bKc;received=192.0.2.44\r\nMax-Forwards: 69\r\nRoute: <sip:next.example;lr>\r\n{TAIL}Record-Route: <sip:127.0.0.1;lr>\r\nRecord-Route: <sip:up.example;lr>\r\nContent-Length: 2\r\nX-Sos: 1\r\n\r\nhi"
+        )
+    );
+}
