@@ -186,8 +186,8 @@ pub fn reason_phrase(code: u16) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Limits;
     use super::*;
-    use crate::sip::{Limits, Message};
 
     fn msg(s: &str) -> Message {
         Message::parse(Bytes::copy_from_slice(s.as_bytes()), &Limits::default()).unwrap()
