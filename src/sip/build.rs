@@ -1,34 +1,306 @@
 //! Messages the proxy originates: responses it generates, ACK for non-2xx, CANCEL.
-use super::Message;
-use bytes::Bytes;
+//!
+//! Output uses long header names and CRLF line ends, in this order: Via(s), Max-Forwards (requests),
+//! To, From, Call-ID, CSeq, Route(s) (ACK/CANCEL), extra headers, `Content-Length: 0`.
+use super::access::header_params;
+use super::text::param;
+use super::{HeaderName, Message};
+use bytes::{BufMut, Bytes, BytesMut};
+
+struct Out(BytesMut);
+
+impl Out {
+    fn new(req: &Message) -> Out {
+        // Headers copied from the request are never larger than the request's header section.
+        Out(BytesMut::with_capacity(
+            req.headers_end().saturating_add(256),
+        ))
+    }
+    fn line(&mut self, parts: &[&[u8]]) {
+        parts.iter().for_each(|p| self.0.put_slice(p));
+        self.0.put_slice(b"\r\n");
+    }
+    fn header(&mut self, name: &[u8], value: &[u8]) {
+        self.line(&[name, b": ", value]);
+    }
+    fn copy(&mut self, msg: &Message, name: HeaderName, label: &[u8]) {
+        if let Some(v) = msg.header(name) {
+            self.header(label, &v);
+        }
+    }
+    fn finish(mut self) -> Bytes {
+        self.header(b"Content-Length", b"0");
+        self.0.put_slice(b"\r\n");
+        self.0.freeze()
+    }
+}
 
 /// A response to `req` (RFC 3261 §8.2.6): all Via values copied in order, From, To (with `to_tag` added
 /// when the request's To has no tag and the code is above 100), Call-ID, CSeq, `Content-Length: 0`,
 /// plus `extra` header lines (each `Name: value`, no CRLF), e.g. `Retry-After: 5`, `Server: sosrouter`.
+/// An empty `reason` is replaced by [`reason_phrase`].
 pub fn response(
-    _req: &Message,
-    _code: u16,
-    _reason: &str,
-    _to_tag: Option<&[u8]>,
-    _extra: &[&[u8]],
+    req: &Message,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+    extra: &[&[u8]],
 ) -> Bytes {
-    todo!()
+    let mut out = Out::new(req);
+    let reason = if reason.is_empty() {
+        reason_phrase(code)
+    } else {
+        reason
+    };
+    out.line(&[
+        b"SIP/2.0 ",
+        code.to_string().as_bytes(),
+        b" ",
+        reason.as_bytes(),
+    ]);
+    for via in req.header_values(HeaderName::Via) {
+        out.header(b"Via", &via);
+    }
+    if let Some(to) = req.header(HeaderName::To) {
+        match to_tag {
+            Some(tag) if code > 100 && !has_tag(&to) => {
+                out.header(b"To", &[&to[..], b";tag=", tag].concat())
+            }
+            _ => out.header(b"To", &to),
+        }
+    }
+    out.copy(req, HeaderName::From, b"From");
+    out.copy(req, HeaderName::CallId, b"Call-ID");
+    out.copy(req, HeaderName::CSeq, b"CSeq");
+    for line in extra {
+        out.line(&[line]);
+    }
+    out.finish()
+}
+
+fn has_tag(name_addr: &[u8]) -> bool {
+    param(header_params(name_addr), b"tag").is_some()
+}
+
+/// The start line, top Via and Max-Forwards shared by ACK and CANCEL.
+fn request_head(invite: &Message, method: &[u8]) -> Out {
+    let mut out = Out::new(invite);
+    let uri = invite.request_uri().unwrap_or_default();
+    out.line(&[method, b" ", uri, b" SIP/2.0"]);
+    if let Some(via) = invite.header_values(HeaderName::Via).first() {
+        out.header(b"Via", via);
+    }
+    out.header(b"Max-Forwards", b"70");
+    out
+}
+
+fn request_tail(mut out: Out, invite: &Message, method: &[u8]) -> Bytes {
+    out.copy(invite, HeaderName::From, b"From");
+    out.copy(invite, HeaderName::CallId, b"Call-ID");
+    out.line(&[
+        b"CSeq: ",
+        invite.cseq().seq.to_string().as_bytes(),
+        b" ",
+        method,
+    ]);
+    for route in invite.routes() {
+        out.header(b"Route", &route);
+    }
+    out.finish()
 }
 
 /// The ACK a client transaction sends for a non-2xx final response (RFC 3261 §17.1.1.3): from the
 /// INVITE we sent (`invite`, our Via on top), Request-URI, top Via only, Call-ID, From, Route of the
 /// INVITE; To from the response (with its tag); CSeq number of the INVITE with method ACK; Max-Forwards 70.
-pub fn ack_for_non2xx(_invite: &Message, _response: &Message) -> Bytes {
-    todo!()
+pub fn ack_for_non2xx(invite: &Message, response: &Message) -> Bytes {
+    let mut out = request_head(invite, b"ACK");
+    out.copy(response, HeaderName::To, b"To");
+    request_tail(out, invite, b"ACK")
 }
 
 /// CANCEL for an INVITE we sent (RFC 3261 §9.1): same Request-URI, top Via only (same branch),
 /// Call-ID, From, To (as in the INVITE), Route; CSeq number with method CANCEL; Max-Forwards 70.
-pub fn cancel(_invite: &Message) -> Bytes {
-    todo!()
+pub fn cancel(invite: &Message) -> Bytes {
+    let mut out = request_head(invite, b"CANCEL");
+    out.copy(invite, HeaderName::To, b"To");
+    request_tail(out, invite, b"CANCEL")
 }
 
-/// The reason phrase RFC 3261 gives for a code, or "Unknown".
-pub fn reason_phrase(_code: u16) -> &'static str {
-    todo!()
+/// The reason phrase RFC 3261 (and RFC 3262/3265/3329/4412/6442) gives for a code, or "Unknown".
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        305 => "Use Proxy",
+        380 => "Alternative Service",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        421 => "Extension Required",
+        423 => "Interval Too Brief",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        484 => "Address Incomplete",
+        485 => "Ambiguous",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        493 => "Undecipherable",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        505 => "Version Not Supported",
+        513 => "Message Too Large",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Limits;
+    use super::*;
+
+    fn msg(s: &str) -> Message {
+        Message::parse(Bytes::copy_from_slice(s.as_bytes()), &Limits::default()).unwrap()
+    }
+
+    const INVITE: &str = "INVITE urn:service:sos SIP/2.0\r\n\
+v: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour, SIP/2.0/UDP\r\n caller.example;branch=z9hG4bKc\r\n\
+Max-Forwards: 69\r\n\
+Route: <sip:psap1.example;lr>, <sip:gw.example;lr>\r\n\
+t: <urn:service:sos>\r\n\
+f: \"Caller\" <sip:+15551234@caller.example>;tag=abc\r\n\
+i: call-1@caller\r\n\
+CSeq: 7 INVITE\r\n\
+Content-Length: 3\r\n\r\nsdp";
+
+    fn s(b: Bytes) -> String {
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn response_copies_vias_and_adds_to_tag() {
+        let out = response(
+            &msg(INVITE),
+            503,
+            "Service Unavailable",
+            Some(b"t1"),
+            &[b"Retry-After: 5", b"Server: sosrouter"],
+        );
+        assert_eq!(
+            s(out),
+            "SIP/2.0 503 Service Unavailable\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\n\
+Via: SIP/2.0/UDP caller.example;branch=z9hG4bKc\r\n\
+To: <urn:service:sos>;tag=t1\r\n\
+From: \"Caller\" <sip:+15551234@caller.example>;tag=abc\r\n\
+Call-ID: call-1@caller\r\n\
+CSeq: 7 INVITE\r\n\
+Retry-After: 5\r\n\
+Server: sosrouter\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_tag_rules() {
+        let trying = s(response(&msg(INVITE), 100, "", Some(b"t1"), &[]));
+        assert!(trying.starts_with("SIP/2.0 100 Trying\r\n"), "{trying}");
+        assert!(trying.contains("\r\nTo: <urn:service:sos>\r\n"), "{trying}");
+        let tagged = INVITE.replace("t: <urn:service:sos>", "t: <urn:service:sos>;tag=old");
+        let out = s(response(&msg(&tagged), 486, "Busy Here", Some(b"new"), &[]));
+        assert!(
+            out.contains("\r\nTo: <urn:service:sos>;tag=old\r\n"),
+            "{out}"
+        );
+        let out = s(response(&msg(INVITE), 480, "x", None, &[]));
+        assert!(out.contains("\r\nTo: <urn:service:sos>\r\n"), "{out}");
+    }
+
+    #[test]
+    fn response_parses_back() {
+        let out = response(&msg(INVITE), 180, "Ringing", Some(b"t9"), &[]);
+        let m = Message::parse(out, &Limits::default()).unwrap();
+        assert_eq!(m.status(), Some(180));
+        assert_eq!(m.to_tag(), Some(&b"t9"[..]));
+        assert_eq!(m.vias().unwrap().len(), 2);
+        assert_eq!(m.content_length(), Some(0));
+    }
+
+    #[test]
+    fn ack_for_non2xx_exact() {
+        let resp = msg(
+            "SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\nTo: <urn:service:sos>;tag=psap\r\nFrom: <sip:x@y>;tag=abc\r\nCall-ID: call-1@caller\r\nCSeq: 7 INVITE\r\n\r\n",
+        );
+        assert_eq!(
+            s(ack_for_non2xx(&msg(INVITE), &resp)),
+            "ACK urn:service:sos SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\n\
+Max-Forwards: 70\r\n\
+To: <urn:service:sos>;tag=psap\r\n\
+From: \"Caller\" <sip:+15551234@caller.example>;tag=abc\r\n\
+Call-ID: call-1@caller\r\n\
+CSeq: 7 ACK\r\n\
+Route: <sip:psap1.example;lr>\r\n\
+Route: <sip:gw.example;lr>\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn cancel_exact() {
+        assert_eq!(
+            s(cancel(&msg(INVITE))),
+            "CANCEL urn:service:sos SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\n\
+Max-Forwards: 70\r\n\
+To: <urn:service:sos>\r\n\
+From: \"Caller\" <sip:+15551234@caller.example>;tag=abc\r\n\
+Call-ID: call-1@caller\r\n\
+CSeq: 7 CANCEL\r\n\
+Route: <sip:psap1.example;lr>\r\n\
+Route: <sip:gw.example;lr>\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn reason_phrases() {
+        assert_eq!(reason_phrase(100), "Trying");
+        assert_eq!(reason_phrase(200), "OK");
+        assert_eq!(reason_phrase(408), "Request Timeout");
+        assert_eq!(reason_phrase(487), "Request Terminated");
+        assert_eq!(reason_phrase(503), "Service Unavailable");
+        assert_eq!(reason_phrase(603), "Decline");
+        assert_eq!(reason_phrase(299), "Unknown");
+    }
 }

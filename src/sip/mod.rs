@@ -14,11 +14,20 @@ use bytes::Bytes;
 use std::net::IpAddr;
 use std::ops::Range;
 
+mod access;
 pub mod build;
 mod edit;
 mod message;
 mod scan;
+#[cfg(test)]
+mod tests_oracle;
+#[cfg(test)]
+mod tests_props;
+#[cfg(test)]
+mod tests_rfc4475;
+mod text;
 mod uri;
+mod via;
 
 pub use edit::Editor;
 pub use message::{HeaderField, Message};
