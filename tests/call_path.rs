@@ -93,10 +93,10 @@ async fn cancel_before_answer(proto: Proto) {
     let mut got = vec![];
     while got.len() < 2 {
         let m = uac.recv(WAIT).await.expect("200 to CANCEL and 487");
-        if let Some(c) = m.status() {
-            if c >= 200 {
-                got.push((m.cseq().method, c));
-            }
+        if let Some(c) = m.status()
+            && c >= 200
+        {
+            got.push((m.cseq().method, c));
         }
     }
     assert!(

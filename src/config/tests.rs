@@ -362,9 +362,18 @@ fn cidr_blocks_match_v4_v6_and_v4_mapped_sources() {
 
 #[test]
 fn the_default_route_refuses_conditions() {
-    let text = MINIMAL.replace("chain = [\"a\", \"b\"]", "chain = [\"a\", \"b\"]\ndialled = [\"911\"]");
+    let text = MINIMAL.replace(
+        "chain = [\"a\", \"b\"]",
+        "chain = [\"a\", \"b\"]\ndialled = [\"911\"]",
+    );
     let errs = errors(&text);
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert_eq!((errs[0].line, errs[0].column), (12, 11));
-    assert!(errs[0].message.contains("[default_route] takes no conditions"), "{}", errs[0]);
+    assert!(
+        errs[0]
+            .message
+            .contains("[default_route] takes no conditions"),
+        "{}",
+        errs[0]
+    );
 }

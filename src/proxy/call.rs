@@ -47,6 +47,9 @@ pub const CANCEL_GUARD: Duration = Duration::from_secs(2);
 /// How long a finished call stays around to CANCEL or ACK branches that are still settling.
 pub const LINGER: Duration = T4;
 
+/// Builds the INVITE for one attempt from (target, branch).
+pub type BuildInvite = Box<dyn Fn(&Target, &str) -> Bytes + Send>;
+
 /// Everything a call needs from the routing decision and the wiring.
 pub struct CallSetup {
     /// The INVITE as received from the caller.
@@ -63,7 +66,7 @@ pub struct CallSetup {
     pub to_tag: String,
     /// Builds the INVITE for one attempt: (target, branch) -> bytes. Supplied by the wiring because
     /// it knows our addresses and the inbound transport.
-    pub build_invite: Box<dyn Fn(&Target, &str) -> Bytes + Send>,
+    pub build_invite: BuildInvite,
 }
 
 /// What the shell must do.
@@ -210,9 +213,14 @@ impl Call {
     /// A response on one of our branches.
     pub fn on_response(&mut self, msg: Message, now: Instant, out: &mut Vec<Action>) {
         let Some(code) = msg.status() else { return };
+        // A CANCEL shares the INVITE's branch; its response is hop-by-hop and ends here.
+        if msg.cseq().method != crate::sip::Method::Invite {
+            return;
+        }
         let Some(i) = self.attempt_of(&msg) else {
             return;
         };
+        tracing::debug!(target = %self.attempts[i].target.id, status = code, "response");
         if code < 200 {
             self.on_provisional(i, code, &msg, now, out);
         } else if code < 300 {
@@ -317,7 +325,7 @@ impl Call {
         a.retransmit = None;
         let was_live = matches!(a.phase, Phase::Trying | Phase::Ringing);
         a.phase = Phase::Done;
-        if self.current != Some(i) || self.state != CallState::Routing || !was_live {
+        if self.current != Some(i) || self.state != CallState::Routing {
             return;
         }
         if self.caller_cancelled {
@@ -330,6 +338,9 @@ impl Call {
             ));
             let relayed = self.relay(&msg);
             self.send_final(relayed, code, now, out);
+            return;
+        }
+        if !was_live {
             return;
         }
         if self.setup.failover.fails_over(code) {
@@ -360,35 +371,31 @@ impl Call {
     /// Timers: attempt and ring timers, the deadline bound, retransmissions, the CANCEL guard.
     pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
         for a in &mut self.attempts {
-            if let Some(r) = &mut a.retransmit {
-                if r.fire(now) {
-                    out.push(Action::SendTarget(
-                        a.target.clone(),
-                        a.invite.bytes().clone(),
-                    ));
-                }
+            if let Some(r) = &mut a.retransmit
+                && r.fire(now)
+            {
+                out.push(Action::SendTarget(
+                    a.target.clone(),
+                    a.invite.bytes().clone(),
+                ));
             }
         }
         if let Some((r, h)) = &mut self.final_retransmit {
             if now >= *h {
                 self.final_retransmit = None;
-            } else if r.fire(now) {
-                if let Some(b) = &self.last_to_caller {
-                    out.push(Action::SendCaller(b.clone()));
-                }
+            } else if r.fire(now)
+                && let Some(b) = &self.last_to_caller
+            {
+                out.push(Action::SendCaller(b.clone()));
             }
         }
-        if let Some(g) = self.cancel_guard {
-            if now >= g && self.state == CallState::Routing {
-                let resp = build::response(
-                    &self.setup.invite,
-                    487,
-                    "Request Terminated",
-                    Some(self.setup.to_tag.as_bytes()),
-                    &[],
-                );
-                self.send_final(resp, 487, now, out);
-            }
+        if let Some(g) = self.cancel_guard
+            && now >= g
+            && self.state == CallState::Routing
+        {
+            let tag = Some(self.setup.to_tag.as_bytes());
+            let resp = build::response(&self.setup.invite, 487, "Request Terminated", tag, &[]);
+            self.send_final(resp, 487, now, out);
         }
         let Some(i) = self.current else { return };
         if self.state != CallState::Routing || self.caller_cancelled {
@@ -612,10 +619,10 @@ impl Call {
         if let Some(g) = self.cancel_guard {
             consider(g);
         }
-        if let (Some(i), CallState::Routing) = (self.current, self.state) {
-            if !self.caller_cancelled {
-                consider(self.expiry_of(i));
-            }
+        if let (Some(i), CallState::Routing) = (self.current, self.state)
+            && !self.caller_cancelled
+        {
+            consider(self.expiry_of(i));
         }
         if let Some(e) = self.ended_at {
             consider(e + LINGER);

@@ -297,12 +297,10 @@ fn deadline_skips_to_the_last_resort_and_answers_before_it() {
         ],
         timers(1000, 3000, 2500),
     );
-    assert_eq!(
-        s.invited,
-        vec![0, 3],
-        "after one attempt only the last resort fits"
-    );
-    assert!(s.final_at <= ms(2500), "final at {:?}", s.final_at);
+    // At 1 s only the last resort fits (1 s + 1 s > 2.5 s); it fails at 2 s, and with time left the
+    // untried backup gets the rest, cut at the deadline.
+    assert_eq!(s.invited, vec![0, 3, 1]);
+    assert_eq!(s.final_at, ms(2500));
     assert_eq!(s.final_code, 408);
 }
 
@@ -408,4 +406,26 @@ proptest! {
             prop_assert!(s.invited.iter().any(|&i| matches!(scripts[i], Script::Answer(_))));
         }
     }
+}
+
+#[test]
+fn the_200_to_our_cancel_does_not_answer_the_call() {
+    let t0 = Instant::now();
+    let mut out = vec![];
+    let mut call = Call::start(setup(2, timers(1000, 3000, 30_000)), t0, &mut out);
+    let inv = out.iter().find_map(|a| match a {
+        Action::SendTarget(_, b) => Some(Message::parse(b.clone(), &Limits::default()).unwrap()),
+        _ => None,
+    });
+    let br = String::from_utf8_lossy(inv.unwrap().top_via().unwrap().branch.unwrap()).into_owned();
+    call.on_response(response(&br, 180), t0 + ms(5), &mut out);
+    call.on_timer(t0 + ms(3005), &mut out); // ring timer: CANCEL, next target
+    let cancel_ok = String::from_utf8_lossy(response(&br, 200).bytes())
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    call.on_response(parse(cancel_ok), t0 + ms(3006), &mut out);
+    assert_eq!(
+        call.state(),
+        CallState::Routing,
+        "a CANCEL's 200 shares the branch, not the meaning"
+    );
 }

@@ -146,10 +146,10 @@ impl Transport {
 
     /// Prepares a connected UDP socket toward a target so its ICMP errors are attributed to it.
     pub fn add_udp_target(&self, addr: SocketAddr) {
-        if let (Some(u), Some(h)) = (&self.inner.udp, self.inner.handler.get()) {
-            if let Err(e) = u.connected(addr, h, self.inner.cfg.max_message_bytes) {
-                tracing::warn!(target_addr = %addr, error = %e, "cannot open a connected UDP socket; using the shared one");
-            }
+        if let (Some(u), Some(h)) = (&self.inner.udp, self.inner.handler.get())
+            && let Err(e) = u.connected(addr, h, self.inner.cfg.max_message_bytes)
+        {
+            tracing::warn!(target_addr = %addr, error = %e, "cannot open a connected UDP socket; using the shared one");
         }
     }
 

@@ -162,10 +162,10 @@ pub fn response(
     let to = req.header(HeaderName::To).unwrap();
     out.extend_from_slice(b"To: ");
     out.extend_from_slice(&to);
-    if let (Some(t), None) = (tag, req.to_tag()) {
-        if code > 100 {
-            out.extend_from_slice(format!(";tag={t}").as_bytes());
-        }
+    if let (Some(t), None) = (tag, req.to_tag())
+        && code > 100
+    {
+        out.extend_from_slice(format!(";tag={t}").as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     if let Some(c) = contact {
@@ -232,11 +232,22 @@ pub const FAST_TIMERS: &str =
 pub const NO_TIMERS: &str =
     "attempt_timeout_ms = 30000\nring_timeout_ms = 30000\ncall_deadline_ms = 120000";
 
+/// Logs to the test's output when RUST_LOG is set (e.g. RUST_LOG=sosrouter=debug).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Starts a proxy on loopback with these rules.
 pub async fn proxy(
     rules: &str,
     undelivered: Option<std::path::PathBuf>,
 ) -> sosrouter::app::Running {
+    init_logs();
     let (rules, _warnings) = match sosrouter::routing::Rules::parse(rules, "test.toml") {
         Ok(r) => r,
         Err(d) => panic!("test rules refused: {d:?}"),
