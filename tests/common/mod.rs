@@ -33,10 +33,12 @@ pub struct Received {
     pub msg: Message,
 }
 
-/// A fake answering point on a UDP loopback port.
+/// A fake answering point on a UDP loopback port. Its behaviour can change while it runs; when
+/// muted it drops everything, OPTIONS included (a hung PSAP).
 pub struct Uas {
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<Received>>>,
+    ctl: Arc<Mutex<(Behaviour, bool)>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -51,8 +53,22 @@ impl Uas {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(uas_loop(sock, b, log.clone()));
-        Uas { addr, log, task }
+        let ctl = Arc::new(Mutex::new((b, false)));
+        let task = tokio::spawn(uas_loop(sock, ctl.clone(), log.clone()));
+        Uas {
+            addr,
+            log,
+            ctl,
+            task,
+        }
+    }
+
+    pub fn set_behaviour(&self, b: Behaviour) {
+        self.ctl.lock().unwrap().0 = b;
+    }
+
+    pub fn set_muted(&self, muted: bool) {
+        self.ctl.lock().unwrap().1 = muted;
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -67,12 +83,20 @@ impl Uas {
     }
 }
 
-async fn uas_loop(sock: UdpSocket, b: Behaviour, log: Arc<Mutex<Vec<Received>>>) {
+async fn uas_loop(
+    sock: UdpSocket,
+    ctl: Arc<Mutex<(Behaviour, bool)>>,
+    log: Arc<Mutex<Vec<Received>>>,
+) {
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
             return;
         };
+        let (b, muted) = *ctl.lock().unwrap();
+        if muted {
+            continue;
+        }
         let Ok(msg) = Message::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default()) else {
             continue;
         };
@@ -189,6 +213,17 @@ pub fn lab_rules(
     gateway: SocketAddr,
     timers: &str,
 ) -> String {
+    lab_rules_with_health(primary, backup, gateway, timers, "probe = false")
+}
+
+/// As [`lab_rules`], with these `[health]` settings.
+pub fn lab_rules_with_health(
+    primary: SocketAddr,
+    backup: SocketAddr,
+    gateway: SocketAddr,
+    timers: &str,
+    health: &str,
+) -> String {
     format!(
         r#"
 listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
@@ -197,7 +232,7 @@ listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
 {timers}
 
 [health]
-probe = false
+{health}
 
 [[targets]]
 id = "psap-primary"
@@ -247,6 +282,15 @@ pub async fn proxy(
     rules: &str,
     undelivered: Option<std::path::PathBuf>,
 ) -> sosrouter::app::Running {
+    proxy_with(rules, undelivered, None).await
+}
+
+/// Starts a proxy, optionally with its admin endpoint on `admin` (e.g. 127.0.0.1:0).
+pub async fn proxy_with(
+    rules: &str,
+    undelivered: Option<std::path::PathBuf>,
+    admin: Option<SocketAddr>,
+) -> sosrouter::app::Running {
     init_logs();
     let (rules, _warnings) = match sosrouter::routing::Rules::parse(rules, "test.toml") {
         Ok(r) => r,
@@ -254,6 +298,7 @@ pub async fn proxy(
     };
     let opts = sosrouter::app::RunOptions {
         undelivered_path: undelivered,
+        admin,
         ..Default::default()
     };
     sosrouter::app::start(rules, &opts).await.unwrap()

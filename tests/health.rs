@@ -1,0 +1,163 @@
+//! Health on the call path over real loopback sockets: probes take a hung PSAP out, real call
+//! outcomes take out a PSAP that answers pings but fails calls, recovery brings traffic back, and the
+//! operator's switch (through the admin HTTP endpoint) keeps calls off a target.
+//!
+//! Probe intervals are short here (100 ms) so the tests are quick; bounds on waiting are liveness
+//! bounds, never timing assertions. Whether a call waited on a timer is read from the proxy's
+//! outcome counters.
+
+mod common;
+
+use common::*;
+use sosrouter::config::Transport as Proto;
+use sosrouter::health::State;
+use sosrouter::proxy::OutcomeKind;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(10);
+const FAST_PROBES: &str = "probe = true\nprobe_interval_ms = 100\nprobe_timeout_ms = 50\n\
+    probe_jitter_percent = 10\ndown_after_probe_failures = 2\nup_after_probe_successes = 2\n\
+    down_after_call_failures = 3";
+
+fn state(p: &sosrouter::app::Running, id: &str) -> State {
+    p.health.status(id).expect("known target").state
+}
+
+async fn call_ok(p: &sosrouter::app::Running, call_id: &str) {
+    let addr = p.local_addr(Proto::Udp).unwrap();
+    let mut uac = Uac::new(Proto::Udp, addr).await;
+    let out = uac.call("urn:service:sos", call_id, WAIT).await;
+    assert_eq!(out.final_code, 200, "call {call_id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_stops_answering_is_skipped_by_new_calls() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, FAST_TIMERS, FAST_PROBES);
+    let p = proxy(&rules, None).await;
+    eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
+    call_ok(&p, "before").await;
+    assert_eq!(a.count("INVITE"), 1);
+
+    a.set_muted(true); // hung: answers nothing, OPTIONS included
+    eventually(WAIT, "primary down by probes", || {
+        state(&p, "psap-primary") == State::Down
+    })
+    .await;
+    for i in 0..5 {
+        call_ok(&p, &format!("after-{i}")).await;
+    }
+    assert_eq!(a.count("INVITE"), 1, "no new call touched the hung primary");
+    assert_eq!(b.count("INVITE"), 5);
+    assert_eq!(
+        p.proxy.counters.outcome(OutcomeKind::AttemptTimeout),
+        0,
+        "nobody waited on a timer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_answer_calls_fail_goes_down_by_call_outcomes_then_recovers() {
+    let a = Uas::start(Behaviour::Reply(503)).await; // answers OPTIONS 200, every INVITE 503
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, FAST_TIMERS, FAST_PROBES);
+    let p = proxy(&rules, None).await;
+    eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
+    for i in 0..3 {
+        call_ok(&p, &format!("fail-{i}")).await;
+    }
+    assert_eq!(a.count("INVITE"), 3);
+    assert_eq!(
+        state(&p, "psap-primary"),
+        State::Down,
+        "three failed calls take it down although pings answer"
+    );
+    // Probes still pass, so it comes back on probation after two of them; until then new calls go
+    // straight to the backup. Count how many more calls the failing primary sees: a handful at most.
+    for i in 0..20 {
+        call_ok(&p, &format!("more-{i}")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let extra = a.count("INVITE") - 3;
+    assert!(
+        extra <= 4,
+        "a failing primary on probation is retried once per comeback, saw {extra}"
+    );
+    assert_eq!(
+        b.count("INVITE"),
+        23,
+        "every call was answered by the backup"
+    );
+
+    // Recovery: the primary answers again; traffic returns to it once it proves itself.
+    a.set_behaviour(Behaviour::Answer);
+    let before = a.count("INVITE");
+    let mut n = 0;
+    while a.count("INVITE") == before || state(&p, "psap-primary") != State::Up {
+        assert!(n < 200, "traffic never returned to the recovered primary");
+        call_ok(&p, &format!("recover-{n}")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        n += 1;
+    }
+    let b_before = b.count("INVITE");
+    for i in 0..5 {
+        call_ok(&p, &format!("back-{i}")).await;
+    }
+    assert_eq!(
+        b.count("INVITE"),
+        b_before,
+        "after recovery calls go to the primary again"
+    );
+}
+
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_target_gets_no_calls_while_others_are_ready() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, FAST_TIMERS, FAST_PROBES);
+    let p = proxy_with(&rules, None, Some("127.0.0.1:0".parse().unwrap())).await;
+    let admin = p.admin.expect("admin endpoint");
+    let (code, body) = http(admin, "POST", "/targets/psap-primary/disable").await;
+    assert_eq!(code, 200, "{body}");
+    for i in 0..5 {
+        call_ok(&p, &format!("dis-{i}")).await;
+    }
+    assert_eq!(a.count("INVITE"), 0);
+    assert_eq!(b.count("INVITE"), 5);
+    let (code, body) = http(admin, "GET", "/status").await;
+    assert_eq!(code, 200);
+    let json: serde_json::Value =
+        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let targets = json["targets"].as_array().expect("targets array");
+    let primary = targets
+        .iter()
+        .find(|t| t["id"] == "psap-primary")
+        .expect("primary listed");
+    assert_eq!(primary["enabled"], false, "{body}");
+    let (code, _) = http(admin, "POST", "/targets/nobody/disable").await;
+    assert_eq!(code, 404);
+    // Everything else down: the disabled target is still tried rather than failing an emergency call.
+    b.set_behaviour(Behaviour::Reply(503));
+    g.set_behaviour(Behaviour::Reply(503));
+    call_ok(&p, "last-chance").await;
+    assert_eq!(a.count("INVITE"), 1);
+    let (code, _) = http(admin, "POST", "/targets/psap-primary/enable").await;
+    assert_eq!(code, 200);
+}
