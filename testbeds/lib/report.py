@@ -251,11 +251,13 @@ def cmd_drill(out, name, rc):
     all_ms = [s for _, s, _ in setups]
     delayed = [(t, s) for t, s, _ in setups if s > delay_ms]
 
-    # caller side: last call started after the fault (and before the restore) whose setup was delayed
+    # caller side: the last call started after the fault (and before the restore) that was hurt
+    # (setup slower than the threshold, or never answered); after it, new calls went through cleanly.
+    failed_starts = [c["start"] for c in calls.values() if c["start"] is not None and c["answer"] is None]
     settle = None
     if fault_t is not None:
         end = restore_t if restore_t is not None and name != "primary-flapping" else float("inf")
-        late = [t for t, s in delayed if fault_t <= t < end]
+        late = [t for t, s in delayed if fault_t <= t < end] + [t for t in failed_starts if fault_t <= t < end]
         settle = (max(late) - fault_t) if late else 0.0
 
     # target side: INVITEs the faulty instance(s) logged after the fault (only a live target can log)
