@@ -260,32 +260,34 @@ def cmd_drill(out, name, rc):
         late = [t for t, s in delayed if fault_t <= t < end] + [t for t in failed_starts if fault_t <= t < end]
         settle = (max(late) - fault_t) if late else 0.0
 
-    # target side: INVITEs the faulty instance(s) logged after the fault (only a live target can log)
+    # target side: calls started (at the caller) between the fault and the restore whose INVITE the
+    # faulty target logged, whenever it logged it (a hung target logs its backlog after SIGCONT; a killed
+    # one logs nothing). Calls are matched by Call-ID, which a proxy keeps end to end.
+    def started(cid):
+        c = calls.get(cid)
+        return c["start"] if c else None
+
     last_invite_at_victim = None
-    invites_at_victim = 0
+    touched = set()
     if fault_t is not None:
+        end = restore_t if restore_t is not None else float("inf")
         for v in victims:
             for gen, info, ev in aps.get(v, []):
-                started = float(info.get("started", 0))
-                stopped = float(info.get("stopped", "inf"))
-                if stopped <= fault_t:
-                    continue
-                # the faulty instance: it lived through the fault, or was started by the fault (replace)
-                if restore_t is not None and started >= restore_t - 0.001 and name != "primary-flapping":
-                    continue
-                for k, t, _ in ev:
-                    if k == "INVITE" and t >= fault_t and (restore_t is None or t < restore_t):
-                        invites_at_victim += 1
-                        last_invite_at_victim = max(last_invite_at_victim or 0, t)
-    # return of traffic: first call answered (ACK) at a victim whose INVITE arrived after the last restore
+                for k, _, cid in ev:
+                    st0 = started(cid)
+                    if k == "INVITE" and st0 is not None and fault_t <= st0 < end:
+                        touched.add(cid)
+                        last_invite_at_victim = max(last_invite_at_victim or 0, st0)
+    invites_at_victim = len(touched)
+    # return of traffic: the first call started after the last restore that a victim answered (ACK came)
     back = None
     if restore_t is not None:
         for v in victims:
             for gen, info, ev in aps.get(v, []):
-                acked = {cid for k, _, cid in ev if k == "ACK"}
-                for k, t, cid in ev:
-                    if k == "INVITE" and t >= restore_t and cid in acked:
-                        back = t if back is None else min(back, t)
+                for k, _, cid in ev:
+                    st0 = started(cid)
+                    if k == "ACK" and st0 is not None and st0 >= restore_t:
+                        back = st0 if back is None else min(back, st0)
 
     res.update({
         "drill": name,
