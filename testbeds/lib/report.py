@@ -14,7 +14,8 @@ Standard library only. Inputs (all written by SIPp or by testbeds/run):
   ap/NAME.GEN/ap.log    INVITE/ACK/BYE/ACK503/CANCEL/... <sec> <usec> <call-id>, one dir per start of NAME
   events.tsv            <unix time> <event> <target>: kill, stop, replace, restore
   caller/cpu_times.txt  bash `times` after SIPp exited: 2nd line = CPU of SIPp (user, system)
-  STEP/cpu.env          /proc/PID/stat tick deltas of the proxy and answering points over the step
+  STEP/cpu.env          /proc/PID/stat tick deltas of proxy, caller and answering points over the
+                        call-creation phase of the step (t0..t1)
 """
 import csv
 import glob
@@ -346,7 +347,7 @@ def cmd_step(d, rate, max_fail, max_retrans):
     if len(created_at) > 1 and created_at[-1] > created_at[0]:
         achieved = (len(created_at) - 1) / ((created_at[-1] - created_at[0]) / 1000.0)
     setup = [s for _, s in rtt]
-    wall = float(cpu.get("t1", 0)) - float(cpu.get("t0", 0)) or 1.0
+    wall = float(cpu.get("t1", 0)) - float(cpu.get("t0", 0)) or 1.0   # the CPU sampling window
     tck = float(cpu.get("clk_tck", 100))
     caller_cpu = caller_cpu_seconds(d)
     res = {
@@ -360,7 +361,8 @@ def cmd_step(d, rate, max_fail, max_retrans):
         "setup_ms_max": max(setup) if setup else None,
         "wall_s": wall,
         "cpu_proxy_pct": (100.0 * int(cpu.get("proxy_ticks", 0)) / tck / wall) if cpu.get("proxy_running") == "1" else None,
-        "cpu_caller_sipp_pct": (100.0 * caller_cpu / wall) if caller_cpu is not None else None,
+        "cpu_caller_sipp_pct": (100.0 * int(cpu.get("caller_ticks", 0)) / tck / wall) if cpu.get("caller_found") == "1" else None,
+        "cpu_caller_sipp_total_s": caller_cpu,
         "cpu_answering_points_pct": 100.0 * int(cpu.get("ap_ticks", 0)) / tck / wall,
         "sipp_exit_code": int(cpu.get("exit_code", -1)),
     }
