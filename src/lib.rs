@@ -9,12 +9,13 @@
 //! - `transaction` — RFC 3261 transaction keys and timers, sans-IO (time passed in).
 //! - `proxy`       — the stateful proxy: classify, Via/Max-Forwards/Record-Route, CANCEL, and the
 //!   per-call failover state machine (the failover contract lives in `proxy/call.rs`).
-//! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure).
+//! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure);
+//!   `routing::whatif` answers `sosrouter route`.
 //! - `health`      — probes and passive outcomes feeding per-target hysteresis; readiness.
-//! - `admin`       — the operator's HTTP endpoint: target status and the enable switch.
+//! - `admin`       — the operator's HTTP endpoint: target status, the enable switch, `/reload`.
 //! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure).
 //! - `app`         — wiring: builds every part from the rules and runs them; the only module that
-//!   knows them all.
+//!   knows them all. `app::reload` swaps in a new rules file (SIGHUP, file watcher, `/reload`).
 //!
 //! Dependency direction: `sip` and `config` import nothing of the crate; `transaction` uses only
 //! `sip`; `routing` never imports `health`; `health` never imports `transport`.

@@ -1,4 +1,4 @@
-//! The `sosrouter` command: `run` the proxy, `check` rules files.
+//! The `sosrouter` command: `run` the proxy, `check` rules files, ask where a call would `route`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sosrouter::app;
@@ -41,11 +41,47 @@ enum Cmd {
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Do not reload the rules file when it changes (SIGHUP and POST /reload still reload).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate rules files without running: exit 0 when all are valid, 1 otherwise.
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Where would this call go? Prints the matched route and why, and the ordered chain.
+    Route {
+        /// The routing rules file (TOML).
+        #[arg(long)]
+        rules: PathBuf,
+        /// The call's Request-URI, e.g. `urn:service:sos` or `sip:911@127.0.0.1:5060`.
+        #[arg(long, conflicts_with = "dialled", required_unless_present = "dialled")]
+        uri: Option<String>,
+        /// A dialled number: Request-URI `sip:NUMBER@<first listen address>`.
+        #[arg(long)]
+        dialled: Option<String>,
+        /// The caller's number (as P-Asserted-Identity would give it).
+        #[arg(long)]
+        caller: Option<String>,
+        /// The address the call comes from (trunk). Default 127.0.0.1.
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
+        /// A header of the call, `Name: value`; repeatable.
+        #[arg(long)]
+        header: Vec<String>,
+        /// Suppose this target is down (not ready); repeatable.
+        #[arg(long)]
+        down: Vec<String>,
+        /// Suppose the operator disabled this target; repeatable.
+        #[arg(long)]
+        disabled: Vec<String>,
+        /// Read readiness from a running proxy's admin endpoint, e.g. http://127.0.0.1:9060.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -73,12 +109,37 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+        Cmd::Route {
+            rules,
+            uri,
+            dialled,
+            caller,
+            source,
+            header,
+            down,
+            disabled,
+            admin,
+            json,
+        } => {
+            let args = app::route::RouteArgs {
+                uri,
+                dialled,
+                caller,
+                source,
+                headers: header,
+                down,
+                disabled,
+                admin,
+            };
+            route(&rules, &args, json)
+        }
         Cmd::Run {
             rules,
             listen,
             undelivered,
             admin,
             log_format,
+            no_watch,
         } => {
             init_logs(log_format);
             let admin = match admin.as_str() {
@@ -103,6 +164,7 @@ fn main() -> ExitCode {
                 listen,
                 undelivered_path: Some(undelivered),
                 admin,
+                watch_rules: (!no_watch).then(app::WatchSettings::default),
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -121,6 +183,42 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// `sosrouter route`: exit 0 with the answer, 1 when the rules are refused or the question is bad.
+fn route(rules: &std::path::Path, args: &app::route::RouteArgs, json: bool) -> ExitCode {
+    let rules = match app::reload::read_rules(rules).result {
+        Ok((rules, warnings)) => {
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            rules
+        }
+        Err(refused) => {
+            eprintln!("{refused}");
+            return ExitCode::from(1);
+        }
+    };
+    match app::route::route(&rules, args) {
+        Ok(w) if json => match serde_json::to_string_pretty(&w) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Ok(w) => {
+            print!("{}", sosrouter::routing::render_text(&w));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

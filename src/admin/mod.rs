@@ -6,12 +6,14 @@
 //!   enabled, readiness, since_unix_ms, last_reason and probe/call counters.
 //! - `POST /targets/{id}/disable`, `POST /targets/{id}/enable` -> 200 with the target's new
 //!   status; 404 for an unknown id; 405 for other methods.
+//! - `POST /reload`, and `GET /status` with a `rules` object: see [`rules`] (wired by `app`).
 //! - anything else -> 404.
 //!
 //! Wiring: `admin::serve(listener, health)`; to add routes later, implement [`Handler`] and call
 //! [`serve_with`] with [`HealthRoutes`] plus yours.
 
 mod http;
+pub mod rules;
 #[cfg(test)]
 mod tests;
 
@@ -19,6 +21,8 @@ pub use http::{
     Handler, MAX_BODY_BYTES, MAX_HEAD_BYTES, READ_TIMEOUT, Request, Response, dispatch, parse_head,
     serve_with,
 };
+
+pub use rules::{RulesControl, RulesRoutes};
 
 use crate::health::Health;
 use std::sync::Arc;

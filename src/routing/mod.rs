@@ -5,7 +5,7 @@
 //!
 //! Layout: `compile` (checked rules file -> snapshot), `matching` (conditions, emergency test),
 //! `facts` (reading a call's facts from an INVITE), `target` (Request-URI per target), `plan` (the
-//! failover order), `check` (`sosrouter check`). The file format is checked in `crate::config`.
+//! failover order), `check` (`sosrouter check`), `whatif` (`sosrouter route`). The file format is checked in `crate::config`.
 
 use crate::config::{Conditions, Diagnostic, Transport};
 use std::collections::HashMap;
@@ -23,9 +23,13 @@ mod target;
 mod tests;
 #[cfg(test)]
 mod tests_select;
+#[cfg(test)]
+mod tests_whatif;
+pub mod whatif;
 
 pub use check::check_files;
 pub use plan::plan;
+pub use whatif::{WhatIf, render_text, what_if};
 
 /// Stable target id, as written in the rules file. Health and counters are keyed by it.
 pub type TargetId = Arc<str>;

@@ -532,3 +532,64 @@ pub async fn eventually(wait: Duration, what: &str, mut f: impl FnMut() -> bool)
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A fresh directory for one test's files (rules, undelivered record), under the system temp dir.
+pub fn test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sosrouter-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Replaces a rules file the way an operator's tooling should: write beside it, then rename, so
+/// nothing ever reads half a file.
+pub fn write_rules(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("toml.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Starts a proxy from a rules file (as `sosrouter run` does), with the admin endpoint on a free
+/// loopback port and, when `watch` is given, the file watcher.
+pub async fn proxy_from_file(
+    path: &std::path::Path,
+    undelivered: Option<std::path::PathBuf>,
+    watch: Option<sosrouter::app::WatchSettings>,
+) -> sosrouter::app::Running {
+    init_logs();
+    let opts = sosrouter::app::RunOptions {
+        rules_path: path.to_path_buf(),
+        undelivered_path: undelivered,
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        watch_rules: watch,
+        ..Default::default()
+    };
+    sosrouter::app::start_from_file(&opts).await.unwrap()
+}
+
+/// One admin HTTP request; the status code and the JSON body (Null when not JSON).
+pub async fn admin_call(addr: SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map_or("", |x| x.1);
+    (
+        code,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The lab rules with the default chain's first two targets swapped (backup first).
+pub fn swap_primary_and_backup(rules: &str) -> String {
+    let old = r#"chain = ["psap-primary", "psap-backup", "business-line"]"#;
+    assert!(rules.contains(old), "not the lab default chain");
+    rules.replace(
+        old,
+        r#"chain = ["psap-backup", "psap-primary", "business-line"]"#,
+    )
+}

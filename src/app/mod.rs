@@ -1,4 +1,8 @@
 //! Wiring: builds every part from the rules and runs them. The only module that knows them all.
+//!
+//! - `reload` — the [`Reloader`]: read, validate and swap in a new rules file (one at a time).
+//! - `watch`  — reload triggers: SIGHUP and the rules-file watcher (the admin route is the third).
+//! - `route`  — `sosrouter route`: options and a running proxy's readiness -> the what-if answer.
 
 use crate::config::{Severity, Transport as Proto};
 use crate::health::{Health, ProbeTransport};
@@ -12,6 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod reload;
+pub mod route;
+mod watch;
+
+pub use reload::{Refused, Reloaded, Reloader, RulesStatus};
+pub use watch::{WatchSettings, reload_on_sighup, watch_file};
+
 /// How long a graceful shutdown waits for calls in flight before it stops anyway.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -24,6 +35,9 @@ pub struct RunOptions {
     pub undelivered_path: Option<PathBuf>,
     /// Admin HTTP listen address; None: no admin endpoint.
     pub admin: Option<SocketAddr>,
+    /// Watch the rules file and reload it when it changes (the binary: on; tests: off unless
+    /// they test the watcher).
+    pub watch_rules: Option<WatchSettings>,
 }
 
 /// A running proxy: its parts, for the binary and for tests.
@@ -34,7 +48,10 @@ pub struct Running {
     pub health: Health,
     /// The admin endpoint's address, when one was asked for.
     pub admin: Option<SocketAddr>,
+    /// Replaces the running rules: the admin route, SIGHUP and the file watcher all use it.
+    pub reloader: Reloader,
     prober: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Probes leave through the proxy's own sockets (so replies come back to its receive loops).
@@ -61,6 +78,9 @@ impl Running {
     /// Stops taking new calls, lets calls in flight finish (at most `limit`), then returns.
     pub async fn shutdown(&self, limit: Duration) {
         self.prober.abort();
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
         self.proxy.set_draining();
         self.transport.stop_accepting();
         let until = tokio::time::Instant::now() + limit;
@@ -114,8 +134,32 @@ pub fn load_rules(path: &std::path::Path) -> anyhow::Result<Rules> {
     }
 }
 
-/// Starts the proxy on already-loaded rules.
+/// Reads `opts.rules_path` (refusing it with every error) and starts the proxy on it, so that
+/// `/status` shows the hash of the file that is running.
+pub async fn start_from_file(opts: &RunOptions) -> anyhow::Result<Running> {
+    let read = reload::read_rules(&opts.rules_path);
+    match read.result {
+        Ok((rules, warnings)) => {
+            for w in warnings {
+                tracing::warn!(reason = %w, "rules warning");
+            }
+            start_hashed(rules, read.hash, opts).await
+        }
+        Err(refused) => Err(anyhow!(refused)),
+    }
+}
+
+/// Starts the proxy on already-parsed rules (their file hash unknown: `/status` shows null until
+/// the first reload).
 pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
+    start_hashed(rules, None, opts).await
+}
+
+async fn start_hashed(
+    rules: Rules,
+    hash: Option<u64>,
+    opts: &RunOptions,
+) -> anyhow::Result<Running> {
     let listen = if opts.listen.is_empty() {
         rules.listen.clone()
     } else {
@@ -126,6 +170,8 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
         .context("cannot bind the listen addresses")?;
     let health = Health::new(&rules);
     let targets = rules.targets.clone();
+    // Listen addresses the file chose are fixed for the process; command-line ones make the file's moot.
+    let bound_listen = opts.listen.is_empty().then(|| rules.listen.clone());
     let rules = Arc::new(ArcSwap::from_pointee(rules));
     let cfg = ProxyConfig {
         undelivered_path: opts.undelivered_path.clone(),
@@ -153,6 +199,17 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
         }
     }
     let prober = health.spawn_prober(Arc::new(ProbeVia(transport.clone())));
+    let reloader = Reloader::new(
+        opts.rules_path.clone(),
+        rules.clone(),
+        hash,
+        health.clone(),
+        transport.clone(),
+        bound_listen,
+    );
+    let watcher = opts
+        .watch_rules
+        .map(|settings| watch_file(reloader.clone(), settings));
     let admin = match opts.admin {
         Some(addr) => {
             if !addr.ip().is_loopback() {
@@ -164,7 +221,14 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
                 .await
                 .with_context(|| format!("cannot bind the admin address {addr}"))?;
             let bound = l.local_addr()?;
-            tokio::spawn(crate::admin::serve(l, health.clone()));
+            let handlers: Vec<Arc<dyn crate::admin::Handler>> = vec![
+                Arc::new(crate::admin::RulesRoutes::new(
+                    health.clone(),
+                    Arc::new(reloader.clone()),
+                )),
+                Arc::new(crate::admin::HealthRoutes::new(health.clone())),
+            ];
+            tokio::spawn(crate::admin::serve_with(l, handlers));
             tracing::info!(addr = %bound, "admin endpoint listening");
             Some(bound)
         }
@@ -176,14 +240,17 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
         rules,
         health,
         admin,
+        reloader,
         prober,
+        watcher,
     })
 }
 
 /// `sosrouter run`: starts, serves until SIGINT or SIGTERM, drains.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let rules = load_rules(&opts.rules_path)?;
-    let running = start(rules, &opts).await?;
+    let running = start_from_file(&opts).await?;
+    let _hup =
+        reload_on_sighup(running.reloader.clone()).context("cannot install the SIGHUP handler")?;
     wait_for_signal().await?;
     tracing::info!("shutting down: new calls refused, calls in flight finishing");
     running.shutdown(DRAIN_LIMIT).await;

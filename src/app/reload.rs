@@ -1,0 +1,319 @@
+//! Hot reload of the rules file: the one place that replaces the running rules.
+//!
+//! The signal handler (SIGHUP), the file watcher (`watch.rs`) and the admin route (`POST /reload`)
+//! all call [`Reloader::reload`]. One reload at a time (a mutex around read-validate-swap), so two
+//! triggers firing together cannot interleave a rekey of one file with the swap of another.
+//!
+//! A reload, in order:
+//! 1. read the file and hash its bytes (the hash identifies what is running, in `/status`);
+//! 2. parse and validate it completely beside the running rules; any error refuses it whole;
+//! 3. refuse a change of listen addresses (sockets are bound once, at start);
+//! 4. open connected UDP sockets for new UDP next hops (so their ICMP errors are attributed);
+//! 5. re-key health (surviving ids keep state, counters and the operator switch);
+//! 6. swap the snapshot in one `ArcSwap::store`. Calls in flight keep the plan they started with:
+//!    each call loaded its own `Arc<Rules>` when it began (`proxy/task.rs`).
+
+use crate::config::{Severity, Transport as Proto};
+use crate::health::Health;
+use crate::routing::{Listen, Rules};
+use crate::transport::Transport;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+/// What `/status` shows about the running rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RulesStatus {
+    /// 1 at start, +1 per successful reload.
+    pub version: u64,
+    /// The rules file as given on the command line.
+    pub source: String,
+    /// Hex of the 64-bit FNV-1a hash of the file's bytes; null when the rules did not come from a
+    /// file (tests that start from text).
+    pub hash: Option<String>,
+    /// When the running rules were loaded, Unix time in milliseconds.
+    pub loaded_unix_ms: u64,
+    /// Every error line of the last refused reload; null once a reload succeeds.
+    pub last_reload_error: Option<Vec<String>>,
+}
+
+/// A successful reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reloaded {
+    pub version: u64,
+    pub hash: String,
+    pub warnings: Vec<String>,
+}
+
+/// A refused reload: the old rules keep serving.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rules reload refused:\n{}", errors.join("\n"))]
+pub struct Refused {
+    /// One `file:line:col: error: message` line per error.
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// FNV-1a, 64 bit. Why not `std::hash::DefaultHasher`: its algorithm is unspecified and may change
+/// between Rust releases, and this hash is shown to operators to compare with `fnv1a` elsewhere.
+/// It identifies a file version; it is not a defence against anyone crafting collisions.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+pub fn hex(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A rules file read and checked: its content hash (None when unreadable) and the outcome.
+pub struct Read {
+    pub hash: Option<u64>,
+    pub result: Result<(Rules, Vec<String>), Refused>,
+    /// Line of the top-level `listen` key, for messages (compiled rules keep no position for it).
+    listen_line: usize,
+}
+
+/// Reads and parses a rules file: the rules and the warning lines, or every error line (an
+/// unreadable file is one error at 1:1).
+pub fn read_rules(path: &Path) -> Read {
+    let source = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return Read {
+                hash: None,
+                result: Err(Refused {
+                    errors: vec![format!("{source}:1:1: error: cannot read the file: {e}")],
+                    warnings: Vec::new(),
+                }),
+                listen_line: 1,
+            };
+        }
+    };
+    let listen_line = text
+        .lines()
+        .position(|l| l.trim_start().starts_with("listen"))
+        .map_or(1, |i| i + 1);
+    let result = match Rules::parse(&text, &source) {
+        Ok((rules, warnings)) => Ok((rules, lines(&warnings, Severity::Warning))),
+        Err(diags) => Err(Refused {
+            errors: lines(&diags, Severity::Error),
+            warnings: lines(&diags, Severity::Warning),
+        }),
+    };
+    Read {
+        hash: Some(content_hash(text.as_bytes())),
+        result,
+        listen_line,
+    }
+}
+
+fn lines(diags: &[crate::config::Diagnostic], severity: Severity) -> Vec<String> {
+    diags
+        .iter()
+        .filter(|d| d.severity == severity)
+        .map(|d| d.to_string())
+        .collect()
+}
+
+/// Hash of the file as it is now, if readable (the watcher's cheap "did it change" test).
+pub(super) fn file_hash(path: &Path) -> Option<u64> {
+    std::fs::read(path).ok().map(|b| content_hash(&b))
+}
+
+/// Shared reload entry point. Cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    rules: Arc<ArcSwap<Rules>>,
+    health: Health,
+    transport: Transport,
+    /// The listen addresses the running sockets were bound from, as the file wrote them. None when
+    /// the command line chose them: then the file's `listen` is not in effect and may change.
+    bound_listen: Option<Vec<Listen>>,
+    /// Serializes reloads; held for the whole read-validate-swap.
+    reload: Mutex<()>,
+    /// Held only to copy or update; `/status` never waits on a file read.
+    status: Mutex<RulesStatus>,
+    /// Hash of the last file content a reload was tried with, good or bad: the watcher does not
+    /// retry a broken file every second, only a changed one.
+    last_tried: Mutex<Option<u64>>,
+}
+
+impl Reloader {
+    pub(super) fn new(
+        path: PathBuf,
+        rules: Arc<ArcSwap<Rules>>,
+        hash: Option<u64>,
+        health: Health,
+        transport: Transport,
+        bound_listen: Option<Vec<Listen>>,
+    ) -> Reloader {
+        let status = RulesStatus {
+            version: 1,
+            source: rules.load().source.clone(),
+            hash: hash.map(hex),
+            loaded_unix_ms: unix_ms(),
+            last_reload_error: None,
+        };
+        Reloader {
+            inner: Arc::new(Inner {
+                path,
+                rules,
+                health,
+                transport,
+                bound_listen,
+                reload: Mutex::new(()),
+                status: Mutex::new(status),
+                last_tried: Mutex::new(hash),
+            }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn status(&self) -> RulesStatus {
+        self.inner.status.lock().expect("status lock").clone()
+    }
+
+    /// Hash of the file content last tried (see `Inner::last_tried`).
+    pub fn last_tried(&self) -> Option<u64> {
+        *self.inner.last_tried.lock().expect("last_tried lock")
+    }
+
+    /// Reloads the rules file; `trigger` names who asked ("sighup", "file change", "admin") for
+    /// the log. Blocking (reads a file): call it from `spawn_blocking` or a short sync handler.
+    pub fn reload(&self, trigger: &str) -> Result<Reloaded, Refused> {
+        let _one_at_a_time = self.inner.reload.lock().expect("reload lock");
+        let result = self.load_and_swap();
+        let mut status = self.inner.status.lock().expect("status lock");
+        match &result {
+            Ok(r) => {
+                status.version = r.version;
+                status.hash = Some(r.hash.clone());
+                status.loaded_unix_ms = unix_ms();
+                status.last_reload_error = None;
+                info!(version = r.version, hash = %r.hash, trigger, warnings = r.warnings.len(),
+                    source = %self.inner.path.display(), "rules reloaded");
+                for w in &r.warnings {
+                    warn!(version = r.version, reason = %w, "rules warning");
+                }
+            }
+            Err(refused) => {
+                status.last_reload_error = Some(refused.errors.clone());
+                warn!(version = status.version, trigger, errors = refused.errors.len(),
+                    source = %self.inner.path.display(),
+                    "rules reload refused; the running rules keep serving");
+                for e in &refused.errors {
+                    warn!(version = status.version, reason = %e, "rules reload error");
+                }
+            }
+        }
+        result
+    }
+
+    /// Steps 1-6 of the module doc. Called with the reload lock held.
+    fn load_and_swap(&self) -> Result<Reloaded, Refused> {
+        let inner = &*self.inner;
+        let read = read_rules(&inner.path);
+        *inner.last_tried.lock().expect("last_tried lock") = read.hash;
+        let (new, warnings) = read.result?;
+        let hash = read.hash.unwrap_or_default(); // Some whenever the file parsed
+        if let Some(bound) = &inner.bound_listen
+            && *bound != new.listen
+        {
+            return Err(Refused {
+                errors: vec![format!(
+                    "{}:{}:1: error: `listen` changed from {} to {}: listen addresses cannot \
+                     change on reload because the sockets are bound once, at start; restore \
+                     them, or restart sosrouter to move it",
+                    new.source,
+                    read.listen_line,
+                    show(bound),
+                    show(&new.listen),
+                )],
+                warnings,
+            });
+        }
+        let old = inner.rules.load();
+        let known: HashSet<_> = old
+            .targets
+            .iter()
+            .filter(|t| t.transport == Proto::Udp)
+            .map(|t| t.next_hop)
+            .collect();
+        for t in &new.targets {
+            if t.transport == Proto::Udp && !known.contains(&t.next_hop) {
+                inner.transport.add_udp_target(t.next_hop);
+            }
+        }
+        inner.health.rekey(&new);
+        inner.rules.store(Arc::new(new));
+        let version = inner.status.lock().expect("status lock").version + 1;
+        Ok(Reloaded {
+            version,
+            hash: hex(hash),
+            warnings,
+        })
+    }
+}
+
+fn show(listen: &[Listen]) -> String {
+    let v: Vec<String> = listen
+        .iter()
+        .map(|l| format!("{}:{}", l.transport, l.addr))
+        .collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// The admin endpoint's view. The reload runs on the admin connection's task: it is a small file
+/// read and parse, and the admin endpoint is never on the call path.
+impl crate::admin::RulesControl for Reloader {
+    fn reload(&self) -> Result<serde_json::Value, serde_json::Value> {
+        match Reloader::reload(self, "admin") {
+            Ok(r) => Ok(serde_json::json!({
+                "ok": true, "version": r.version, "hash": r.hash, "warnings": r.warnings,
+            })),
+            Err(e) => Err(serde_json::json!({
+                "ok": false, "errors": e.errors, "warnings": e.warnings,
+            })),
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::to_value(Reloader::status(self)).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_published_test_vectors() {
+        assert_eq!(content_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(content_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(hex(content_hash(b"foobar")), "85944171f73967e8");
+    }
+}
