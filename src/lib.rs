@@ -11,6 +11,8 @@
 //!   per-call failover state machine (the failover contract lives in `proxy/call.rs`).
 //! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure).
 //! - `health`      — probes and passive outcomes feeding per-target hysteresis; readiness.
+//! - `events`      — alert events (health, operator, reload, undelivered): a never-blocking bus,
+//!   the `GET /events` stream and the webhook. Imports nothing of the crate.
 //! - `admin`       — the operator's HTTP endpoint: target status and the enable switch.
 //! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure).
 //! - `app`         — wiring: builds every part from the rules and runs them; the only module that
@@ -24,6 +26,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod events;
 pub mod health;
 pub mod proxy;
 pub mod routing;
