@@ -11,6 +11,7 @@
 //!   per-call failover state machine (the failover contract lives in `proxy/call.rs`).
 //! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure).
 //! - `health`      — probes and passive outcomes feeding per-target hysteresis; readiness.
+//! - `metrics`     — Prometheus counters, gauges and the call setup histogram (`GET /metrics`).
 //! - `events`      — alert events (health, operator, reload, undelivered): a never-blocking bus,
 //!   the `GET /events` stream and the webhook. Imports nothing of the crate.
 //! - `admin`       — the operator's HTTP endpoint: target status and the enable switch.
@@ -28,6 +29,7 @@ pub mod app;
 pub mod config;
 pub mod events;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod sip;
