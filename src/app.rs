@@ -2,6 +2,7 @@
 
 use crate::config::{Severity, Transport as Proto};
 use crate::health::{Health, ProbeTransport};
+use crate::metrics;
 use crate::proxy::{Dispatcher, Proxy, ProxyConfig};
 use crate::routing::{Listen, Rules};
 use crate::transport::{Destination, Transport, TransportConfig};
@@ -24,6 +25,8 @@ pub struct RunOptions {
     pub undelivered_path: Option<PathBuf>,
     /// Admin HTTP listen address; None: no admin endpoint.
     pub admin: Option<SocketAddr>,
+    /// `http://host:port/path` that receives every alert event as a JSON POST; None: no webhook.
+    pub webhook: Option<String>,
 }
 
 /// A running proxy: its parts, for the binary and for tests.
@@ -132,6 +135,12 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
         ..ProxyConfig::default()
     };
     let proxy = Proxy::new(rules.clone(), health.clone(), transport.clone(), cfg);
+    let events = proxy.counters.events.clone();
+    proxy.counters.metrics.prepare_rules(&rules.load());
+    health.set_change_sink(health_events(events.clone()));
+    if let Some(url) = &opts.webhook {
+        events.start_webhook(url).map_err(|e| anyhow!(e))?;
+    }
     transport.start(Arc::new(Dispatcher(proxy.clone())));
     for t in &targets {
         if t.transport == Proto::Udp {
@@ -164,7 +173,17 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
                 .await
                 .with_context(|| format!("cannot bind the admin address {addr}"))?;
             let bound = l.local_addr()?;
-            tokio::spawn(crate::admin::serve(l, health.clone()));
+            let (p, h) = (Arc::downgrade(&proxy), health.clone());
+            let scrape = move || {
+                p.upgrade()
+                    .map_or_else(String::new, |p| metrics::render(&p, &h))
+            };
+            let routes: Vec<Arc<dyn crate::admin::Handler>> = vec![
+                Arc::new(crate::admin::HealthRoutes::new(health.clone())),
+                Arc::new(crate::admin::MetricsRoute::new(scrape)),
+                Arc::new(crate::admin::EventsRoute::new(events.clone())),
+            ];
+            tokio::spawn(crate::admin::serve_with(l, routes));
             tracing::info!(addr = %bound, "admin endpoint listening");
             Some(bound)
         }
@@ -177,6 +196,24 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
         health,
         admin,
         prober,
+    })
+}
+
+/// Health transitions and operator switches as alert events.
+fn health_events(bus: crate::events::Bus) -> crate::health::ChangeSink {
+    use crate::events::Event;
+    use crate::health::Change;
+    Arc::new(move |c: Change<'_>| {
+        bus.publish(match c {
+            Change::Health {
+                target,
+                transition: t,
+            } => {
+                let (from, to) = (t.from.to_string(), t.to.to_string());
+                Event::health(target, &from, &to, &t.reason.to_string())
+            }
+            Change::Operator { target, enabled } => Event::operator(target, enabled),
+        })
     })
 }
 

@@ -14,7 +14,8 @@
 //! - `metrics`     — Prometheus counters, gauges and the call setup histogram (`GET /metrics`).
 //! - `events`      — alert events (health, operator, reload, undelivered): a never-blocking bus,
 //!   the `GET /events` stream and the webhook. Imports nothing of the crate.
-//! - `admin`       — the operator's HTTP endpoint: target status and the enable switch.
+//! - `admin`       — the operator's HTTP endpoint: target status, the enable switch, metrics and
+//!   the event stream.
 //! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure).
 //! - `app`         — wiring: builds every part from the rules and runs them; the only module that
 //!   knows them all.

@@ -103,6 +103,7 @@ fn main() -> ExitCode {
                 listen,
                 undelivered_path: Some(undelivered),
                 admin,
+                webhook: None, // the --webhook flag is wired by the CLI owner
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
