@@ -97,3 +97,25 @@ fn webhook_urls() {
     assert!(WebhookUrl::parse("http://:80/").is_err());
     assert!(WebhookUrl::parse("http://a:x/").is_err());
 }
+
+#[tokio::test]
+async fn a_dead_webhook_is_tried_three_times_then_given_up() {
+    // A port with nothing listening: every connect is refused at once.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let url = WebhookUrl::parse(&format!("http://{addr}/x")).unwrap();
+    let stats = WebhookStats::default();
+    let t = std::time::Instant::now();
+    assert!(!webhook::deliver(&url, "{}", &stats).await);
+    assert_eq!(
+        stats.failed_tries.load(Ordering::Relaxed),
+        webhook::TRIES as u64
+    );
+    let spent = t.elapsed();
+    assert!(
+        spent >= webhook::BACKOFF.iter().sum::<Duration>(),
+        "backed off: {spent:?}"
+    );
+    assert!(spent < Duration::from_secs(10), "bounded: {spent:?}");
+}
