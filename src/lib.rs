@@ -12,7 +12,11 @@
 //! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure);
 //!   `routing::whatif` answers `sosrouter route`.
 //! - `health`      — probes and passive outcomes feeding per-target hysteresis; readiness.
-//! - `admin`       — the operator's HTTP endpoint: target status, the enable switch, `/reload`.
+//! - `metrics`     — Prometheus counters, gauges and the call setup histogram (`GET /metrics`).
+//! - `events`      — alert events (health, operator, reload, undelivered): a never-blocking bus,
+//!   the `GET /events` stream and the webhook. Imports nothing of the crate.
+//! - `admin`       — the operator's HTTP endpoint: target status, the enable switch, `/reload`,
+//!   metrics and the event stream.
 //! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure).
 //! - `app`         — wiring: builds every part from the rules and runs them; the only module that
 //!   knows them all. `app::reload` swaps in a new rules file (SIGHUP, file watcher, `/reload`).
@@ -25,7 +29,9 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod events;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod sip;

@@ -44,6 +44,10 @@ enum Cmd {
         /// Do not reload the rules file when it changes (SIGHUP and POST /reload still reload).
         #[arg(long)]
         no_watch: bool,
+        /// POST every alert event (health, operator, reload, undelivered) as JSON to this
+        /// `http://host:port/path`; bounded queue and retry, never slows the call path.
+        #[arg(long)]
+        webhook: Option<String>,
     },
     /// Validate rules files without running: exit 0 when all are valid, 1 otherwise.
     Check {
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
             admin,
             log_format,
             no_watch,
+            webhook,
         } => {
             init_logs(log_format);
             let admin = match admin.as_str() {
@@ -165,6 +170,7 @@ fn main() -> ExitCode {
                 undelivered_path: Some(undelivered),
                 admin,
                 watch_rules: (!no_watch).then(app::WatchSettings::default),
+                webhook,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

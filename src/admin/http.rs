@@ -57,11 +57,30 @@ impl Response {
         r
     }
 
+    /// A non-JSON response (e.g. the Prometheus text format) with its Content-Type.
+    pub fn text(status: u16, content_type: &str, body: String) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.to_string())],
+            body,
+        }
+    }
+
     fn to_bytes(&self) -> Vec<u8> {
+        // JSON unless a handler set its own Content-Type.
+        let typed = self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
         let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            "HTTP/1.1 {} {}\r\n{}Content-Length: {}\r\nConnection: close\r\n",
             self.status,
             reason_phrase(self.status),
+            if typed {
+                ""
+            } else {
+                "Content-Type: application/json\r\n"
+            },
             self.body.len()
         );
         for (name, value) in &self.headers {
@@ -88,9 +107,20 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// A streaming response (server-sent events): takes over the connection once the request is read
+/// and writes the status line, headers and body itself, for as long as it likes.
+pub type Streamer = Box<dyn FnOnce(TcpStream) -> BoxFuture + Send>;
+pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Something that answers some paths. Return None for paths that are not yours.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &Request) -> Option<Response>;
+
+    /// Claims the connection for a streaming response; asked before [`Handler::handle`]. Most
+    /// handlers never stream.
+    fn stream(&self, _req: &Request) -> Option<Streamer> {
+        None
+    }
 }
 
 /// The first handler that claims the request answers it; nobody: 404.
@@ -127,7 +157,13 @@ async fn connection(mut stream: TcpStream, handlers: &[Arc<dyn Handler>]) -> std
     let response = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
         Err(_) => Response::error(408, "request not received in time"),
         Ok(Err(r)) => r,
-        Ok(Ok(req)) => dispatch(handlers, &req),
+        Ok(Ok(req)) => match handlers.iter().find_map(|h| h.stream(&req)) {
+            Some(streamer) => {
+                streamer(stream).await;
+                return Ok(());
+            }
+            None => dispatch(handlers, &req),
+        },
     };
     stream.write_all(&response.to_bytes()).await?;
     stream.shutdown().await

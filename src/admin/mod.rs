@@ -7,6 +7,9 @@
 //! - `POST /targets/{id}/disable`, `POST /targets/{id}/enable` -> 200 with the target's new
 //!   status; 404 for an unknown id; 405 for other methods.
 //! - `POST /reload`, and `GET /status` with a `rules` object: see [`rules`] (wired by `app`).
+//! - `GET /metrics` -> 200 Prometheus text format 0.0.4 ([`MetricsRoute`]).
+//! - `GET /events` -> 200 `text/event-stream`: one `data: {json}` per alert event, `: keepalive`
+//!   comments in between ([`EventsRoute`]).
 //! - anything else -> 404.
 //!
 //! Wiring: `admin::serve(listener, health)`; to add routes later, implement [`Handler`] and call
@@ -14,13 +17,15 @@
 
 mod http;
 pub mod rules;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 
 pub use http::{
-    Handler, MAX_BODY_BYTES, MAX_HEAD_BYTES, READ_TIMEOUT, Request, Response, dispatch, parse_head,
-    serve_with,
+    BoxFuture, Handler, MAX_BODY_BYTES, MAX_HEAD_BYTES, READ_TIMEOUT, Request, Response, Streamer,
+    dispatch, parse_head, serve_with,
 };
+pub use telemetry::{EventsRoute, KEEPALIVE, MetricsRoute};
 
 pub use rules::{RulesControl, RulesRoutes};
 

@@ -6,6 +6,7 @@
 
 use crate::config::{Severity, Transport as Proto};
 use crate::health::{Health, ProbeTransport};
+use crate::metrics;
 use crate::proxy::{Dispatcher, Proxy, ProxyConfig};
 use crate::routing::{Listen, Rules};
 use crate::transport::{Destination, Transport, TransportConfig};
@@ -38,6 +39,8 @@ pub struct RunOptions {
     /// Watch the rules file and reload it when it changes (the binary: on; tests: off unless
     /// they test the watcher).
     pub watch_rules: Option<WatchSettings>,
+    /// `http://host:port/path` that receives every alert event as a JSON POST; None: no webhook.
+    pub webhook: Option<String>,
 }
 
 /// A running proxy: its parts, for the binary and for tests.
@@ -178,6 +181,12 @@ async fn start_hashed(
         ..ProxyConfig::default()
     };
     let proxy = Proxy::new(rules.clone(), health.clone(), transport.clone(), cfg);
+    let events = proxy.counters.events.clone();
+    proxy.counters.metrics.prepare_rules(&rules.load());
+    health.set_change_sink(health_events(events.clone()));
+    if let Some(url) = &opts.webhook {
+        events.start_webhook(url).map_err(|e| anyhow!(e))?;
+    }
     transport.start(Arc::new(Dispatcher(proxy.clone())));
     for t in &targets {
         if t.transport == Proto::Udp {
@@ -206,6 +215,7 @@ async fn start_hashed(
         health.clone(),
         transport.clone(),
         bound_listen,
+        (proxy.counters.metrics.clone(), events.clone()),
     );
     let watcher = opts
         .watch_rules
@@ -221,12 +231,19 @@ async fn start_hashed(
                 .await
                 .with_context(|| format!("cannot bind the admin address {addr}"))?;
             let bound = l.local_addr()?;
+            let (p, h) = (Arc::downgrade(&proxy), health.clone());
+            let scrape = move || {
+                p.upgrade()
+                    .map_or_else(String::new, |p| metrics::render(&p, &h))
+            };
             let handlers: Vec<Arc<dyn crate::admin::Handler>> = vec![
                 Arc::new(crate::admin::RulesRoutes::new(
                     health.clone(),
                     Arc::new(reloader.clone()),
                 )),
                 Arc::new(crate::admin::HealthRoutes::new(health.clone())),
+                Arc::new(crate::admin::MetricsRoute::new(scrape)),
+                Arc::new(crate::admin::EventsRoute::new(events.clone())),
             ];
             tokio::spawn(crate::admin::serve_with(l, handlers));
             tracing::info!(addr = %bound, "admin endpoint listening");
@@ -243,6 +260,24 @@ async fn start_hashed(
         reloader,
         prober,
         watcher,
+    })
+}
+
+/// Health transitions and operator switches as alert events.
+fn health_events(bus: crate::events::Bus) -> crate::health::ChangeSink {
+    use crate::events::Event;
+    use crate::health::Change;
+    Arc::new(move |c: Change<'_>| {
+        bus.publish(match c {
+            Change::Health {
+                target,
+                transition: t,
+            } => {
+                let (from, to) = (t.from.to_string(), t.to.to_string());
+                Event::health(target, &from, &to, &t.reason.to_string())
+            }
+            Change::Operator { target, enabled } => Event::operator(target, enabled),
+        })
     })
 }
 

@@ -157,6 +157,9 @@ struct Inner {
     /// Hash of the last file content a reload was tried with, good or bad: the watcher does not
     /// retry a broken file every second, only a changed one.
     last_tried: Mutex<Option<u64>>,
+    /// Every reload is counted and published as an alert event.
+    metrics: Arc<crate::metrics::Metrics>,
+    events: crate::events::Bus,
 }
 
 impl Reloader {
@@ -167,6 +170,7 @@ impl Reloader {
         health: Health,
         transport: Transport,
         bound_listen: Option<Vec<Listen>>,
+        telemetry: (Arc<crate::metrics::Metrics>, crate::events::Bus),
     ) -> Reloader {
         let status = RulesStatus {
             version: 1,
@@ -185,6 +189,8 @@ impl Reloader {
                 reload: Mutex::new(()),
                 status: Mutex::new(status),
                 last_tried: Mutex::new(hash),
+                metrics: telemetry.0,
+                events: telemetry.1,
             }),
         }
     }
@@ -208,6 +214,13 @@ impl Reloader {
         let _one_at_a_time = self.inner.reload.lock().expect("reload lock");
         let result = self.load_and_swap();
         let mut status = self.inner.status.lock().expect("status lock");
+        self.inner.metrics.reload(result.is_ok());
+        let detail = match &result {
+            Ok(r) => format!("version {} ({}), trigger {trigger}", r.version, r.hash),
+            Err(e) => format!("refused ({trigger}): {}", e.errors.join("; ")),
+        };
+        let event = crate::events::Event::reload(result.is_ok(), &detail);
+        self.inner.events.publish(event);
         match &result {
             Ok(r) => {
                 status.version = r.version;
@@ -269,6 +282,7 @@ impl Reloader {
             }
         }
         inner.health.rekey(&new);
+        inner.metrics.prepare_rules(&new);
         inner.rules.store(Arc::new(new));
         let version = inner.status.lock().expect("status lock").version + 1;
         Ok(Reloaded {

@@ -17,7 +17,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tracing::{info, trace, warn};
@@ -36,7 +36,27 @@ pub(super) struct Inner {
     pub(super) pending: DashMap<String, Pending>,
     /// Wakes the prober when the target set changed (reload).
     pub(super) changed: Notify,
+    /// Told of every transition and operator switch (alert events). Set once by the wiring.
+    sink: OnceLock<ChangeSink>,
 }
+
+/// A change health announces, after its map guard is dropped. Health does not know who listens
+/// (the wiring turns these into alert events), so it imports nothing of them.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    Health {
+        target: &'a str,
+        transition: Transition,
+    },
+    Operator {
+        target: &'a str,
+        enabled: bool,
+    },
+}
+
+/// Receives [`Change`]s. Called on the thread that caused the change (a call task, the prober or
+/// the admin endpoint), so it must be quick and never block.
+pub type ChangeSink = Arc<dyn Fn(Change<'_>) + Send + Sync>;
 
 struct Entry {
     machine: Machine,
@@ -132,6 +152,7 @@ impl Health {
             topology: ArcSwap::from_pointee(Topology::new(targets)),
             pending: DashMap::new(),
             changed: Notify::new(),
+            sink: OnceLock::new(),
         };
         Health {
             inner: Arc::new(inner),
@@ -161,8 +182,24 @@ impl Health {
         };
         if changed {
             info!(target = %id, enabled, "operator switch changed");
+            self.announce(Change::Operator {
+                target: id,
+                enabled,
+            });
         }
         true
+    }
+
+    /// Sets who is told of transitions and operator switches. Only the first call takes effect
+    /// (returns false after that).
+    pub fn set_change_sink(&self, sink: ChangeSink) -> bool {
+        self.inner.sink.set(sink).is_ok()
+    }
+
+    fn announce(&self, c: Change<'_>) {
+        if let Some(sink) = self.inner.sink.get() {
+            sink(c);
+        }
     }
 
     /// Re-keys for new rules: every id still present keeps its state, counters and switch (with
@@ -233,6 +270,10 @@ impl Health {
         };
         if let Some(t) = &transition {
             log_transition(id, t);
+            self.announce(Change::Health {
+                target: id,
+                transition: *t,
+            });
         }
         transition
     }

@@ -22,7 +22,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use handle::{Health, TargetStatus};
+pub use handle::{Change, ChangeSink, Health, TargetStatus};
 pub use probe::{PROBE_BRANCH_PREFIX, ProbeIds, ProbeTransport, build_options, is_probe_branch};
 pub use prober::{STARTUP_SPREAD, max_jitter, next_delay};
 pub use state::{Counters, State};

@@ -87,6 +87,8 @@ impl Attempt {
 
     /// Still owed a CANCEL or waiting for the final of one we sent.
     pub(super) fn is_settling(&self) -> bool {
-        self.final_code.is_none() && (self.cancel_sent || self.cancel_pending)
+        self.phase == Phase::Abandoned
+            && self.final_code.is_none()
+            && (self.cancel_sent || self.cancel_pending)
     }
 }

@@ -7,7 +7,8 @@
 //! Keep this text and the code below in step.
 //!
 //! 1. A transport error toward the current target (ICMP port unreachable on UDP, TCP refused, reset or
-//!    connect timeout) before it sent any response means nothing reached it: fail over at once.
+//!    connect timeout) means nothing listens there: fail over at once — also when the target had
+//!    already sent a provisional (it died while ringing; no answer can come from a closed port).
 //! 2. No provisional response other than 100 within the attempt timer: abandon that branch and fail
 //!    over. The target may have seen the INVITE, so if it later sends a provisional it is CANCELled
 //!    (RFC 3261 §9.1 forbids a CANCEL before one). The duplicate risk is accepted and logged.
@@ -196,11 +197,19 @@ impl Call {
     pub fn on_unreachable(&mut self, addr: SocketAddr, now: Instant, out: &mut Vec<Action>) {
         for i in 0..self.attempts.len() {
             let a = &mut self.attempts[i];
-            if a.target.next_hop != addr || a.responded || a.phase != Phase::Trying {
+            if a.target.next_hop != addr || a.phase == Phase::Done || a.final_code.is_some() {
                 continue;
             }
+            // Nothing listens there any more: no branch to it, ringing or not, can be answered, and
+            // there is nobody left to CANCEL.
+            let live = matches!(a.phase, Phase::Trying | Phase::Ringing);
             a.phase = Phase::Done;
-            if self.current == Some(i) && self.state == CallState::Routing && !self.caller_cancelled
+            a.retransmit = None;
+            a.cancel_pending = false;
+            if live
+                && self.current == Some(i)
+                && self.state == CallState::Routing
+                && !self.caller_cancelled
             {
                 let t = a.target.id.clone();
                 out.push(Action::Report(t, Outcome::TransportError));

@@ -429,3 +429,36 @@ fn the_200_to_our_cancel_does_not_answer_the_call() {
         "a CANCEL's 200 shares the branch, not the meaning"
     );
 }
+
+#[test]
+fn a_target_that_dies_while_ringing_fails_over_at_once() {
+    let t0 = Instant::now();
+    let mut out = vec![];
+    let mut call = Call::start(setup(2, timers(1000, 10_000, 30_000)), t0, &mut out);
+    let inv = out.iter().find_map(|a| match a {
+        Action::SendTarget(_, b) => Some(Message::parse(b.clone(), &Limits::default()).unwrap()),
+        _ => None,
+    });
+    let br = String::from_utf8_lossy(inv.unwrap().top_via().unwrap().branch.unwrap()).into_owned();
+    call.on_response(response(&br, 180), t0 + ms(5), &mut out);
+    out.clear();
+    // A probe (or another call) to the dead port draws ICMP unreachable.
+    call.on_unreachable("127.0.0.1:5071".parse().unwrap(), t0 + ms(300), &mut out);
+    let invited: Vec<&str> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendTarget(t, b) if b.starts_with(b"INVITE") => Some(&*t.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        invited,
+        vec!["t1"],
+        "the backup is tried at once, not after the ring timer"
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::SendTarget(_, b) if b.starts_with(b"CANCEL"))),
+        "nobody to CANCEL at a closed port"
+    );
+}

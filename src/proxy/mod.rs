@@ -68,6 +68,12 @@ pub struct Counters {
     pub outcomes: [AtomicU64; OutcomeKind::COUNT],
     /// Calls no target answered.
     pub undelivered: AtomicU64,
+    /// Labelled metrics of the call path (`/metrics`). Created here so `Proxy::new` keeps its
+    /// signature; the wiring shares this `Arc` with the admin endpoint.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the call path publishes alert events (undelivered calls); the wiring gives clones to
+    /// health, the admin endpoint and the webhook.
+    pub events: crate::events::Bus,
 }
 
 /// Attempt outcome kinds, for counting.

@@ -1,10 +1,11 @@
 //! The async shell around one call: routes it, owns its `Call` state machine, feeds it events and
 //! timers, and carries out its actions. One task and one span per call.
 
-use super::call::{Action, Call, CallSetup};
+use super::call::{Action, Call, CallSetup, CallState};
 use super::forward::{self, Inbound};
 use super::{Branch, Proxy, ServerEntry, undelivered};
 use crate::config::Transport as Proto;
+use crate::metrics::{AttemptOutcome, CallOutcome, FailoverReason};
 use crate::routing::{self, CallFacts, Target};
 use crate::sip::Message;
 use crate::transaction::{ServerKey, TIMEOUT_64T1};
@@ -32,6 +33,7 @@ fn now() -> std::time::Instant {
 }
 
 pub(super) fn spawn_call(proxy: Arc<Proxy>, msg: Message, inb: Inbound, key: ServerKey, mf: u32) {
+    let arrived = now(); // call setup latency counts from here (just after the parse)
     let (tx, rx) = mpsc::unbounded_channel();
     match proxy.server.entry(key.clone()) {
         Entry::Occupied(_) => return, // a retransmission raced us; the first copy owns the call
@@ -74,6 +76,10 @@ pub(super) fn spawn_call(proxy: Arc<Proxy>, msg: Message, inb: Inbound, key: Ser
         branches: Vec::new(),
         route: sel.route.id.clone(),
         emergency: sel.emergency,
+        tally: Tally {
+            arrived: Some(arrived),
+            ..Tally::default()
+        },
     };
     tokio::spawn(run(ctx, setup, key, rx).instrument(span));
 }
@@ -85,6 +91,23 @@ struct Ctx {
     branches: Vec<Bytes>,
     route: Arc<str>,
     emergency: bool,
+    tally: Tally,
+}
+
+/// What the shell remembers of a call for metrics: enough to count each call's outcome once and
+/// to tell a failover from a first attempt. No allocation.
+#[derive(Default)]
+struct Tally {
+    arrived: Option<std::time::Instant>,
+    /// Attempts started so far (each `Listen`); every one after the first is a failover.
+    attempts: u32,
+    /// Why the last attempt failed, when it did, in the batch of actions being executed.
+    last_failure: Option<FailoverReason>,
+    /// The target whose progress was counted last: an 18x and the 2xx that follows count once.
+    last_progress: Option<crate::routing::TargetId>,
+    cancelled: bool,
+    undelivered: bool,
+    counted: bool,
 }
 
 async fn run(
@@ -97,6 +120,7 @@ async fn run(
     let mut out = Vec::new();
     let mut call = Call::start(setup, now(), &mut out);
     ctx.execute(&mut out, &invite);
+    ctx.count_outcome(call.state());
     loop {
         if call.is_finished(now()) {
             break;
@@ -110,7 +134,10 @@ async fn run(
                 match ev {
                     CallEvent::Response(m) => call.on_response(m, t, &mut out),
                     CallEvent::Unreachable(a) => call.on_unreachable(a, t, &mut out),
-                    CallEvent::Cancel => call.on_caller_cancel(t, &mut out),
+                    CallEvent::Cancel => {
+                        ctx.tally.cancelled = true;
+                        call.on_caller_cancel(t, &mut out)
+                    }
                     CallEvent::Retransmit => call.on_caller_retransmit(&mut out),
                     CallEvent::Ack => call.on_caller_ack(),
                 }
@@ -118,6 +145,7 @@ async fn run(
             _ = tokio::time::sleep_until(sleep_to) => call.on_timer(now(), &mut out),
         }
         ctx.execute(&mut out, &invite);
+        ctx.count_outcome(call.state());
     }
     for b in &ctx.branches {
         ctx.proxy.branches.remove(b);
@@ -147,20 +175,84 @@ impl Ctx {
                     let tx = self.tx.clone();
                     self.proxy.branches.insert(k.clone(), Branch { tx, addr });
                     self.branches.push(k);
+                    self.count_attempt_start();
                 }
                 Action::Report(id, o) => {
                     let k = super::OutcomeKind::of(o) as usize;
                     self.proxy.counters.outcomes[k]
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.count_report(&id, o);
                     self.proxy.health.report(&id, o);
                 }
                 Action::Undelivered(recs) => {
                     let c = &self.proxy.counters.undelivered;
                     c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.tally.undelivered = true;
+                    self.publish_undelivered(invite, &recs);
                     let rec = undelivered::record(invite, &self.route, self.emergency, &recs);
                     self.proxy.undelivered.record(rec);
                 }
             }
         }
+    }
+}
+
+/// Metrics and events of one call (see `crate::metrics`): a few atomic increments per event.
+impl Ctx {
+    fn count_attempt_start(&mut self) {
+        let t = &mut self.tally;
+        if t.attempts > 0 {
+            // No failure reported just before this attempt: the deadline cut the last one short.
+            let why = t.last_failure.take().unwrap_or(FailoverReason::Deadline);
+            self.proxy.counters.metrics.failover(why);
+        }
+        t.attempts += 1;
+        t.last_failure = None;
+    }
+
+    fn count_report(&mut self, id: &crate::routing::TargetId, o: crate::health::Outcome) {
+        let kind = AttemptOutcome::of(o);
+        let t = &mut self.tally;
+        if kind == AttemptOutcome::Progress {
+            if t.last_progress.as_ref() == Some(id) {
+                return;
+            }
+            t.last_progress = Some(id.clone());
+        }
+        t.last_failure = kind.failover_reason().or(t.last_failure);
+        self.proxy.counters.metrics.attempt(id, kind);
+    }
+
+    /// Counts the call's outcome once, when it leaves `Routing`.
+    fn count_outcome(&mut self, state: CallState) {
+        let t = &mut self.tally;
+        if t.counted || state == CallState::Routing {
+            return;
+        }
+        t.counted = true;
+        let m = &self.proxy.counters.metrics;
+        let outcome = match state {
+            CallState::Answered => {
+                if let Some(a) = t.arrived {
+                    m.call_setup(now().saturating_duration_since(a));
+                }
+                CallOutcome::Answered
+            }
+            _ if t.undelivered => CallOutcome::Failed,
+            _ if t.cancelled => CallOutcome::Cancelled,
+            _ => CallOutcome::Rejected,
+        };
+        m.call(&self.route, outcome);
+    }
+
+    fn publish_undelivered(&self, invite: &Message, recs: &[super::call::AttemptRecord]) {
+        let reason = recs
+            .iter()
+            .map(|r| format!("{}: {}", r.target, r.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let call_id = String::from_utf8_lossy(invite.call_id());
+        let ev = crate::events::Event::undelivered(&self.route, &call_id, &reason);
+        self.proxy.counters.events.publish(ev);
     }
 }

@@ -1,0 +1,150 @@
+//! The whole `/metrics` page. The only part of `metrics` that reads other modules: the proxy's
+//! plain counters, health's per-target snapshot and the event bus, all read at scrape time so the
+//! call path pays nothing for them.
+
+use super::text::Exposition;
+use crate::health::{Health, State};
+use crate::proxy::Proxy;
+use std::sync::atomic::Ordering;
+
+/// Renders every family, in a fixed order.
+pub fn render(proxy: &Proxy, health: &Health) -> String {
+    let c = &proxy.counters;
+    let mut e = Exposition::default();
+    c.metrics.render_into(&mut e);
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    e.single(
+        "sosrouter_calls_received_total",
+        "counter",
+        "Initial INVITEs that started a call.",
+        n(&c.calls),
+    );
+    e.single(
+        "sosrouter_calls_in_flight",
+        "gauge",
+        "Calls whose server transaction is still owned by a call task.",
+        proxy.calls_in_flight(),
+    );
+    e.single(
+        "sosrouter_undelivered_calls_total",
+        "counter",
+        "Calls no target answered (written to the undelivered record).",
+        n(&c.undelivered),
+    );
+    e.single(
+        "sosrouter_parse_errors_total",
+        "counter",
+        "Received SIP messages that did not parse and were dropped.",
+        n(&c.parse_errors),
+    );
+    e.single(
+        "sosrouter_stray_responses_total",
+        "counter",
+        "Responses that matched no call, relay or probe and were dropped.",
+        n(&c.stray_responses),
+    );
+    render_targets(&mut e, health);
+    render_events(&mut e, &c.events);
+    e.finish()
+}
+
+fn render_targets(e: &mut Exposition, health: &Health) {
+    let targets = health.snapshot();
+    e.family(
+        "sosrouter_target_up",
+        "gauge",
+        "1 when the target's health makes it ready (up or probation), 0 when down.",
+    );
+    for t in &targets {
+        let up = u8::from(t.state.is_ready());
+        e.sample("sosrouter_target_up", &[("target", &t.id)], up);
+    }
+    e.family(
+        "sosrouter_target_state",
+        "gauge",
+        "1 for the target's current health state, 0 for the others.",
+    );
+    for t in &targets {
+        for s in [State::Up, State::Down, State::Probation] {
+            let name = s.to_string();
+            let v = u8::from(t.state == s);
+            e.sample(
+                "sosrouter_target_state",
+                &[("target", &t.id), ("state", &name)],
+                v,
+            );
+        }
+    }
+    e.family(
+        "sosrouter_target_enabled",
+        "gauge",
+        "1 when the operator switch lets calls reach the target, 0 when disabled.",
+    );
+    for t in &targets {
+        let v = u8::from(t.enabled);
+        e.sample("sosrouter_target_enabled", &[("target", &t.id)], v);
+    }
+    e.family(
+        "sosrouter_target_transitions_total",
+        "counter",
+        "Health state changes of the target.",
+    );
+    for t in &targets {
+        let v = t.counters.transitions;
+        e.sample(
+            "sosrouter_target_transitions_total",
+            &[("target", &t.id)],
+            v,
+        );
+    }
+    e.family(
+        "sosrouter_probes_total",
+        "counter",
+        "OPTIONS probes on behalf of the target by result (sent, ok, failed).",
+    );
+    for t in &targets {
+        let c = &t.counters;
+        for (result, v) in [
+            ("sent", c.probes_sent),
+            ("ok", c.probes_ok),
+            ("failed", c.probes_failed),
+        ] {
+            e.sample(
+                "sosrouter_probes_total",
+                &[("target", &t.id), ("result", result)],
+                v,
+            );
+        }
+    }
+}
+
+fn render_events(e: &mut Exposition, bus: &crate::events::Bus) {
+    e.single(
+        "sosrouter_events_published_total",
+        "counter",
+        "Alert events published (health, operator, reload, undelivered).",
+        bus.published(),
+    );
+    let stats = bus.webhook_stats();
+    let n = |f: fn(&crate::events::WebhookStats) -> &std::sync::atomic::AtomicU64| {
+        stats.as_ref().map_or(0, |s| f(s).load(Ordering::Relaxed))
+    };
+    e.family(
+        "sosrouter_webhook_events_total",
+        "counter",
+        "Events the webhook delivered, gave up on after every retry, or dropped from its full queue.",
+    );
+    for (result, v) in [
+        ("delivered", n(|s| &s.delivered)),
+        ("failed", n(|s| &s.failed)),
+        ("dropped", n(|s| &s.dropped)),
+    ] {
+        e.sample("sosrouter_webhook_events_total", &[("result", result)], v);
+    }
+    e.single(
+        "sosrouter_webhook_failed_tries_total",
+        "counter",
+        "Single webhook POSTs that failed (each retry counts).",
+        n(|s| &s.failed_tries),
+    );
+}

@@ -1,0 +1,337 @@
+//! Metrics and alert events over real loopback sockets: `/metrics` parses strictly and counts known
+//! calls; the `/events` stream carries a health event when a target goes down (the delay from the
+//! change to the event is printed, bounded only loosely); the webhook gets POSTs and retries.
+//!
+//! Bounds on waiting are liveness bounds, never timing assertions.
+
+mod common;
+#[path = "telemetry/exposition.rs"]
+mod exposition;
+
+use common::*;
+use sosrouter::config::Transport as Proto;
+use sosrouter::events::Kind;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const WAIT: Duration = Duration::from_secs(10);
+const FAST_PROBES: &str = "probe = true\nprobe_interval_ms = 100\nprobe_timeout_ms = 50\n\
+    probe_jitter_percent = 10\ndown_after_probe_failures = 2\nup_after_probe_successes = 2\n\
+    down_after_call_failures = 3";
+
+async fn start(rules: &str, webhook: Option<String>) -> sosrouter::app::Running {
+    init_logs();
+    let (rules, _) = sosrouter::routing::Rules::parse(rules, "test.toml").expect("test rules");
+    let opts = sosrouter::app::RunOptions {
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        webhook,
+        ..Default::default()
+    };
+    sosrouter::app::start(rules, &opts).await.unwrap()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("a response");
+    (head.to_string(), body.to_string())
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_strictly_and_count_known_calls() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let p = start(&lab_rules(a.addr, b.addr, g.addr, NO_TIMERS), None).await;
+    let admin = p.admin.unwrap();
+    let sip = p.local_addr(Proto::Udp).unwrap();
+    let mut events = p.proxy.counters.events.subscribe();
+
+    // Before any call: every family is there, at zero.
+    let (head, body) = get(admin, "/metrics").await;
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let m = exposition::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    assert_eq!(
+        m.get(r#"sosrouter_calls_total{route="default",outcome="answered"}"#),
+        0.0
+    );
+
+    for i in 0..3 {
+        let mut uac = Uac::new(Proto::Udp, sip).await;
+        let out = uac.call("urn:service:sos", &format!("ok-{i}"), WAIT).await;
+        assert_eq!(out.final_code, 200);
+    }
+    a.set_behaviour(Behaviour::Reply(404)); // not in the failover set: relayed, the call is rejected
+    let mut uac = Uac::new(Proto::Udp, sip).await;
+    assert_eq!(
+        uac.call("urn:service:sos", "rej", WAIT).await.final_code,
+        404
+    );
+    a.set_behaviour(Behaviour::RingForever); // the caller gives up while it rings
+    let mut uac = Uac::new(Proto::Udp, sip).await;
+    uac.send(&uac.invite("urn:service:sos", "cxl", "z9hG4bK-uac-cxl"))
+        .await;
+    while uac.recv(WAIT).await.expect("180").status() != Some(180) {}
+    uac.cancel("urn:service:sos", "cxl").await;
+    assert_eq!(uac.await_final(WAIT).await.final_code, 487);
+    for u in [&a, &b, &g] {
+        u.set_behaviour(Behaviour::Reply(503)); // everything fails: undelivered
+    }
+    let mut uac = Uac::new(Proto::Udp, sip).await;
+    assert_eq!(
+        uac.call("urn:service:sos", "und", WAIT).await.final_code,
+        500
+    );
+
+    let (_, body) = get(admin, "/metrics").await;
+    let m = exposition::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    let calls = |o: &str| {
+        m.get(&format!(
+            r#"sosrouter_calls_total{{route="default",outcome="{o}"}}"#
+        ))
+    };
+    assert_eq!(calls("answered"), 3.0, "{body}");
+    assert_eq!(calls("rejected"), 1.0);
+    assert_eq!(calls("cancelled"), 1.0);
+    assert_eq!(calls("failed"), 1.0);
+    let att = |t: &str, o: &str| {
+        m.get(&format!(
+            r#"sosrouter_attempts_total{{target="{t}",outcome="{o}"}}"#
+        ))
+    };
+    // 3 answered (180 and 200 count once each), the 404, the ringing one.
+    assert_eq!(att("psap-primary", "progress"), 5.0, "{body}");
+    assert_eq!(att("psap-primary", "failure_response"), 1.0);
+    assert_eq!(att("psap-backup", "failure_response"), 1.0);
+    assert_eq!(att("business-line", "failure_response"), 1.0);
+    assert_eq!(
+        att("pstn-gateway", "progress"),
+        0.0,
+        "pre-created from the rules"
+    );
+    assert_eq!(
+        m.get(r#"sosrouter_failovers_total{reason="failure_response"}"#),
+        2.0
+    );
+    assert_eq!(
+        m.get(r#"sosrouter_failovers_total{reason="deadline"}"#),
+        0.0
+    );
+    assert_eq!(m.get("sosrouter_call_setup_seconds_count"), 3.0);
+    assert!(m.get(r#"sosrouter_call_setup_seconds_bucket{le="30"}"#) == 3.0);
+    assert!(m.get("sosrouter_call_setup_seconds_sum") > 0.0);
+    assert_eq!(m.get("sosrouter_undelivered_calls_total"), 1.0);
+    assert_eq!(m.get("sosrouter_calls_received_total"), 6.0);
+    assert_eq!(m.get(r#"sosrouter_target_up{target="psap-primary"}"#), 1.0);
+    assert_eq!(
+        m.get(r#"sosrouter_target_enabled{target="psap-backup"}"#),
+        1.0
+    );
+    assert_eq!(m.get(r#"sosrouter_reloads_total{result="ok"}"#), 0.0);
+    assert_eq!(m.types["sosrouter_calls_in_flight"], "gauge");
+
+    p.proxy.counters.metrics.reload(false);
+    let (_, body) = get(admin, "/metrics").await;
+    let m = exposition::parse(&body).unwrap();
+    assert_eq!(m.get(r#"sosrouter_reloads_total{result="error"}"#), 1.0);
+
+    let ev = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.kind, Kind::Undelivered);
+    assert_eq!(ev.call_id.as_deref(), Some("und"));
+    assert_eq!(ev.route.as_deref(), Some("default"));
+    assert!(
+        ev.reason.contains("psap-backup: failure response 503"),
+        "{}",
+        ev.reason
+    );
+}
+
+/// Reads SSE `data:` lines (skipping comments) until one satisfies `f`.
+async fn next_event(
+    r: &mut BufReader<TcpStream>,
+    mut f: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(WAIT, r.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "event stream closed");
+        if let Some(json) = line.strip_prefix("data: ") {
+            let v: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+            if f(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_tells_of_a_target_going_down_within_seconds() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, FAST_TIMERS, FAST_PROBES);
+    let p = start(&rules, None).await;
+    let admin = p.admin.unwrap();
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        let n = r.read_line(&mut head).await.unwrap();
+        assert!(n > 0, "no response head");
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Content-Type: text/event-stream"), "{head}");
+    eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
+
+    let muted_at = unix_ms();
+    a.set_muted(true);
+    let ev = next_event(&mut r, |v| v["kind"] == "health" && v["new"] == "down").await;
+    let delay_ms = unix_ms().saturating_sub(ev["unix_ms"].as_u64().unwrap());
+    println!(
+        "health event delay: change -> SSE client {delay_ms} ms; mute -> SSE client {} ms",
+        unix_ms() - muted_at
+    );
+    assert_eq!(ev["target"], "psap-primary", "{ev}");
+    assert_eq!(ev["old"], "up");
+    assert!(ev["reason"].as_str().unwrap().contains("probe"), "{ev}");
+    assert!(ev["time"].as_str().unwrap().ends_with('Z'));
+    assert!(delay_ms < 5000, "event took {delay_ms} ms");
+
+    assert!(p.health.set_enabled("psap-backup", false));
+    let ev = next_event(&mut r, |v| v["kind"] == "operator").await;
+    assert_eq!(ev["target"], "psap-backup");
+    assert_eq!(
+        (&ev["old"], &ev["new"]),
+        (&"enabled".into(), &"disabled".into())
+    );
+}
+
+/// A webhook receiver: answers the first `fail_first` requests 500, the rest 200; keeps bodies.
+async fn receiver(fail_first: usize) -> (SocketAddr, Arc<Mutex<Vec<(u16, String)>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let log = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let n = s.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        assert!(head.starts_with("POST /hook HTTP/1.1"), "{head}");
+                        break Some(body.to_string());
+                    }
+                }
+            };
+            let Some(body) = body else { continue };
+            let code = if log.lock().unwrap().len() < fail_first {
+                500
+            } else {
+                200
+            };
+            log.lock().unwrap().push((code, body));
+            let resp =
+                format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    (addr, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_gets_each_event_and_retries_a_failed_post() {
+    let (hook, got) = receiver(1).await;
+    let a = Uas::start(Behaviour::Answer).await;
+    let rules = lab_rules(a.addr, a.addr, a.addr, FAST_TIMERS);
+    let p = start(&rules, Some(format!("http://{hook}/hook"))).await;
+    let t0 = unix_ms();
+    assert!(p.health.set_enabled("psap-primary", false));
+    eventually(WAIT, "the event delivered after a retry", || {
+        got.lock().unwrap().len() >= 2
+    })
+    .await;
+    println!("webhook delivery incl. one retry: {} ms", unix_ms() - t0);
+    assert!(p.health.set_enabled("psap-primary", true));
+    eventually(WAIT, "the second event", || got.lock().unwrap().len() >= 3).await;
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got[0].0, 500);
+    assert_eq!(got[0].1, got[1].1, "the retry carries the same event");
+    let first: serde_json::Value = serde_json::from_str(&got[1].1).unwrap();
+    assert_eq!(first["kind"], "operator");
+    assert_eq!(first["new"], "disabled");
+    let second: serde_json::Value = serde_json::from_str(&got[2].1).unwrap();
+    assert_eq!(second["new"], "enabled");
+    let stats = p.proxy.counters.events.webhook_stats().unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(stats.delivered.load(Relaxed), 2);
+    assert_eq!(stats.failed_tries.load(Relaxed), 1);
+    assert_eq!(stats.dropped.load(Relaxed), 0);
+}
+
+#[test]
+fn the_checker_is_strict() {
+    let ok = "# HELP sosrouter_x_total x\n# TYPE sosrouter_x_total counter\nsosrouter_x_total{a=\"q\\\"\\\\\\n\"} 1\n";
+    let m = exposition::parse(ok).unwrap();
+    assert_eq!(m.samples.len(), 1);
+    let h = |buckets: &str, count: u32| {
+        format!(
+            "# HELP sosrouter_h_seconds h\n# TYPE sosrouter_h_seconds histogram\n{buckets}\
+             sosrouter_h_seconds_sum 1\nsosrouter_h_seconds_count {count}\n"
+        )
+    };
+    let b = |le: &str, v: u32| format!("sosrouter_h_seconds_bucket{{le=\"{le}\"}} {v}\n");
+    assert!(exposition::parse(&h(&(b("1", 1) + &b("+Inf", 2)), 2)).is_ok());
+    for bad in [
+        "sosrouter_x_total 1\n".to_string(), // no HELP/TYPE
+        "# TYPE sosrouter_x_total counter\nsosrouter_x_total 1\n".to_string(), // no HELP
+        "# HELP sosrouter_x x\n# TYPE sosrouter_x counter\nsosrouter_x 1\n".into(), // no _total
+        ok.replace("\\\\", "\\t"),           // bad escape
+        ok.replace("} 1", "}1"),             // no space
+        ok.trim_end().to_string(),           // no final newline
+        h(&(b("1", 3) + &b("+Inf", 2)), 2),  // not cumulative
+        h(&(b("1", 1) + &b("+Inf", 2)), 3),  // +Inf != count
+        h(&b("1", 1), 1),                    // no +Inf
+    ] {
+        assert!(exposition::parse(&bad).is_err(), "accepted:\n{bad}");
+    }
+}
