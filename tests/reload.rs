@@ -207,6 +207,11 @@ async fn a_reload_keeps_a_down_target_down() {
     for _ in 0..3 {
         p.health.report("psap-primary", Outcome::TransportError);
     }
+    // Outcomes reach health over a channel: wait until the applier has taken them in.
+    eventually(Duration::from_secs(5), "primary down", || {
+        p.health.status("psap-primary").unwrap().state == State::Down
+    })
+    .await;
     let before = p.health.status("psap-primary").unwrap();
     assert_eq!(before.state, State::Down);
     assert!(p.health.set_enabled("psap-backup", false));

@@ -122,6 +122,11 @@ async fn with_a_target_down_route_reads_the_proxy_and_gives_its_order() {
     for _ in 0..3 {
         p.health.report("psap-backup", Outcome::TransportError);
     }
+    // Outcomes reach health over a channel: wait until the applier has taken them in.
+    eventually(std::time::Duration::from_secs(5), "backup down", || {
+        p.health.status("psap-backup").unwrap().state == sosrouter::health::State::Down
+    })
+    .await;
     let w = ask(
         &text,
         RouteArgs {

@@ -180,6 +180,7 @@ async fn start_hashed(
         undelivered_path: opts.undelivered_path.clone(),
         ..ProxyConfig::default()
     };
+    health.start_applier();
     let proxy = Proxy::new(rules.clone(), health.clone(), transport.clone(), cfg);
     let events = proxy.counters.events.clone();
     proxy.counters.metrics.prepare_rules(&rules.load());

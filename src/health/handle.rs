@@ -1,12 +1,11 @@
 //! The shared [`Health`] handle: one [`Machine`] per target id in a `DashMap`, the operator's
 //! enable switch, and the reload (re-keying) logic.
 //!
-//! Why transitions are applied in place and not by one background task (linkerd style): the whole
-//! update is a handful of integer operations on a `Copy`-sized value under one DashMap shard lock,
-//! with no allocation, no `.await` and no second map call while the guard is held. A channel to a
-//! task would add a queue, a task and a lag between an outcome and the readiness the next call
-//! reads, for no gain: linkerd needs its task because its breaker owns timers; here time is passed
-//! in and the prober's timers live in the prober. Logging happens after the guard is dropped.
+//! Outcomes of real calls reach the machines over a channel to one applier task
+//! ([`Health::start_applier`], started by the wiring), so the call path never takes a health lock:
+//! `report` is one unbounded-channel send. Readiness is read straight from the map (a shard read
+//! lock held for one lookup). Without a running applier (pure unit tests, no runtime) `report`
+//! applies in place. Probe results are applied by the prober task itself.
 
 use super::Outcome;
 use super::probe::Pending;
@@ -38,6 +37,8 @@ pub(super) struct Inner {
     pub(super) changed: Notify,
     /// Told of every transition and operator switch (alert events). Set once by the wiring.
     sink: OnceLock<ChangeSink>,
+    /// Call outcomes toward the applier task, once it runs.
+    outcomes: OnceLock<tokio::sync::mpsc::UnboundedSender<(Box<str>, Outcome)>>,
 }
 
 /// A change health announces, after its map guard is dropped. Health does not know who listens
@@ -153,6 +154,7 @@ impl Health {
             pending: DashMap::new(),
             changed: Notify::new(),
             sink: OnceLock::new(),
+            outcomes: OnceLock::new(),
         };
         Health {
             inner: Arc::new(inner),
@@ -169,9 +171,33 @@ impl Health {
         }
     }
 
-    /// Reports an attempt's outcome. Never blocks (see the module doc).
+    /// Reports an attempt's outcome. Never blocks and takes no lock once the applier runs (see the
+    /// module doc).
     pub fn report(&self, id: &str, outcome: Outcome) {
-        self.apply(id, Event::Call(outcome));
+        match self.inner.outcomes.get() {
+            Some(tx) => {
+                let _ = tx.send((id.into(), outcome));
+            }
+            None => {
+                self.apply(id, Event::Call(outcome));
+            }
+        }
+    }
+
+    /// Starts the one task that applies call outcomes (call once, inside a runtime). It holds only a
+    /// weak reference: it ends when the last `Health` handle is dropped.
+    pub fn start_applier(&self) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Box<str>, Outcome)>();
+        if self.inner.outcomes.set(tx).is_err() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while let Some((id, outcome)) = rx.recv().await {
+                let Some(inner) = weak.upgrade() else { return };
+                Health { inner }.apply(&id, Event::Call(outcome));
+            }
+        });
     }
 
     /// The operator switch. Returns false when the id is unknown.
