@@ -214,6 +214,20 @@ fn timers(attempt: u64, ring: u64, deadline: u64) -> Timers {
     }
 }
 
+/// A call over two scripted targets, started at t0: the call, t0, the first attempt's branch, and
+/// the actions so far.
+fn start_two(t: Timers) -> (Call, Instant, String, Vec<Action>) {
+    let t0 = Instant::now();
+    let mut out = vec![];
+    let call = Call::start(setup(2, t), t0, &mut out);
+    let inv = out.iter().find_map(|a| match a {
+        Action::SendTarget(_, b) => Some(Message::parse(b.clone(), &Limits::default()).unwrap()),
+        _ => None,
+    });
+    let br = String::from_utf8_lossy(inv.unwrap().top_via().unwrap().branch.unwrap()).into_owned();
+    (call, t0, br, out)
+}
+
 #[test]
 fn first_target_answers() {
     let s = simulate(
@@ -333,14 +347,7 @@ fn non_failover_final_is_relayed() {
 
 #[test]
 fn cancel_from_caller_stops_failover() {
-    let t0 = Instant::now();
-    let mut out = vec![];
-    let mut call = Call::start(setup(2, timers(1000, 10_000, 30_000)), t0, &mut out);
-    let inv = out.iter().find_map(|a| match a {
-        Action::SendTarget(_, b) => Some(Message::parse(b.clone(), &Limits::default()).unwrap()),
-        _ => None,
-    });
-    let br = String::from_utf8_lossy(inv.unwrap().top_via().unwrap().branch.unwrap()).into_owned();
+    let (mut call, t0, br, mut out) = start_two(timers(1000, 10_000, 30_000));
     out.clear();
     call.on_response(response(&br, 180), t0 + ms(5), &mut out);
     out.clear();
@@ -410,14 +417,7 @@ proptest! {
 
 #[test]
 fn the_200_to_our_cancel_does_not_answer_the_call() {
-    let t0 = Instant::now();
-    let mut out = vec![];
-    let mut call = Call::start(setup(2, timers(1000, 3000, 30_000)), t0, &mut out);
-    let inv = out.iter().find_map(|a| match a {
-        Action::SendTarget(_, b) => Some(Message::parse(b.clone(), &Limits::default()).unwrap()),
-        _ => None,
-    });
-    let br = String::from_utf8_lossy(inv.unwrap().top_via().unwrap().branch.unwrap()).into_owned();
+    let (mut call, t0, br, mut out) = start_two(timers(1000, 3000, 30_000));
     call.on_response(response(&br, 180), t0 + ms(5), &mut out);
     call.on_timer(t0 + ms(3005), &mut out); // ring timer: CANCEL, next target
     let cancel_ok = String::from_utf8_lossy(response(&br, 200).bytes())
@@ -432,14 +432,7 @@ fn the_200_to_our_cancel_does_not_answer_the_call() {
 
 #[test]
 fn a_target_that_dies_while_ringing_fails_over_at_once() {
-    let t0 = Instant::now();
-    let mut out = vec![];
-    let mut call = Call::start(setup(2, timers(1000, 10_000, 30_000)), t0, &mut out);
-    let inv = out.iter().find_map(|a| match a {
-        Action::SendTarget(_, b) => Some(Message::parse(b.clone(), &Limits::default()).unwrap()),
-        _ => None,
-    });
-    let br = String::from_utf8_lossy(inv.unwrap().top_via().unwrap().branch.unwrap()).into_owned();
+    let (mut call, t0, br, mut out) = start_two(timers(1000, 10_000, 30_000));
     call.on_response(response(&br, 180), t0 + ms(5), &mut out);
     out.clear();
     // A probe (or another call) to the dead port draws ICMP unreachable.
