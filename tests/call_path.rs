@@ -326,3 +326,27 @@ async fn stray_response_is_dropped() {
     .await;
     assert!(uac.recv(Duration::from_millis(200)).await.is_none());
 }
+
+/// IPv6 end to end: listen on [::1], answering points on [::1], caller over UDP and TCP; the full
+/// dialog goes through the Record-Route with bracketed hosts in Via, Record-Route and Request-URI.
+async fn ipv6_full_dialog(proto: Proto) {
+    let a = Uas::start_on("[::1]:0", Behaviour::Reply(503)).await;
+    let b = Uas::start_on("[::1]:0", Behaviour::Answer).await;
+    let g = Uas::start_on("[::1]:0", Behaviour::Answer).await;
+    let rules = lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS).replace(
+        r#"listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]"#,
+        r#"listen = ["udp:[::1]:0", "tcp:[::1]:0"]"#,
+    );
+    let p = proxy(&rules, None).await;
+    let addr = caller_addr(&p, proto);
+    assert!(addr.is_ipv6());
+    let mut uac = Uac::new(proto, addr).await;
+    let ruri = format!("sip:911@{addr}");
+    let out = uac.call(&ruri, "v6-1", WAIT).await;
+    assert_eq!(out.final_code, 200);
+    assert_eq!(b.received()[0].request_uri, format!("sip:911@{}", b.addr));
+    let bye = uac.ack_and_bye(&out.final_msg, "v6-1").await;
+    assert_eq!(bye, 200);
+    eventually(WAIT, "BYE at the backup", || b.count("BYE") == 1).await;
+}
+both_transports!(ipv6_full_dialog);

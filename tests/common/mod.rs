@@ -50,7 +50,12 @@ impl Drop for Uas {
 
 impl Uas {
     pub async fn start(b: Behaviour) -> Uas {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Uas::start_on("127.0.0.1:0", b).await
+    }
+
+    /// A fake answering point bound to `addr` (e.g. `[::1]:0`).
+    pub async fn start_on(addr: &str, b: Behaviour) -> Uas {
+        let sock = UdpSocket::bind(addr).await.unwrap();
         let addr = sock.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let ctl = Arc::new(Mutex::new((b, false)));
@@ -327,7 +332,12 @@ impl Uac {
     pub async fn new(proto: Proto, proxy: SocketAddr) -> Uac {
         match proto {
             Proto::Udp => {
-                let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let bind = if proxy.is_ipv6() {
+                    "[::1]:0"
+                } else {
+                    "127.0.0.1:0"
+                };
+                let s = UdpSocket::bind(bind).await.unwrap();
                 let local = s.local_addr().unwrap();
                 Uac {
                     proto,
