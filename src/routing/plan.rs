@@ -89,7 +89,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn plan_never_yields_a_target_twice((chain, ready) in case()) {
+        fn invariant2_plan_never_yields_a_target_twice((chain, ready) in case()) {
             let (_, out) = run(&chain, &ready);
             let mut ids: Vec<&str> = out.iter().map(|t| &*t.id).collect();
             ids.sort();
@@ -98,7 +98,7 @@ mod tests {
         }
 
         #[test]
-        fn plan_yields_every_chain_target_exactly_once((chain, ready) in case()) {
+        fn invariant2_plan_yields_every_chain_target_exactly_once((chain, ready) in case()) {
             let (rules, out) = run(&chain, &ready);
             prop_assert_eq!(out.len(), rules.default_route.chain.len());
             for id in &rules.default_route.chain {
@@ -107,14 +107,14 @@ mod tests {
         }
 
         #[test]
-        fn plan_yields_ready_before_not_ready_before_disabled((chain, ready) in case()) {
+        fn invariant2_plan_yields_ready_before_not_ready_before_disabled((chain, ready) in case()) {
             let (_, out) = run(&chain, &ready);
             let ranks: Vec<u8> = out.iter().map(|t| rank_of(t, &ready)).collect();
             prop_assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "ranks {:?}", ranks);
         }
 
         #[test]
-        fn plan_keeps_chain_order_within_each_group((chain, ready) in case()) {
+        fn invariant2_plan_keeps_chain_order_within_each_group((chain, ready) in case()) {
             let (rules, out) = run(&chain, &ready);
             let pos = |t: &Target| rules.default_route.chain.iter().position(|id| *id == t.id).unwrap();
             for w in out.windows(2) {
