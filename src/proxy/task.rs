@@ -150,7 +150,12 @@ async fn run(
     for b in &ctx.branches {
         ctx.proxy.branches.remove(b);
     }
-    let last = call.last_to_caller();
+    // After a 2xx the UAS itself retransmits it (RFC 6026), so a retransmitted INVITE is only
+    // absorbed; keeping the relayed 2xx (with its SDP) for 32 s per call would only cost memory.
+    let last = match call.state() {
+        super::call::CallState::Answered => None,
+        _ => call.last_to_caller(),
+    };
     ctx.proxy.server.insert(
         key,
         ServerEntry::Done {
