@@ -24,6 +24,9 @@ pub struct RunOptions {
     pub undelivered_path: Option<PathBuf>,
     /// Admin HTTP listen address; None: no admin endpoint.
     pub admin: Option<SocketAddr>,
+    /// File holding the admin bearer token (`--admin-token-file`). When None, the environment
+    /// variable `SOSROUTER_ADMIN_TOKEN` is used if set. Required for a non-loopback admin address.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// A running proxy: its parts, for the binary and for tests.
@@ -121,15 +124,16 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
     } else {
         opts.listen.clone()
     };
-    let transport = Transport::bind(&listen, TransportConfig::default())
+    let tcfg = TransportConfig::from_spec(&rules.protection.limits);
+    let transport = Transport::bind(&listen, tcfg)
         .await
         .context("cannot bind the listen addresses")?;
     let health = Health::new(&rules);
     let targets = rules.targets.clone();
     let rules = Arc::new(ArcSwap::from_pointee(rules));
     let cfg = ProxyConfig {
+        limits: tcfg.limits,
         undelivered_path: opts.undelivered_path.clone(),
-        ..ProxyConfig::default()
     };
     let proxy = Proxy::new(rules.clone(), health.clone(), transport.clone(), cfg);
     transport.start(Arc::new(Dispatcher(proxy.clone())));
@@ -154,20 +158,7 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
     }
     let prober = health.spawn_prober(Arc::new(ProbeVia(transport.clone())));
     let admin = match opts.admin {
-        Some(addr) => {
-            if !addr.ip().is_loopback() {
-                return Err(anyhow!(
-                    "admin address {addr} is not loopback: the admin endpoint can switch targets off, so it only listens on 127.0.0.0/8 or ::1"
-                ));
-            }
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind the admin address {addr}"))?;
-            let bound = l.local_addr()?;
-            tokio::spawn(crate::admin::serve(l, health.clone()));
-            tracing::info!(addr = %bound, "admin endpoint listening");
-            Some(bound)
-        }
+        Some(addr) => Some(start_admin(addr, opts, &health).await?),
         None => None,
     };
     Ok(Running {
@@ -178,6 +169,29 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
         admin,
         prober,
     })
+}
+
+/// The admin endpoint. It can switch targets off: on a non-loopback address it needs a token.
+async fn start_admin(
+    addr: SocketAddr,
+    opts: &RunOptions,
+    health: &Health,
+) -> anyhow::Result<SocketAddr> {
+    let env = std::env::var("SOSROUTER_ADMIN_TOKEN").ok();
+    let token = crate::admin::load_token(opts.admin_token_file.as_deref(), env.as_deref())?;
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(anyhow!(
+            "admin address {addr} is not loopback and no admin token is configured: the admin endpoint can switch targets off; set --admin-token-file or SOSROUTER_ADMIN_TOKEN, or listen on 127.0.0.0/8 or ::1"
+        ));
+    }
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the admin address {addr}"))?;
+    let bound = l.local_addr()?;
+    let authed = token.is_some();
+    tokio::spawn(crate::admin::serve_auth(l, health.clone(), token));
+    tracing::info!(addr = %bound, token = authed, "admin endpoint listening");
+    Ok(bound)
 }
 
 /// `sosrouter run`: starts, serves until SIGINT or SIGTERM, drains.

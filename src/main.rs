@@ -103,6 +103,8 @@ fn main() -> ExitCode {
                 listen,
                 undelivered_path: Some(undelivered),
                 admin,
+                // `--admin-token-file PATH` to be wired here; SOSROUTER_ADMIN_TOKEN works meanwhile.
+                admin_token_file: None,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

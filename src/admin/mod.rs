@@ -7,17 +7,20 @@
 //! - `POST /targets/{id}/disable`, `POST /targets/{id}/enable` -> 200 with the target's new
 //!   status; 404 for an unknown id; 405 for other methods.
 //! - anything else -> 404.
+//! - with a token configured (see `auth`), a POST without `Authorization: Bearer <token>` -> 401.
 //!
 //! Wiring: `admin::serve(listener, health)`; to add routes later, implement [`Handler`] and call
 //! [`serve_with`] with [`HealthRoutes`] plus yours.
 
+pub mod auth;
 mod http;
 #[cfg(test)]
 mod tests;
 
+pub use auth::{Token, TokenError, load_token};
 pub use http::{
     Handler, MAX_BODY_BYTES, MAX_HEAD_BYTES, READ_TIMEOUT, Request, Response, dispatch, parse_head,
-    serve_with,
+    serve_with, serve_with_auth,
 };
 
 use crate::health::Health;
@@ -26,6 +29,11 @@ use std::sync::Arc;
 /// Serves the health routes on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, health: Health) {
     serve_with(listener, vec![Arc::new(HealthRoutes::new(health))]).await
+}
+
+/// As [`serve`]; with a token, POSTs need `Authorization: Bearer <token>` (401 otherwise).
+pub async fn serve_auth(listener: tokio::net::TcpListener, health: Health, token: Option<Token>) {
+    serve_with_auth(listener, vec![Arc::new(HealthRoutes::new(health))], token).await
 }
 
 /// `/status` and `/targets/{id}/enable|disable`.
