@@ -16,6 +16,8 @@ pub mod auth;
 mod http;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_auth;
 
 pub use auth::{Token, TokenError, load_token};
 pub use http::{

@@ -199,6 +199,11 @@ impl Transport {
         }
     }
 
+    /// Open TCP connections, both directions (for tests and soak checks).
+    pub fn tcp_connections(&self) -> usize {
+        self.inner.tcp.as_ref().map_or(0, |t| t.connections())
+    }
+
     /// Stops accepting new TCP connections (graceful shutdown).
     pub fn stop_accepting(&self) {
         if let Some(t) = &self.inner.tcp {

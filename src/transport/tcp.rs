@@ -109,6 +109,10 @@ impl TcpSide {
         });
     }
 
+    pub(super) fn connections(&self) -> usize {
+        self.shared.conns.len()
+    }
+
     pub(super) fn stop_accepting(&self) {
         self.stop.notify_one();
     }
@@ -259,4 +263,30 @@ fn tune_outbound(stream: &TcpStream) {
         .with_retries(3);
     let _ = sock.set_tcp_keepalive(&ka);
     let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(5)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keepalive and user timeout that make a dead target show in seconds are really set.
+    #[tokio::test]
+    async fn outbound_connections_get_keepalive_and_user_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        tune_outbound(&s);
+        let sock = SockRef::from(&s);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(5))
+        );
+        assert!(s.nodelay().unwrap());
+    }
 }
