@@ -7,8 +7,9 @@
 //! - `transport`   — UDP and TCP sockets: bytes in, bytes out; TCP framing by Content-Length.
 //! - `sip`         — our own codec: scan, parse into offsets, edit by splicing, build responses.
 //! - `transaction` — RFC 3261 transaction keys and timers, sans-IO (time passed in).
-//! - `proxy`       — the stateful proxy: classify, Via/Max-Forwards/Record-Route, CANCEL, and the
-//!   per-call failover state machine (the failover contract lives in `proxy/call.rs`).
+//! - `proxy`       — the stateful proxy: classify, admit (ACL, emergency-first overload, per-source
+//!   rates: `proxy/overload.rs`), Via/Max-Forwards/Record-Route, CANCEL, and the per-call failover
+//!   state machine (the failover contract lives in `proxy/call.rs`).
 //! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure);
 //!   `routing::whatif` answers `sosrouter route`.
 //! - `health`      — probes and passive outcomes feeding per-target hysteresis; readiness.

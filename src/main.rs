@@ -44,6 +44,10 @@ enum Cmd {
         /// Do not reload the rules file when it changes (SIGHUP and POST /reload still reload).
         #[arg(long)]
         no_watch: bool,
+        /// File holding the admin bearer token; POSTs must then carry `Authorization: Bearer`.
+        /// Required for a non-loopback --admin. Default: the SOSROUTER_ADMIN_TOKEN variable, if set.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
         /// POST every alert event (health, operator, reload, undelivered) as JSON to this
         /// `http://host:port/path`; bounded queue and retry, never slows the call path.
         #[arg(long)]
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
             log_format,
             no_watch,
             webhook,
+            admin_token_file,
         } => {
             init_logs(log_format);
             let admin = match admin.as_str() {
@@ -171,6 +176,7 @@ fn main() -> ExitCode {
                 admin,
                 watch_rules: (!no_watch).then(app::WatchSettings::default),
                 webhook,
+                admin_token_file,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -35,7 +35,10 @@ async fn a_reload_under_load_fails_no_call_and_moves_new_calls() {
     let a = Uas::start(Behaviour::Answer).await;
     let b = Uas::start(Behaviour::Answer).await;
     let g = Uas::start(Behaviour::Answer).await;
-    let text = lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS);
+    // The callers stand for one trusted trunk (as in routing-rules/lab.toml): the per-source rate
+    // limit is not what this test is about.
+    let text = lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS)
+        + "\n[overload]\ntrusted_sources = [\"127.0.0.0/8\"]\n";
     let path = test_dir("reload-load").join("rules.toml");
     write_rules(&path, &text);
     let p = proxy_from_file(&path, None, None).await;

@@ -2,6 +2,7 @@
 //! Rejects early and in stages: request size, request line, version, headers, body size.
 //! Handlers never see the socket: they map a parsed [`Request`] to a [`Response`].
 
+use super::auth::Token;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,8 @@ pub struct Request {
     /// The path without the query string.
     pub path: String,
     pub body: Vec<u8>,
+    /// The `Authorization` header's value, if any (checked by `auth::check`).
+    pub authorization: Option<String>,
 }
 
 /// A response; the body is JSON.
@@ -97,6 +100,7 @@ fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -131,15 +135,26 @@ pub fn dispatch(handlers: &[Arc<dyn Handler>], req: &Request) -> Response {
         .unwrap_or_else(|| Response::error(404, &format!("no such resource: {}", req.path)))
 }
 
-/// Accepts connections forever, one task per connection, one request per connection.
+/// Accepts connections forever, one task per connection, one request per connection. No token.
 pub async fn serve_with(listener: TcpListener, handlers: Vec<Arc<dyn Handler>>) {
+    serve_with_auth(listener, handlers, None).await
+}
+
+/// As [`serve_with`]; with a token, mutating requests must carry it (see `auth`).
+pub async fn serve_with_auth(
+    listener: TcpListener,
+    handlers: Vec<Arc<dyn Handler>>,
+    token: Option<Token>,
+) {
     let handlers: Arc<[Arc<dyn Handler>]> = handlers.into();
+    let token = Arc::new(token);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let handlers = handlers.clone();
+                let token = token.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, &handlers).await {
+                    if let Err(e) = connection(stream, &handlers, token.as_ref().as_ref()).await {
                         debug!(%peer, error = %e, "admin connection ended with an error");
                     }
                 });
@@ -153,16 +168,24 @@ pub async fn serve_with(listener: TcpListener, handlers: Vec<Arc<dyn Handler>>) 
     }
 }
 
-async fn connection(mut stream: TcpStream, handlers: &[Arc<dyn Handler>]) -> std::io::Result<()> {
+async fn connection(
+    mut stream: TcpStream,
+    handlers: &[Arc<dyn Handler>],
+    token: Option<&Token>,
+) -> std::io::Result<()> {
     let response = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
         Err(_) => Response::error(408, "request not received in time"),
         Ok(Err(r)) => r,
-        Ok(Ok(req)) => match handlers.iter().find_map(|h| h.stream(&req)) {
-            Some(streamer) => {
-                streamer(stream).await;
-                return Ok(());
-            }
-            None => dispatch(handlers, &req),
+        Ok(Ok(req)) => match super::auth::check(token, &req) {
+            // Authorization first: a stream (GET /events) must not bypass it either.
+            Some(denied) => denied,
+            None => match handlers.iter().find_map(|h| h.stream(&req)) {
+                Some(streamer) => {
+                    streamer(stream).await;
+                    return Ok(());
+                }
+                None => dispatch(handlers, &req),
+            },
         },
     };
     stream.write_all(&response.to_bytes()).await?;
@@ -198,7 +221,24 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, Response> {
         }
     }
     body.truncate(content_length);
-    Ok(Request { method, path, body })
+    let authorization = header_value(&buf[..head_end], "authorization");
+    Ok(Request {
+        method,
+        path,
+        body,
+        authorization,
+    })
+}
+
+/// The first value of header `name` (lower case) in a head that `parse_head` accepted.
+fn header_value(head: &[u8], name: &str) -> Option<String> {
+    let head = std::str::from_utf8(head).ok()?;
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
 }
 
 /// Parses the request line and the headers we care about (Content-Length).

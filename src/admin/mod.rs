@@ -11,19 +11,24 @@
 //! - `GET /events` -> 200 `text/event-stream`: one `data: {json}` per alert event, `: keepalive`
 //!   comments in between ([`EventsRoute`]).
 //! - anything else -> 404.
+//! - with a token configured (see `auth`), a POST without `Authorization: Bearer <token>` -> 401.
 //!
 //! Wiring: `admin::serve(listener, health)`; to add routes later, implement [`Handler`] and call
 //! [`serve_with`] with [`HealthRoutes`] plus yours.
 
+pub mod auth;
 mod http;
 pub mod rules;
 mod telemetry;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_auth;
 
+pub use auth::{Token, TokenError, load_token};
 pub use http::{
     BoxFuture, Handler, MAX_BODY_BYTES, MAX_HEAD_BYTES, READ_TIMEOUT, Request, Response, Streamer,
-    dispatch, parse_head, serve_with,
+    dispatch, parse_head, serve_with, serve_with_auth,
 };
 pub use telemetry::{EventsRoute, KEEPALIVE, MetricsRoute};
 
@@ -35,6 +40,11 @@ use std::sync::Arc;
 /// Serves the health routes on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, health: Health) {
     serve_with(listener, vec![Arc::new(HealthRoutes::new(health))]).await
+}
+
+/// As [`serve`]; with a token, POSTs need `Authorization: Bearer <token>` (401 otherwise).
+pub async fn serve_auth(listener: tokio::net::TcpListener, health: Health, token: Option<Token>) {
+    serve_with_auth(listener, vec![Arc::new(HealthRoutes::new(health))], token).await
 }
 
 /// `/status` and `/targets/{id}/enable|disable`.

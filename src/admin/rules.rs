@@ -88,6 +88,7 @@ mod tests {
             method: method.into(),
             path: path.into(),
             body: Vec::new(),
+            authorization: None,
         }
     }
 

@@ -41,6 +41,9 @@ pub struct RunOptions {
     pub watch_rules: Option<WatchSettings>,
     /// `http://host:port/path` that receives every alert event as a JSON POST; None: no webhook.
     pub webhook: Option<String>,
+    /// File holding the admin bearer token (`--admin-token-file`). When None, the environment
+    /// variable `SOSROUTER_ADMIN_TOKEN` is used if set. Required for a non-loopback admin address.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// A running proxy: its parts, for the binary and for tests.
@@ -168,7 +171,8 @@ async fn start_hashed(
     } else {
         opts.listen.clone()
     };
-    let transport = Transport::bind(&listen, TransportConfig::default())
+    let tcfg = TransportConfig::from_spec(&rules.protection.limits);
+    let transport = Transport::bind(&listen, tcfg)
         .await
         .context("cannot bind the listen addresses")?;
     let health = Health::new(&rules);
@@ -177,8 +181,8 @@ async fn start_hashed(
     let bound_listen = opts.listen.is_empty().then(|| rules.listen.clone());
     let rules = Arc::new(ArcSwap::from_pointee(rules));
     let cfg = ProxyConfig {
+        limits: tcfg.limits,
         undelivered_path: opts.undelivered_path.clone(),
-        ..ProxyConfig::default()
     };
     health.start_applier();
     let proxy = Proxy::new(rules.clone(), health.clone(), transport.clone(), cfg);
@@ -223,15 +227,6 @@ async fn start_hashed(
         .map(|settings| watch_file(reloader.clone(), settings));
     let admin = match opts.admin {
         Some(addr) => {
-            if !addr.ip().is_loopback() {
-                return Err(anyhow!(
-                    "admin address {addr} is not loopback: the admin endpoint can switch targets off, so it only listens on 127.0.0.0/8 or ::1"
-                ));
-            }
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind the admin address {addr}"))?;
-            let bound = l.local_addr()?;
             let (p, h) = (Arc::downgrade(&proxy), health.clone());
             let scrape = move || {
                 p.upgrade()
@@ -246,9 +241,7 @@ async fn start_hashed(
                 Arc::new(crate::admin::MetricsRoute::new(scrape)),
                 Arc::new(crate::admin::EventsRoute::new(events.clone())),
             ];
-            tokio::spawn(crate::admin::serve_with(l, handlers));
-            tracing::info!(addr = %bound, "admin endpoint listening");
-            Some(bound)
+            Some(start_admin(addr, opts, handlers).await?)
         }
         None => None,
     };
@@ -280,6 +273,29 @@ fn health_events(bus: crate::events::Bus) -> crate::health::ChangeSink {
             Change::Operator { target, enabled } => Event::operator(target, enabled),
         })
     })
+}
+
+/// The admin endpoint. It can switch targets off: on a non-loopback address it needs a token.
+async fn start_admin(
+    addr: SocketAddr,
+    opts: &RunOptions,
+    handlers: Vec<Arc<dyn crate::admin::Handler>>,
+) -> anyhow::Result<SocketAddr> {
+    let env = std::env::var("SOSROUTER_ADMIN_TOKEN").ok();
+    let token = crate::admin::load_token(opts.admin_token_file.as_deref(), env.as_deref())?;
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(anyhow!(
+            "admin address {addr} is not loopback and no admin token is configured: the admin endpoint can switch targets off; set --admin-token-file or SOSROUTER_ADMIN_TOKEN, or listen on 127.0.0.0/8 or ::1"
+        ));
+    }
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the admin address {addr}"))?;
+    let bound = l.local_addr()?;
+    let authed = token.is_some();
+    tokio::spawn(crate::admin::serve_with_auth(l, handlers, token));
+    tracing::info!(addr = %bound, token = authed, "admin endpoint listening");
+    Ok(bound)
 }
 
 /// `sosrouter run`: starts, serves until SIGINT or SIGTERM, drains.

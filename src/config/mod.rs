@@ -8,6 +8,7 @@
 use std::fmt;
 
 mod model;
+mod protect;
 mod read;
 mod routes;
 mod validate;
@@ -16,6 +17,10 @@ mod walk;
 
 pub use model::{
     Conditions, Endpoint, HealthSpec, RouteSpec, RulesFile, TargetSpec, TimerSpec, defaults,
+};
+pub use protect::{
+    AclSpec, LimitsSpec, OverloadSpec, ProtectionSpec, UnlistedEmergency,
+    defaults as protection_defaults,
 };
 pub use values::{Cidr, DEFAULT_SIP_PORT, parse_code};
 pub use walk::Pos;
@@ -93,3 +98,5 @@ impl fmt::Display for Diagnostic {
 }
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_protect;

@@ -151,4 +151,6 @@ pub struct RulesFile {
     pub targets: Vec<TargetSpec>,
     pub routes: Vec<RouteSpec>,
     pub default_route: RouteSpec,
+    /// `[limits]`, `[overload]`, `[[acl]]`, defaults filled in.
+    pub protection: super::protect::ProtectionSpec,
 }

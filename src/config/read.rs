@@ -17,6 +17,9 @@ const TOP_KEYS: &[&str] = &[
     "targets",
     "routes",
     "default_route",
+    "limits",
+    "overload",
+    "acl",
 ];
 const TIMER_KEYS: &[&str] = &[
     "attempt_timeout_ms",
@@ -65,11 +68,13 @@ pub(crate) struct ReadFile {
     pub targets: Vec<ReadTarget>,
     pub routes: Vec<ReadRoute>,
     pub default_route: Option<ReadRoute>,
+    pub protection: super::protect::ProtectionSpec,
 }
 
 pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
     ctx.check_keys(doc, "at the top level", TOP_KEYS);
     let listen = read_listen(ctx, doc);
+    let protection = super::protect::read_protection(ctx, doc, &listen);
     let defaults = match ctx.table(doc, "defaults") {
         Some((t, _)) => {
             ctx.check_keys(t, "in [defaults]", TIMER_KEYS);
@@ -125,10 +130,11 @@ pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
         targets,
         routes,
         default_route,
+        protection,
     }
 }
 
-pub(super) fn checked<T>(ctx: &mut Ctx, span: &Span, r: Result<T, String>) -> Option<T> {
+pub(crate) fn checked<T>(ctx: &mut Ctx, span: &Span, r: Result<T, String>) -> Option<T> {
     r.map_err(|m| ctx.error(span, m)).ok()
 }
 

@@ -46,6 +46,7 @@ pub(crate) fn validate(ctx: &mut Ctx, file: ReadFile) -> Option<RulesFile> {
         targets: file.targets.into_iter().filter_map(|t| t.spec).collect(),
         routes: file.routes.into_iter().map(|r| r.spec).collect(),
         default_route: file.default_route?.spec,
+        protection: file.protection,
     })
 }
 

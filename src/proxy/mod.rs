@@ -11,6 +11,7 @@ pub mod call;
 #[cfg(test)]
 mod call_tests;
 pub mod forward;
+mod overload;
 mod relay;
 mod task;
 pub mod undelivered;
@@ -31,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+pub use overload::{Protection, ProtectionCounters, Refusal};
 pub use task::CallEvent;
 
 /// Methods we answer `405` for when they arrive outside a dialog (we route calls, not registrations).
@@ -46,8 +48,9 @@ pub struct ProxyConfig {
 
 /// A server transaction as the dispatcher sees it.
 enum ServerEntry {
-    /// A call task owns it.
-    Active(mpsc::UnboundedSender<CallEvent>),
+    /// A call task owns it. The guard counts it in flight (for overload) until the entry is replaced.
+    #[allow(dead_code)] // the guard is held for its Drop
+    Active(mpsc::UnboundedSender<CallEvent>, overload::InFlight),
     /// The call ended; retransmissions are answered with `last` (or absorbed) until `until`.
     Done { until: Instant, last: Option<Bytes> },
 }
@@ -119,6 +122,19 @@ pub struct Proxy {
     /// Set on shutdown: new calls are refused with 503 so the caller's network tries another proxy.
     draining: std::sync::atomic::AtomicBool,
     pub counters: Counters,
+    /// Admission control: ACL, overload shedding, per-source rate limits (see `overload.rs`).
+    pub protection: Protection,
+}
+
+/// Sizes of the proxy's tables, for tests and soak checks that state returns to empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableSizes {
+    /// Server transactions, active and finished (finished ones linger 64*T1 to absorb retransmissions).
+    pub server: usize,
+    pub branches: usize,
+    pub relays: usize,
+    /// Per-source rate-limit entries.
+    pub sources: usize,
 }
 
 impl Proxy {
@@ -145,6 +161,7 @@ impl Proxy {
             undelivered,
             draining: Default::default(),
             counters: Counters::default(),
+            protection: Protection::default(),
         })
     }
 
@@ -153,6 +170,17 @@ impl Proxy {
         self.server
             .retain(|_, e| !matches!(e, ServerEntry::Done { until, .. } if *until <= now));
         self.relays.sweep(now);
+        self.protection.sweep(now);
+    }
+
+    /// Current table sizes (each a full count over the map's shards: not for the hot path).
+    pub fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            server: self.server.len(),
+            branches: self.branches.len(),
+            relays: self.relays.len(),
+            sources: self.protection.sources_tracked(),
+        }
     }
 
     /// Refuse new calls from now on (graceful shutdown).
@@ -164,7 +192,7 @@ impl Proxy {
     pub fn calls_in_flight(&self) -> usize {
         self.server
             .iter()
-            .filter(|e| matches!(e.value(), ServerEntry::Active(_)))
+            .filter(|e| matches!(e.value(), ServerEntry::Active(..)))
             .count()
     }
 
@@ -180,8 +208,14 @@ impl Proxy {
         let Some(method) = msg.method() else { return };
         let key = match ServerKey::of(&msg) {
             Ok(k) => k,
-            Err(_) => return, // no usable Via: a response could not be addressed
+            Err(e) => return self.salvage(&msg.bytes().clone(), &inb, &e),
         };
+        if let Some(problem) = crate::sip::strict::request_problem(&msg) {
+            if method != Method::Ack {
+                self.salvage(&msg.bytes().clone(), &inb, &problem);
+            }
+            return;
+        }
         match method {
             Method::Ack => return self.on_ack(msg, inb, key),
             Method::Cancel => return self.on_cancel(msg, inb, key),
@@ -212,7 +246,7 @@ impl Proxy {
 
     fn on_initial_invite(self: &Arc<Self>, msg: Message, inb: Inbound, key: ServerKey, mf: u32) {
         match self.server.get(&key).map(|e| match e.value() {
-            ServerEntry::Active(tx) => Ok(tx.clone()),
+            ServerEntry::Active(tx, _) => Ok(tx.clone()),
             ServerEntry::Done { last, .. } => Err(last.clone()),
         }) {
             Some(Ok(tx)) => {
@@ -230,13 +264,49 @@ impl Proxy {
         if self.draining.load(Ordering::Relaxed) {
             return self.reply(&msg, &inb, 503, "Shutting Down", &[b"Retry-After: 5"]);
         }
+        let rules = self.rules.load();
+        let emergency = rules.is_emergency_uri(msg.request_uri().unwrap_or_default());
+        let now = tokio::time::Instant::now().into_std();
+        let spec = &rules.protection;
+        if let Err(why) = self
+            .protection
+            .admit(spec, inb.proto, inb.src.ip(), emergency, now)
+        {
+            let (code, reason) = why.status();
+            let retry = format!("Retry-After: {}", spec.overload.retry_after_s);
+            let extra: &[&[u8]] = if code == 503 {
+                &[retry.as_bytes()]
+            } else {
+                &[]
+            };
+            return self.reply(&msg, &inb, code, reason, extra);
+        }
+        drop(rules);
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         task::spawn_call(self.clone(), msg, inb, key, mf);
     }
 
+    /// Answers a request the parser (or a later typed read) refused with a 400 naming the problem,
+    /// when enough headers survive to address one; otherwise it is dropped. See `sip::salvage`.
+    fn salvage(&self, raw: &Bytes, inb: &Inbound, problem: &dyn std::fmt::Display) {
+        let problem = problem.to_string();
+        match crate::sip::salvage::bad_request(raw, &problem, &self.cfg.limits) {
+            Some(resp) => {
+                let c = &self.protection.counters.bad_requests_answered;
+                c.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %inb.src, reason = %problem, "malformed request answered 400");
+                // To the packet's source, not a Via address: a forged Via must not aim it elsewhere.
+                self.transport.send(inb.reply_to(), resp);
+            }
+            None => {
+                tracing::debug!(peer = %inb.src, reason = %problem, "malformed message dropped");
+            }
+        }
+    }
+
     fn on_ack(self: &Arc<Self>, msg: Message, inb: Inbound, key: ServerKey) {
         let owner = self.server.get(&key).map(|e| match e.value() {
-            ServerEntry::Active(tx) => Some(tx.clone()),
+            ServerEntry::Active(tx, _) => Some(tx.clone()),
             ServerEntry::Done { .. } => None,
         });
         match owner {
@@ -251,7 +321,7 @@ impl Proxy {
 
     fn on_cancel(self: &Arc<Self>, msg: Message, inb: Inbound, key: ServerKey) {
         let owner = self.server.get(&key).map(|e| match e.value() {
-            ServerEntry::Active(tx) => Some(tx.clone()),
+            ServerEntry::Active(tx, _) => Some(tx.clone()),
             ServerEntry::Done { .. } => None,
         });
         match owner {
@@ -332,12 +402,12 @@ impl Handler for Dispatcher {
             src: m.peer,
             conn: m.conn,
         };
-        match Message::parse(m.data, &this.cfg.limits) {
+        match Message::parse(m.data.clone(), &this.cfg.limits) {
             Ok(msg) if msg.is_request() => this.on_request(msg, inb),
             Ok(msg) => this.on_response(msg),
             Err(e) => {
                 this.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(peer = %inb.src, error = %e, "unparseable message dropped");
+                this.salvage(&m.data, &inb, &e);
             }
         }
     }

@@ -76,6 +76,10 @@ impl Relays {
         true
     }
 
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+
     pub(super) fn sweep(&self, now: Instant) {
         self.map.retain(|_, r| r.until > now);
     }

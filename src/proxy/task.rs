@@ -38,7 +38,7 @@ pub(super) fn spawn_call(proxy: Arc<Proxy>, msg: Message, inb: Inbound, key: Ser
     match proxy.server.entry(key.clone()) {
         Entry::Occupied(_) => return, // a retransmission raced us; the first copy owns the call
         Entry::Vacant(v) => {
-            v.insert(ServerEntry::Active(tx.clone()));
+            v.insert(ServerEntry::Active(tx.clone(), proxy.protection.enter()));
         }
     }
     // Calls keep the rules snapshot they started with, whatever a reload does meanwhile.

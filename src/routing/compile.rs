@@ -54,6 +54,7 @@ pub(super) fn compile(file: RulesFile, source: &str) -> Rules {
         targets,
         source: source.to_string(),
         emergency_numbers: file.emergency_numbers,
+        protection: Arc::new(file.protection),
         by_id,
     }
 }

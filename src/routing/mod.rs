@@ -191,6 +191,8 @@ pub struct Rules {
     pub default_route: Arc<Route>,
     /// Source file name as given, for messages.
     pub source: String,
+    /// `[limits]`, `[overload]` and `[[acl]]` (see `config::ProtectionSpec`).
+    pub protection: Arc<crate::config::ProtectionSpec>,
     by_id: HashMap<Arc<str>, Arc<Target>>,
     /// Dialled numbers that make a call emergency, matched exactly (see `[emergency]`).
     emergency_numbers: Vec<String>,
@@ -246,6 +248,12 @@ impl Rules {
     /// Whether a call is an emergency call (see [`Selection::emergency`]).
     pub fn is_emergency(&self, call: &CallFacts) -> bool {
         matching::is_emergency(&call.request_uri, &self.emergency_numbers)
+    }
+
+    /// Whether a Request-URI alone makes a call emergency; the cheap test the overload shedder
+    /// runs before any routing work.
+    pub fn is_emergency_uri(&self, request_uri: &[u8]) -> bool {
+        matching::is_emergency(request_uri, &self.emergency_numbers)
     }
 
     /// Dialled numbers that make a call emergency (`[emergency] numbers`).

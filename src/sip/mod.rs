@@ -18,7 +18,9 @@ mod access;
 pub mod build;
 mod edit;
 mod message;
+pub mod salvage;
 mod scan;
+pub mod strict;
 #[cfg(test)]
 mod tests_oracle;
 #[cfg(test)]

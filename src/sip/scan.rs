@@ -60,13 +60,22 @@ pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseErro
     let mut first = true;
     // Set while reading a Content-Length header whose first line held no value (it was folded).
     let mut cl_folded = false;
+    // Header count and line length are checked here too, so a stream is refused before a
+    // message that the parser would refuse anyway has been buffered whole.
+    let mut headers = 0usize;
     let body_start = loop {
         let Some(lf) = window.get(pos..).and_then(|r| memchr::memchr(b'\n', r)) else {
             if buf.len() > limits.max_message_bytes {
                 return Err(ParseError::TooLarge(buf.len()));
             }
+            if window.len() - pos > limits.max_line_bytes {
+                return Err(ParseError::LineTooLong);
+            }
             return Ok(None);
         };
+        if lf >= limits.max_line_bytes {
+            return Err(ParseError::LineTooLong);
+        }
         let line = window.get(pos..pos + lf).unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         pos += lf + 1;
@@ -78,6 +87,12 @@ pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseErro
             continue;
         }
         let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            headers += 1;
+            if headers > limits.max_headers {
+                return Err(ParseError::TooManyHeaders);
+            }
+        }
         if cl_folded && continuation {
             content_length = Some(decimal(trim(line))?);
             cl_folded = false;

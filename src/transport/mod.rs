@@ -5,10 +5,12 @@
 //! Receive loops hand every message to a [`Handler`] synchronously; sending never blocks the caller.
 
 mod tcp;
+mod tcp_read;
 mod udp;
 
-use crate::config::Transport as Proto;
+use crate::config::{LimitsSpec, Transport as Proto};
 use crate::routing::Listen;
+use crate::sip::Limits;
 use bytes::Bytes;
 use std::io;
 use std::net::SocketAddr;
@@ -52,11 +54,18 @@ pub trait Handler: Send + Sync + 'static {
     fn on_unreachable(&self, proto: Proto, addr: SocketAddr);
 }
 
-/// Limits and timers of the transport layer.
+/// Limits and timers of the transport layer. Defaults and their reasons: `config::protection_defaults`
+/// and the `[limits]` section of `routing-rules/lab.toml`.
 #[derive(Debug, Clone, Copy)]
 pub struct TransportConfig {
     /// Largest message accepted on any transport, in bytes.
     pub max_message_bytes: usize,
+    /// Message limits applied while framing TCP (size, header count, line length), before parsing.
+    pub limits: Limits,
+    /// Accepted TCP connections per source IP; more are closed at accept. Default 64.
+    pub tcp_connections_per_source: usize,
+    /// A TCP message must be complete this long after its first byte (slowloris). Default 10 s.
+    pub tcp_message_deadline: Duration,
     /// TCP connect timeout toward targets. Default 2 s: a PSAP that cannot accept a connection in 2 s
     /// is failed over.
     pub tcp_connect_timeout: Duration,
@@ -66,11 +75,31 @@ pub struct TransportConfig {
 
 impl Default for TransportConfig {
     fn default() -> Self {
+        TransportConfig::from_spec(&crate::config::ProtectionSpec::default().limits)
+    }
+}
+
+impl TransportConfig {
+    /// From the rules file's `[limits]`.
+    pub fn from_spec(l: &LimitsSpec) -> TransportConfig {
+        let ms = Duration::from_millis;
         TransportConfig {
-            max_message_bytes: 65_535,
-            tcp_connect_timeout: Duration::from_secs(2),
-            tcp_idle_timeout: Duration::from_secs(300),
+            max_message_bytes: l.max_message_bytes as usize,
+            limits: limits_of(l),
+            tcp_connections_per_source: l.tcp_connections_per_source as usize,
+            tcp_message_deadline: ms(l.tcp_message_deadline_ms),
+            tcp_connect_timeout: ms(l.tcp_connect_timeout_ms),
+            tcp_idle_timeout: ms(l.tcp_idle_timeout_ms),
         }
+    }
+}
+
+/// The codec's limits from the rules file's `[limits]` (the proxy parses with the same ones).
+pub fn limits_of(l: &LimitsSpec) -> Limits {
+    Limits {
+        max_message_bytes: l.max_message_bytes as usize,
+        max_headers: l.max_headers as usize,
+        max_line_bytes: l.max_line_bytes as usize,
     }
 }
 
@@ -168,6 +197,11 @@ impl Transport {
                 None => handler.on_unreachable(dst.proto, dst.addr),
             },
         }
+    }
+
+    /// Open TCP connections, both directions (for tests and soak checks).
+    pub fn tcp_connections(&self) -> usize {
+        self.inner.tcp.as_ref().map_or(0, |t| t.connections())
     }
 
     /// Stops accepting new TCP connections (graceful shutdown).

@@ -2,18 +2,17 @@
 //! and one writer task per connection. Messages are framed by Content-Length (`sip::frame_len`).
 //! A refused, reset or timed-out connection toward a target is reported as unreachable at once.
 
-use super::{Handler, Incoming, TransportConfig};
+use super::{Handler, TransportConfig};
 use crate::config::Transport as Proto;
-use crate::sip::{Limits, frame_len};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use dashmap::DashMap;
 use socket2::{SockRef, TcpKeepalive};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 
@@ -43,6 +42,8 @@ struct Shared {
     cfg: TransportConfig,
     conns: DashMap<ConnId, Conn>,
     by_addr: DashMap<SocketAddr, ConnId>,
+    /// Accepted (inbound) connections per source IP, for `tcp_connections_per_source`.
+    per_source: DashMap<IpAddr, usize>,
     next_id: AtomicU64,
 }
 
@@ -64,6 +65,7 @@ impl TcpSide {
                 cfg,
                 conns: DashMap::new(),
                 by_addr: DashMap::new(),
+                per_source: DashMap::new(),
                 next_id: AtomicU64::new(1),
             }),
             stop: Arc::new(Notify::new()),
@@ -88,6 +90,12 @@ impl TcpSide {
                 };
                 match accepted {
                     Ok((stream, peer)) => {
+                        if !shared.claim_source(peer.ip()) {
+                            // Closing at once costs the flooder a handshake and us nothing more.
+                            tracing::debug!(peer = %peer, limit = shared.cfg.tcp_connections_per_source,
+                                "tcp connection refused: per-source connection limit");
+                            continue;
+                        }
                         let _ = stream.set_nodelay(true);
                         let id = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
                         shared.clone().run(id, stream, peer, handler.clone(), false);
@@ -99,6 +107,10 @@ impl TcpSide {
                 }
             }
         });
+    }
+
+    pub(super) fn connections(&self) -> usize {
+        self.shared.conns.len()
     }
 
     pub(super) fn stop_accepting(&self) {
@@ -193,54 +205,50 @@ impl Shared {
         mut rx: mpsc::Receiver<Bytes>,
     ) {
         let (mut rd, mut wr) = stream.into_split();
+        // A peer that stops reading must not pin the writer task and its queue forever.
+        let stall = self.cfg.tcp_idle_timeout;
         tokio::spawn(async move {
             while let Some(data) = rx.recv().await {
-                if let Err(e) = wr.write_all(&data).await {
-                    tracing::debug!(peer = %peer, error = %e, "tcp write failed");
-                    break;
+                match tokio::time::timeout(stall, wr.write_all(&data)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, error = %e, "tcp write failed");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %peer, "tcp write stalled; connection dropped");
+                        break;
+                    }
                 }
             }
         });
         tokio::spawn(async move {
-            let limits = Limits {
-                max_message_bytes: self.cfg.max_message_bytes,
-                ..Limits::default()
-            };
-            let idle = self.cfg.tcp_idle_timeout;
-            let mut buf = BytesMut::with_capacity(8192);
-            let reason = 'conn: loop {
-                loop {
-                    match frame_len(&buf, &limits) {
-                        Ok(Some(n)) => {
-                            let frame = buf.split_to(n).freeze();
-                            if frame.iter().all(|b| *b == b'\r' || *b == b'\n') {
-                                continue; // keep-alive
-                            }
-                            handler.on_message(Incoming {
-                                data: frame,
-                                peer,
-                                proto: Proto::Tcp,
-                                conn: Some(id),
-                            });
-                        }
-                        Ok(None) => break,
-                        Err(e) => break 'conn format!("bad framing: {e}"),
-                    }
-                }
-                buf.reserve(4096);
-                match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
-                    Ok(Ok(0)) => break "closed by peer".to_string(),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => break format!("read error: {e}"),
-                    Err(_) => break "idle timeout".to_string(),
-                }
-            };
+            let reason = super::tcp_read::read_loop(&mut rd, peer, id, &self.cfg, &*handler).await;
             tracing::debug!(peer = %peer, reason = %reason, "tcp connection closed");
             self.forget(id);
             if outbound {
                 // Whatever we sent and got no answer for will get none over this connection.
                 handler.on_unreachable(Proto::Tcp, peer);
+            } else {
+                self.release_source(peer.ip());
             }
+        });
+    }
+
+    /// Counts an accepted connection against its source; false (and nothing counted) at the limit.
+    fn claim_source(&self, ip: IpAddr) -> bool {
+        let mut n = self.per_source.entry(ip).or_insert(0);
+        if *n >= self.cfg.tcp_connections_per_source {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release_source(&self, ip: IpAddr) {
+        self.per_source.remove_if_mut(&ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
         });
     }
 }
@@ -255,4 +263,30 @@ fn tune_outbound(stream: &TcpStream) {
         .with_retries(3);
     let _ = sock.set_tcp_keepalive(&ka);
     let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(5)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keepalive and user timeout that make a dead target show in seconds are really set.
+    #[tokio::test]
+    async fn outbound_connections_get_keepalive_and_user_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        tune_outbound(&s);
+        let sock = SockRef::from(&s);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(5))
+        );
+        assert!(s.nodelay().unwrap());
+    }
 }

@@ -14,9 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
 
-/// Receive buffers are carved from blocks of this size, so one allocation serves many datagrams.
-const BLOCK: usize = 256 * 1024;
-
 pub(super) struct UdpSide {
     main: Arc<UdpSocket>,
     local: SocketAddr,
@@ -126,14 +123,16 @@ async fn recv_loop(
     handler: Arc<dyn Handler>,
     max: usize,
 ) {
-    let mut block = BytesMut::with_capacity(BLOCK);
+    // One receive buffer, and each datagram copied out at its exact size. Carving datagrams out of
+    // shared blocks saved that copy, but one live message (a call waits up to 64*T1 for an ACK that
+    // a vanished caller never sends) then pinned a whole block: the RSS soak measured ~1.2 GB at
+    // 300 calls/s with vanishing callers, against ~1 KiB of actual message per call.
+    let mut buf = BytesMut::with_capacity(max + 1);
     loop {
-        if block.capacity() - block.len() < max + 1 {
-            block = BytesMut::with_capacity(BLOCK);
-        }
-        match sock.recv_buf_from(&mut block).await {
+        buf.clear();
+        match sock.recv_buf_from(&mut buf).await {
             Ok((n, peer)) => {
-                let data = block.split_to(n).freeze();
+                let data = Bytes::copy_from_slice(&buf[..n]);
                 if n > max {
                     tracing::debug!(peer = %peer, bytes = n, "datagram over the size limit dropped");
                     continue;

@@ -365,6 +365,22 @@ impl Uac {
         }
     }
 
+    /// A UDP caller bound to `ip` (any 127.0.0.0/8 address works on Linux loopback), so tests can
+    /// have callers from different sources.
+    pub async fn udp_from(ip: &str, proxy: SocketAddr) -> Uac {
+        let s = UdpSocket::bind((ip, 0)).await.unwrap();
+        let local = s.local_addr().unwrap();
+        Uac {
+            proto: Proto::Udp,
+            udp: Some(s),
+            tcp: None,
+            buf: BytesMut::new(),
+            proxy,
+            local,
+            cseq: 1,
+        }
+    }
+
     pub async fn send(&mut self, m: &[u8]) {
         match self.proto {
             Proto::Udp => {

@@ -1,0 +1,76 @@
+//! The read side of one TCP connection: framing by Content-Length, and the three limits that keep a
+//! hostile or broken peer from holding memory: the message size (via `sip::frame_len`), the idle
+//! timeout between messages, and the deadline for finishing a message once its first byte arrived.
+//!
+//! The deadline is what stops slowloris: a peer that trickles one byte every few seconds never trips
+//! an idle timeout, but it cannot stretch one message past `tcp_message_deadline`.
+
+use super::{ConnId, Handler, Incoming, TransportConfig};
+use crate::config::Transport as Proto;
+use crate::sip::frame_len;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::time::Instant;
+
+/// Reads and hands up messages until the connection ends; returns why it ended (for the log).
+pub(super) async fn read_loop(
+    rd: &mut OwnedReadHalf,
+    peer: SocketAddr,
+    id: ConnId,
+    cfg: &TransportConfig,
+    handler: &dyn Handler,
+) -> String {
+    let limits = cfg.limits;
+    let mut buf = BytesMut::with_capacity(8192);
+    // When the first byte of the message now in `buf` arrived; None while `buf` is empty.
+    let mut started: Option<Instant> = None;
+    loop {
+        loop {
+            match frame_len(&buf, &limits) {
+                Ok(Some(n)) => {
+                    let frame = buf.split_to(n).freeze();
+                    started = None;
+                    if frame.iter().all(|b| *b == b'\r' || *b == b'\n') {
+                        continue; // keep-alive
+                    }
+                    handler.on_message(Incoming {
+                        data: frame,
+                        peer,
+                        proto: Proto::Tcp,
+                        conn: Some(id),
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(peer = %peer, error = %e, "tcp framing refused the stream");
+                    return format!("bad framing: {e}");
+                }
+            }
+        }
+        let now = Instant::now();
+        let wait = if buf.is_empty() {
+            cfg.tcp_idle_timeout
+        } else {
+            let since = *started.get_or_insert(now);
+            let left = (since + cfg.tcp_message_deadline).saturating_duration_since(now);
+            left.min(cfg.tcp_idle_timeout)
+        };
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(4096);
+        }
+        match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
+            Ok(Ok(0)) => return "closed by peer".to_string(),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("read error: {e}"),
+            Err(_) if started.is_some() => {
+                tracing::debug!(peer = %peer, pending_bytes = buf.len(),
+                    deadline_ms = cfg.tcp_message_deadline.as_millis() as u64,
+                    "tcp message not finished within its deadline");
+                return "incomplete message deadline".to_string();
+            }
+            Err(_) => return "idle timeout".to_string(),
+        }
+    }
+}
