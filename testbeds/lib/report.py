@@ -554,21 +554,48 @@ def callgrind_total(path):
     return total
 
 
-def annotate_top(path, n=25):
-    """The first n function lines ("  1,234 (12.3%)  file:fn") of a callgrind_annotate output."""
-    out, started = [], False
+def shorten(path, root):
+    """A source path with the long prefixes cut: cargo registry, rustc sources, our repository."""
+    path = re.sub(r"^\S*/\.cargo/registry/src/[^/]+/", "", path)
+    path = re.sub(r"^/rustc/[0-9a-f]+/library/", "std/", path)
+    return path.replace(root + "/", "")
+
+
+def annotate_top(path, total, root, inclusive, n=25):
+    """The top n functions of a callgrind_annotate output, as "Ir (pct)  function  [file]" lines.
+
+    callgrind_annotate names a cost by file:function, so a function whose code is inlined from several
+    files appears several times: the entries are merged by function name (self costs add up; for
+    inclusive costs the largest is kept, the others being parts of it). Entries holding ~the whole
+    total are left out: thread entry frames (clone, start_thread, the tokio worker loop) that were on
+    the stack when the counters were zeroed and dumped, which callgrind then charges with everything."""
+    merged, started = {}, False
     for line in open(path, errors="replace"):
         if not started:
             # the table starts after the line naming the columns ("Ir  file:function")
             started = "file:function" in line
             continue
-        if re.match(r"^\s*[0-9][0-9,]*\s", line):
-            out.append(line.rstrip("\n"))
-            if len(out) >= n:
+        m = re.match(r"^\s*([0-9][0-9,]*)\s+\([^)]*\)\s+(.*?)(?: \[[^\]]+\])?$", line.rstrip("\n"))
+        if not m:
+            if merged and not line.strip():
                 break
-        elif out and not line.strip():
-            break
-    return out
+            continue
+        ir = int(m.group(1).replace(",", ""))
+        if total and ir >= 0.995 * total:
+            continue
+        file, _, fn = m.group(2).partition(":")
+        if not fn:
+            file, fn = "", file
+        cur = merged.get(fn)
+        if cur is None:
+            merged[fn] = [ir, file, ir]
+        else:
+            cur[0] = max(cur[0], ir) if inclusive else cur[0] + ir
+            if ir > cur[2]:
+                cur[1], cur[2] = file, ir
+    top = sorted(merged.items(), key=lambda kv: -kv[1][0])[:n]
+    return [f"{ir:>13,} ({100.0 * ir / total:5.2f}%)  {fn}  [{shorten(file, root)}]" if total else f"{ir:>13,}  {fn}"
+            for fn, (ir, file, _) in top]
 
 
 def cmd_profile(out, rc):
@@ -577,8 +604,9 @@ def cmd_profile(out, rc):
     info = read_env(os.path.join(out, "caller", "info"))
     total = callgrind_total(os.path.join(out, "calls.callgrind"))
     per_call = total / ok if total and ok else None
-    incl = annotate_top(os.path.join(out, "annotate-inclusive.txt"))
-    self_ = annotate_top(os.path.join(out, "annotate-self.txt"))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    incl = annotate_top(os.path.join(out, "annotate-inclusive.txt"), total, root, True)
+    self_ = annotate_top(os.path.join(out, "annotate-self.txt"), total, root, False)
     lines = [
         f"profile: sosrouter under callgrind, {info.get('calls')} calls at {info.get('rate')}/s "
         f"(hold {info.get('hold_ms')} ms), over {info.get('transport')}",
@@ -587,10 +615,10 @@ def cmd_profile(out, rc):
         f"  instructions per answered call   {per_call:,.0f}" if per_call else "  instructions per call   -",
         "  (the calls phase also holds the proxy's OPTIONS probes, ~3/s, and idle timer wake-ups)",
         "",
-        "top 25 by inclusive instructions:",
+        "top 25 by inclusive instructions (thread entry frames at ~100% left out; one line per function):",
         *incl,
         "",
-        "top 25 by self instructions:",
+        "top 25 by self instructions (one line per function, inlined parts added up):",
         *self_,
         "",
         "files: calls.callgrind (callgrind_annotate / kcachegrind), annotate-inclusive.txt, annotate-self.txt",
