@@ -5,6 +5,8 @@
     report.py drill OUT NAME SIPP_EXIT_CODE
     report.py step STEPDIR RATE MAX_FAIL_PCT MAX_RETRANS_PCT
     report.py throughput OUT
+    report.py compare OUT            (OUT/sosrouter and OUT/kamailio are two throughput outputs)
+    report.py profile OUT SIPP_EXIT_CODE
 
 Standard library only. Inputs (all written by SIPp or by testbeds/run):
   caller/stat.csv       SIPp -trace_stat, one row per second; the last row has the final counters
@@ -364,6 +366,7 @@ def cmd_step(d, rate, max_fail, max_retrans):
         "cpu_caller_sipp_pct": (100.0 * int(cpu.get("caller_ticks", 0)) / tck / wall) if cpu.get("caller_found") == "1" else None,
         "cpu_caller_sipp_total_s": caller_cpu,
         "cpu_answering_points_pct": 100.0 * int(cpu.get("ap_ticks", 0)) / tck / wall,
+        "proxy_pss_kb": int(cpu["proxy_pss_kb"]) if cpu.get("proxy_pss_kb", "0") not in ("", "0") else None,
         "sipp_exit_code": int(cpu.get("exit_code", -1)),
     }
     reasons = []
@@ -419,12 +422,221 @@ def cmd_throughput(out):
                      "highest_good_rate": best, "steps": steps})
 
 
+# ------------------------------------------------------------------ compare (two throughput runs)
+def load_result(path):
+    if not os.path.exists(path):
+        return None
+    try:
+        return json.load(open(path))
+    except ValueError:
+        return None
+
+
+def peer_steps(out, peer):
+    """(result or None, {rate: step}) of one peer's throughput run, from result.json or the step files."""
+    res = load_result(os.path.join(out, peer, "result.json"))
+    steps = res["steps"] if res else []
+    if not steps:
+        for d in sorted(glob.glob(os.path.join(out, peer, "steps", "*"))):
+            s = load_result(os.path.join(d, "step.json"))
+            if s:
+                steps.append(s)
+    return res, {s["rate_offered"]: s for s in steps}
+
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def cpu_per_1000(step):
+    """Proxy CPU in % of one core per 1000 calls/s actually achieved in that step."""
+    if not step or step.get("cpu_proxy_pct") is None or not step.get("rate_achieved"):
+        return None
+    return step["cpu_proxy_pct"] / (step["rate_achieved"] / 1000.0)
+
+
+def cmd_compare(out):
+    meta = read_env(os.path.join(out, "meta.env"))
+    peers = ("sosrouter", "kamailio")
+    data = {p: peer_steps(out, p) for p in peers}
+    best = {}
+    for p in peers:
+        good = [r for r, s in data[p][1].items() if s.get("ok")]
+        best[p] = max(good) if good else None
+    # The common rate for CPU: the highest rate that was good for both peers (same offered load).
+    common = sorted(set(r for r, s in data["sosrouter"][1].items() if s.get("ok"))
+                    & set(r for r, s in data["kamailio"][1].items() if s.get("ok")))
+    cpu_rate = common[-1] if common else None
+    # Setup p99 at 1000 calls/s, or the nearest rate both ran, said so.
+    both = sorted(set(data["sosrouter"][1]) & set(data["kamailio"][1]))
+    lat_rate = min(both, key=lambda r: (abs(r - 1000), r)) if both else None
+    rows = []
+    for r in sorted(set(data["sosrouter"][1]) | set(data["kamailio"][1])):
+        cells = [r]
+        for p in peers:
+            s = data[p][1].get(r)
+            cells += ([fmt(s["rate_achieved"]), f"{s['fail_pct']:.2f}", fmt(s["setup_ms_p99"]),
+                       fmt(s["cpu_proxy_pct"]), fmt(cpu_per_1000(s)), fmt(s.get("cpu_caller_sipp_pct")),
+                       "ok" if s["ok"] else "bad"] if s else ["", "", "", "", "", "", "-"])
+        rows.append(cells)
+    head = ["offered/s"]
+    for p in ("sr", "km"):
+        head += [f"{p} achv/s", f"{p} fail%", f"{p} p99", f"{p} cpu%", f"{p} cpu/1k", f"{p} caller%", p]
+
+    def at(p, r, key):
+        s = data[p][1].get(r) if r is not None else None
+        return s.get(key) if s else None
+
+    fig = {
+        "max_sustained_calls_s": {p: best[p] for p in peers},
+        "cpu_rate": cpu_rate,
+        "cpu_pct_per_1000_calls_s": {p: cpu_per_1000(data[p][1].get(cpu_rate)) if cpu_rate else None for p in peers},
+        "latency_rate": lat_rate,
+        "setup_ms_p99": {p: at(p, lat_rate, "setup_ms_p99") for p in peers},
+        "proxy_pss_kb": {p: at(p, cpu_rate, "proxy_pss_kb") for p in peers},
+    }
+    fig["ratios"] = {
+        "max_sustained_sosrouter_over_kamailio": ratio(best["sosrouter"], best["kamailio"]),
+        "cpu_per_1000_sosrouter_over_kamailio": ratio(fig["cpu_pct_per_1000_calls_s"]["sosrouter"],
+                                                      fig["cpu_pct_per_1000_calls_s"]["kamailio"]),
+        "setup_p99_sosrouter_over_kamailio": ratio(fig["setup_ms_p99"]["sosrouter"], fig["setup_ms_p99"]["kamailio"]),
+    }
+    rt = fig["ratios"]
+    goal = {"max": ">= 1.5", "cpu": "<= 0.5", "p99": "<= 1.0"}
+    lat_note = "" if lat_rate == 1000 else f" (no 1000/s step in both runs: nearest common rate {fmt(lat_rate)}/s)"
+    lines = [
+        f"compare: sosrouter vs kamailio, same stairs ({meta.get('transport')} to {meta.get('target')}, "
+        f"{meta.get('host_cpus')} CPUs shared by proxy and SIPp)",
+        table(head, rows),
+        "",
+        table(["figure", "sosrouter", "kamailio", "ratio sr/km", "goal"], [
+            ("max sustained calls/s", fmt(best["sosrouter"]), fmt(best["kamailio"]),
+             fmt(rt["max_sustained_sosrouter_over_kamailio"], "{:.2f}"), goal["max"]),
+            (f"proxy CPU %/1000 calls/s at {fmt(cpu_rate)}/s",
+             fmt(fig["cpu_pct_per_1000_calls_s"]["sosrouter"], "{:.1f}"),
+             fmt(fig["cpu_pct_per_1000_calls_s"]["kamailio"], "{:.1f}"),
+             fmt(rt["cpu_per_1000_sosrouter_over_kamailio"], "{:.2f}"), goal["cpu"]),
+            (f"setup p99 ms at {fmt(lat_rate)}/s", fmt(fig["setup_ms_p99"]["sosrouter"]),
+             fmt(fig["setup_ms_p99"]["kamailio"]),
+             fmt(rt["setup_p99_sosrouter_over_kamailio"], "{:.2f}"), goal["p99"]),
+            (f"proxy PSS kB at {fmt(cpu_rate)}/s", fmt(fig["proxy_pss_kb"]["sosrouter"]),
+             fmt(fig["proxy_pss_kb"]["kamailio"]), "", ""),
+        ]),
+        "",
+        "(sr = sosrouter, km = kamailio; cpu% = proxy CPU in % of one core over the call-creation phase, all of",
+        " the proxy's processes; cpu/1k = cpu% per 1000 achieved calls/s; caller% = the caller SIPp: near 100 means",
+        " SIPp, not the proxy, was the limit; p99 in ms with SIPp's few-ms granularity" + lat_note + ")",
+    ]
+    if not data["sosrouter"][1] or not data["kamailio"][1]:
+        lines.append("WARNING: a peer has no steps; see its directory under " + out)
+    text = "\n".join(lines)
+    print(text)
+    with open(os.path.join(out, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    result = {"peers": {p: {"highest_good_rate": best[p], "steps": sorted(data[p][1].values(),
+                                                                         key=lambda s: s["rate_offered"])}
+                        for p in peers}, **fig}
+    for name in ("compare.json", "result.json"):
+        with open(os.path.join(out, name), "w") as f:
+            json.dump(result, f, indent=2, sort_keys=True)
+            f.write("\n")
+    if not data["sosrouter"][1] or not data["kamailio"][1]:
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------ profile (callgrind)
+def callgrind_total(path):
+    """Total Ir of a callgrind dump ("totals:" line, else "summary:")."""
+    total = None
+    for line in open(path, errors="replace"):
+        if line.startswith("totals:") or (total is None and line.startswith("summary:")):
+            total = int(line.split()[1])
+    return total
+
+
+def shorten(path, root):
+    """A source path with the long prefixes cut: cargo registry, rustc sources, our repository."""
+    path = re.sub(r"^\S*/\.cargo/registry/src/[^/]+/", "", path)
+    path = re.sub(r"^/rustc/[0-9a-f]+/library/", "std/", path)
+    return path.replace(root + "/", "")
+
+
+def annotate_top(path, total, root, inclusive, n=25):
+    """The top n functions of a callgrind_annotate output, as "Ir (pct)  function  [file]" lines.
+
+    callgrind_annotate names a cost by file:function, so a function whose code is inlined from several
+    files appears several times: the entries are merged by function name (self costs add up; for
+    inclusive costs the largest is kept, the others being parts of it). Entries holding ~the whole
+    total are left out: thread entry frames (clone, start_thread, the tokio worker loop) that were on
+    the stack when the counters were zeroed and dumped, which callgrind then charges with everything."""
+    merged, started = {}, False
+    for line in open(path, errors="replace"):
+        if not started:
+            # the table starts after the line naming the columns ("Ir  file:function")
+            started = "file:function" in line
+            continue
+        m = re.match(r"^\s*([0-9][0-9,]*)\s+\([^)]*\)\s+(.*?)(?: \[[^\]]+\])?$", line.rstrip("\n"))
+        if not m:
+            if merged and not line.strip():
+                break
+            continue
+        ir = int(m.group(1).replace(",", ""))
+        if total and ir >= 0.995 * total:
+            continue
+        file, _, fn = m.group(2).partition(":")
+        if not fn:
+            file, fn = "", file
+        cur = merged.get(fn)
+        if cur is None:
+            merged[fn] = [ir, file, ir]
+        else:
+            cur[0] = max(cur[0], ir) if inclusive else cur[0] + ir
+            if ir > cur[2]:
+                cur[1], cur[2] = file, ir
+    top = sorted(merged.items(), key=lambda kv: -kv[1][0])[:n]
+    return [f"{ir:>13,} ({100.0 * ir / total:5.2f}%)  {fn}  [{shorten(file, root)}]" if total else f"{ir:>13,}  {fn}"
+            for fn, (ir, file, _) in top]
+
+
+def cmd_profile(out, rc):
+    st = sipp_stat(os.path.join(out, "caller", "stat.csv"))
+    made, ok, failed = num(st, "OutgoingCall(C)"), num(st, "SuccessfulCall(C)"), num(st, "FailedCall(C)")
+    info = read_env(os.path.join(out, "caller", "info"))
+    total = callgrind_total(os.path.join(out, "calls.callgrind"))
+    per_call = total / ok if total and ok else None
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    incl = annotate_top(os.path.join(out, "annotate-inclusive.txt"), total, root, True)
+    self_ = annotate_top(os.path.join(out, "annotate-self.txt"), total, root, False)
+    lines = [
+        f"profile: sosrouter under callgrind, {info.get('calls')} calls at {info.get('rate')}/s "
+        f"(hold {info.get('hold_ms')} ms), over {info.get('transport')}",
+        f"  calls made / answered / failed   {made} / {ok} / {failed}   (SIPp exit code {rc})",
+        f"  instructions (Ir), calls phase   {total:,}" if total else "  instructions (Ir)   -",
+        f"  instructions per answered call   {per_call:,.0f}" if per_call else "  instructions per call   -",
+        "  (the calls phase also holds the proxy's OPTIONS probes, ~3/s, and idle timer wake-ups)",
+        "",
+        "top 25 by inclusive instructions (thread entry frames at ~100% left out; one line per function):",
+        *incl,
+        "",
+        "top 25 by self instructions (one line per function, inlined parts added up):",
+        *self_,
+        "",
+        "files: calls.callgrind (callgrind_annotate / kcachegrind), annotate-inclusive.txt, annotate-self.txt",
+    ]
+    if failed or ok < made:
+        lines.append(f"WARNING: {failed} failed calls: callgrind slowed the proxy too much; lower RATE")
+    emit(out, "\n".join(lines), {"calls_made": made, "calls_answered": ok, "calls_failed": failed,
+                                 "sipp_exit_code": int(rc), "instructions_total": total,
+                                 "instructions_per_call": per_call, "top_inclusive": incl, "top_self": self_})
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     cmd, args = argv[1], argv[2:]
-    {"smoke": cmd_smoke, "drill": cmd_drill, "step": cmd_step, "throughput": cmd_throughput}[cmd](*args)
+    {"smoke": cmd_smoke, "drill": cmd_drill, "step": cmd_step, "throughput": cmd_throughput,
+     "compare": cmd_compare, "profile": cmd_profile}[cmd](*args)
 
 
 if __name__ == "__main__":
