@@ -1,6 +1,7 @@
 //! The `sosrouter` command: `run` the proxy, `check` rules files, ask where a call would `route`.
 
 use clap::{Parser, Subcommand, ValueEnum};
+
 use sosrouter::app;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -344,7 +344,7 @@ impl Proxy {
             return;
         }
         if let Some(b) = self.branches.get(branch).map(|b| b.tx.clone()) {
-            let _ = b.send(CallEvent::Response(msg));
+            let _ = b.send(CallEvent::Response(Box::new(msg)));
             return;
         }
         if self.relays.relay_response(&msg, &self.transport) {

@@ -20,7 +20,9 @@ use tracing::Instrument;
 /// What the dispatcher tells a call.
 #[derive(Debug)]
 pub enum CallEvent {
-    Response(Message),
+    /// Boxed: the event enum sizes every slot of the call's channel (tokio allocates 32 at once),
+    /// and an inline `Message` would make that block ~5.6 KB per call instead of ~0.5 KB.
+    Response(Box<Message>),
     Unreachable(SocketAddr),
     Cancel,
     Retransmit,
@@ -132,7 +134,7 @@ async fn run(
                 let Some(ev) = ev else { break };
                 let t = now();
                 match ev {
-                    CallEvent::Response(m) => call.on_response(m, t, &mut out),
+                    CallEvent::Response(m) => call.on_response(*m, t, &mut out),
                     CallEvent::Unreachable(a) => call.on_unreachable(a, t, &mut out),
                     CallEvent::Cancel => {
                         ctx.tally.cancelled = true;
