@@ -97,6 +97,14 @@ impl Iterator for ListItems<'_> {
     type Item = Range<usize>;
 
     fn next(&mut self) -> Option<Range<usize>> {
+        // Fast path: almost no header value on the call path holds a comma, and then the whole
+        // (trimmed) value is the one item. memchr finds that out without the quote/bracket walk,
+        // which was the codec's largest self cost under callgrind (13% of a proxied call).
+        if self.pos == 0 && memchr::memchr(b',', self.v).is_none() {
+            self.pos = self.v.len().saturating_add(1);
+            let r = trim_range(self.v);
+            return (!r.is_empty()).then_some(r);
+        }
         while self.pos < self.v.len() {
             let start = self.pos;
             let (mut quoted, mut escaped, mut angle, mut bracket) = (false, false, false, false);
