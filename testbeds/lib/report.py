@@ -14,7 +14,7 @@ Standard library only. Inputs (all written by SIPp or by testbeds/run):
                         Date_ms counted from SIPp's start, response time in whole milliseconds
   caller/caller.log     START/ANSWER/BYELOST <sec> <usec> <call-id>   (scenario <log> actions)
   ap/NAME.GEN/ap.log    INVITE/ACK/BYE/ACK503/CANCEL/... <sec> <usec> <call-id>, one dir per start of NAME
-  events.tsv            <unix time> <event> <target>: kill, stop, replace, restore
+  events.tsv            <unix time> <event> <target>: kill, stop, replace, reload, restore
   caller/cpu_times.txt  bash `times` after SIPp exited: 2nd line = CPU of SIPp (user, system)
   STEP/cpu.env          /proc/PID/stat tick deltas of proxy, caller and answering points over the
                         call-creation phase of the step (t0..t1)
@@ -240,7 +240,7 @@ def cmd_drill(out, name, rc):
     meta = read_env(os.path.join(out, "meta.env"))
     delay_ms = float(meta.get("delay_ms", "200"))
     events = read_events(out)
-    faults = [e for e in events if e[1] in ("kill", "stop", "replace")]
+    faults = [e for e in events if e[1] in ("kill", "stop", "replace", "reload")]
     restores = [e for e in events if e[1] == "restore"]
     fault_t = faults[0][0] if faults else None
     restore_t = restores[-1][0] if restores else None
