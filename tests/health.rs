@@ -13,7 +13,6 @@ use sosrouter::config::Transport as Proto;
 use sosrouter::health::State;
 use sosrouter::proxy::OutcomeKind;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(10);
 const FAST_PROBES: &str = "probe = true\nprobe_interval_ms = 100\nprobe_timeout_ms = 50\n\
@@ -114,18 +113,6 @@ async fn pings_answer_calls_fail_goes_down_by_call_outcomes_then_recovers() {
     );
 }
 
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, out)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_target_gets_no_calls_while_others_are_ready() {
     let a = Uas::start(Behaviour::Answer).await;
@@ -134,30 +121,28 @@ async fn a_disabled_target_gets_no_calls_while_others_are_ready() {
     let rules = lab_rules_with_health(a.addr, b.addr, g.addr, FAST_TIMERS, FAST_PROBES);
     let p = proxy_with(&rules, None, Some("127.0.0.1:0".parse().unwrap())).await;
     let admin = p.admin.expect("admin endpoint");
-    let (code, body) = http(admin, "POST", "/targets/psap-primary/disable").await;
+    let (code, body) = admin_call(admin, "POST", "/targets/psap-primary/disable").await;
     assert_eq!(code, 200, "{body}");
     for i in 0..5 {
         call_ok(&p, &format!("dis-{i}")).await;
     }
     assert_eq!(a.count("INVITE"), 0);
     assert_eq!(b.count("INVITE"), 5);
-    let (code, body) = http(admin, "GET", "/status").await;
+    let (code, json) = admin_call(admin, "GET", "/status").await;
     assert_eq!(code, 200);
-    let json: serde_json::Value =
-        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     let targets = json["targets"].as_array().expect("targets array");
     let primary = targets
         .iter()
         .find(|t| t["id"] == "psap-primary")
         .expect("primary listed");
-    assert_eq!(primary["enabled"], false, "{body}");
-    let (code, _) = http(admin, "POST", "/targets/nobody/disable").await;
+    assert_eq!(primary["enabled"], false, "{json}");
+    let (code, _) = admin_call(admin, "POST", "/targets/nobody/disable").await;
     assert_eq!(code, 404);
     // Everything else down: the disabled target is still tried rather than failing an emergency call.
     b.set_behaviour(Behaviour::Reply(503));
     g.set_behaviour(Behaviour::Reply(503));
     call_ok(&p, "last-chance").await;
     assert_eq!(a.count("INVITE"), 1);
-    let (code, _) = http(admin, "POST", "/targets/psap-primary/enable").await;
+    let (code, _) = admin_call(admin, "POST", "/targets/psap-primary/enable").await;
     assert_eq!(code, 200);
 }

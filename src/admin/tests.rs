@@ -1,35 +1,15 @@
 //! The admin server over loopback.
 
 use super::{Handler, HealthRoutes, Request, Response, serve, serve_with};
-use crate::config::Transport;
 use crate::health::{Health, Outcome};
-use crate::routing::{HealthSettings, Readiness, Target, TargetKind};
+use crate::routing::{Readiness, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn target(id: &str, port: u16) -> Arc<Target> {
-    Arc::new(Target {
-        id: id.into(),
-        kind: TargetKind::Sip,
-        uri: format!("sip:127.0.0.1:{port}"),
-        next_hop: format!("127.0.0.1:{port}").parse().unwrap(),
-        transport: Transport::Udp,
-        failure_domain: "lab".into(),
-        health: HealthSettings {
-            probe: true,
-            probe_interval: Duration::from_secs(1),
-            probe_timeout: Duration::from_millis(400),
-            probe_jitter_percent: 20,
-            down_after_probe_failures: 2,
-            up_after_probe_successes: 2,
-            down_after_call_failures: 3,
-            alive_codes: vec![(200, 299)],
-        },
-        line: 1,
-    })
+    Arc::new(Target::for_test(id, port))
 }
 
 async fn server() -> (SocketAddr, Health) {

@@ -1,9 +1,8 @@
 //! The call state machine without sockets or clocks: scripted targets, explicit time.
 
 use super::call::{Action, Call, CallSetup, CallState};
-use crate::config::Transport;
 use crate::health::Outcome;
-use crate::routing::{FailoverCodes, HealthSettings, Target, TargetKind, Timers};
+use crate::routing::{FailoverCodes, Target, Timers};
 use crate::sip::{Limits, Message};
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -12,25 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn target(id: &str, port: u16) -> Arc<Target> {
-    Arc::new(Target {
-        id: id.into(),
-        kind: TargetKind::Sip,
-        uri: format!("sip:127.0.0.1:{port}"),
-        next_hop: format!("127.0.0.1:{port}").parse().unwrap(),
-        transport: Transport::Udp,
-        failure_domain: id.to_string(),
-        health: HealthSettings {
-            probe: false,
-            probe_interval: Duration::from_secs(1),
-            probe_timeout: Duration::from_millis(400),
-            probe_jitter_percent: 20,
-            down_after_probe_failures: 2,
-            up_after_probe_successes: 2,
-            down_after_call_failures: 3,
-            alive_codes: vec![(200, 299)],
-        },
-        line: 1,
-    })
+    Arc::new(Target::for_test(id, port))
 }
 
 fn parse(s: String) -> Message {

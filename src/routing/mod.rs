@@ -92,6 +92,23 @@ impl Target {
     }
 }
 
+#[cfg(test)]
+impl Target {
+    /// Unit-test fixture: a UDP SIP target on 127.0.0.1:`port` with the default health settings.
+    pub(crate) fn for_test(id: &str, port: u16) -> Target {
+        Target {
+            id: id.into(),
+            kind: TargetKind::Sip,
+            uri: format!("sip:127.0.0.1:{port}"),
+            next_hop: SocketAddr::from(([127, 0, 0, 1], port)),
+            transport: Transport::Udp,
+            failure_domain: "lab".into(),
+            health: HealthSettings::default(),
+            line: 1,
+        }
+    }
+}
+
 /// Per-route call timers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
