@@ -90,7 +90,13 @@ async fn emergency_calls_complete_through_a_tenfold_non_emergency_flood() {
     assert!(shed >= 150, "most of the flood was shed ({shed})");
     assert_eq!(p.proxy.protection.counters.full.load(Ordering::Relaxed), 0);
     // The shedding kept non-emergency calls at their limit; emergency ones were never refused.
-    assert!(p.proxy.calls_in_flight() <= 20);
+    // (The last answered emergency call leaves the table just after its 200 is relayed.)
+    eventually(
+        WAIT,
+        "only the admitted non-emergency calls in flight",
+        || p.proxy.calls_in_flight() <= 20,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,15 +33,38 @@ fn reuse_socket(local: SocketAddr) -> io::Result<Socket> {
 }
 
 impl UdpSide {
+    /// Binds the listen socket. SO_REUSEPORT (needed by the connected sockets) would also let a
+    /// second process of the same user bind the same port without error, and the kernel would then
+    /// split incoming calls between the two: a second sosrouter started by mistake on 5060 would
+    /// silently take half the emergency calls with rules of its own. So after binding, the listen
+    /// sockets on the port are counted (`/proc/net/udp`): a fixed port already in use is refused;
+    /// for port 0, where the kernel may hand out a port another reuseport socket holds, another
+    /// port is picked.
     pub(super) fn bind(addr: SocketAddr) -> io::Result<UdpSide> {
-        let s = reuse_socket(addr)?;
-        let main = UdpSocket::from_std(s.into())?;
-        let local = main.local_addr()?;
-        Ok(UdpSide {
-            main: Arc::new(main),
-            local,
-            connected: DashMap::new(),
-        })
+        for _ in 0..16 {
+            let s = reuse_socket(addr)?;
+            let main = UdpSocket::from_std(s.into())?;
+            let local = main.local_addr()?;
+            match listeners_on(local.port()) {
+                Some(n) if n > 1 && addr.port() != 0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("udp {local}: another process already listens on this port"),
+                    ));
+                }
+                Some(n) if n > 1 => continue, // port 0 landed on a shared port: try another
+                _ => {}
+            }
+            return Ok(UdpSide {
+                main: Arc::new(main),
+                local,
+                connected: DashMap::new(),
+            });
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "no free UDP port found",
+        ))
     }
 
     pub(super) fn local_addr(&self) -> SocketAddr {
@@ -153,6 +176,72 @@ async fn recv_loop(
                 tracing::debug!(error = %e, "udp receive error");
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
+        }
+    }
+}
+
+/// Unconnected UDP sockets bound to local `port`, any address, from `/proc/net/udp` and `udp6`
+/// (Linux). None when neither file can be read (then nothing is checked).
+fn listeners_on(port: u16) -> Option<usize> {
+    let mut seen = false;
+    let mut n = 0;
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        seen = true;
+        n += text
+            .lines()
+            .skip(1)
+            .filter(|l| unconnected_on(l, port))
+            .count();
+    }
+    seen.then_some(n)
+}
+
+/// One `/proc/net/udp` line: `sl local_address rem_address ...`, addresses as `HEXIP:HEXPORT`.
+fn unconnected_on(line: &str, port: u16) -> bool {
+    let mut f = line.split_whitespace().skip(1);
+    let (Some(local), Some(remote)) = (f.next(), f.next()) else {
+        return false;
+    };
+    let port_of = |a: &str| {
+        a.rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    port_of(local) == Some(port) && port_of(remote) == Some(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_udp_lines_are_read() {
+        let l =
+            "  12: 0100007F:13C4 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 1 2 0";
+        assert!(unconnected_on(l, 5060));
+        assert!(!unconnected_on(l, 5061));
+        let c =
+            "  13: 0100007F:13C4 0100007F:13CF 01 00000000:00000000 00:00000000 00000000 0 0 1 2 0";
+        assert!(
+            !unconnected_on(c, 5060),
+            "a connected socket is not a listener"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_listener_on_a_fixed_port_is_refused_and_port_zero_never_shares() {
+        let first = UdpSide::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let again = UdpSide::bind(first.local_addr());
+        let err = again
+            .err()
+            .expect("a second listener on the same port must be refused");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        for _ in 0..50 {
+            let other = UdpSide::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            assert_ne!(other.local_addr().port(), first.local_addr().port());
         }
     }
 }
