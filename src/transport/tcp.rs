@@ -97,8 +97,10 @@ impl TcpSide {
                             continue;
                         }
                         let _ = stream.set_nodelay(true);
-                        let id = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
-                        shared.clone().run(id, stream, peer, handler.clone(), false);
+                        let (id, rx) = shared.register(peer);
+                        shared
+                            .clone()
+                            .run(id, stream, peer, handler.clone(), false, rx);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "tcp accept failed");
@@ -153,18 +155,24 @@ impl Shared {
         }
     }
 
-    /// Starts an outbound connection; messages sent meanwhile wait in its queue.
-    fn connect(self: Arc<Self>, to: SocketAddr, handler: Arc<dyn Handler>) -> ConnId {
+    /// A new connection's id and write queue, findable by id and by peer address from now on.
+    fn register(&self, peer: SocketAddr) -> (ConnId, mpsc::Receiver<Bytes>) {
         let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        self.conns.insert(id, Conn { tx, peer: to });
-        self.by_addr.insert(to, id);
+        self.conns.insert(id, Conn { tx, peer });
+        self.by_addr.insert(peer, id);
+        (id, rx)
+    }
+
+    /// Starts an outbound connection; messages sent meanwhile wait in its queue.
+    fn connect(self: Arc<Self>, to: SocketAddr, handler: Arc<dyn Handler>) -> ConnId {
+        let (id, rx) = self.register(to);
         tokio::spawn(async move {
             let timeout = self.cfg.tcp_connect_timeout;
             match tokio::time::timeout(timeout, TcpStream::connect(to)).await {
                 Ok(Ok(stream)) => {
                     tune_outbound(&stream);
-                    self.run_with(id, stream, to, handler, true, rx);
+                    self.run(id, stream, to, handler, true, rx);
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(to = %to, error = %e, "tcp connect failed");
@@ -182,20 +190,6 @@ impl Shared {
     }
 
     fn run(
-        self: Arc<Self>,
-        id: ConnId,
-        stream: TcpStream,
-        peer: SocketAddr,
-        handler: Arc<dyn Handler>,
-        outbound: bool,
-    ) {
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        self.conns.insert(id, Conn { tx, peer });
-        self.by_addr.insert(peer, id);
-        self.run_with(id, stream, peer, handler, outbound, rx);
-    }
-
-    fn run_with(
         self: Arc<Self>,
         id: ConnId,
         stream: TcpStream,
