@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use sosrouter::config::Transport as Proto;
 use sosrouter::proxy::OutcomeKind;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -350,3 +351,161 @@ async fn ipv6_full_dialog(proto: Proto) {
     eventually(WAIT, "BYE at the backup", || b.count("BYE") == 1).await;
 }
 both_transports!(ipv6_full_dialog);
+
+/// The caller's INVITE with `extra` more header fields (each `X-Pad-N: ` + `pad` bytes) before
+/// Content-Type, so the fields and bytes the inbound limits measure are exactly known.
+fn padded_invite(uac: &Uac, ruri: &str, call_id: &str, extra: usize, pad: usize) -> Vec<u8> {
+    let inv = uac.invite(ruri, call_id, &format!("z9hG4bK-uac-{call_id}"));
+    let text = String::from_utf8(inv.to_vec()).unwrap();
+    let at = text.find("Content-Type:").unwrap();
+    let mut out = text[..at].to_string();
+    for i in 0..extra {
+        out.push_str(&format!("X-Pad-{i}: {}\r\n", "p".repeat(pad)));
+    }
+    out.push_str(&text[at..]);
+    out.into_bytes()
+}
+
+fn header_fields(msg: &[u8]) -> usize {
+    let head = &msg[..msg.windows(4).position(|w| w == b"\r\n\r\n").unwrap()];
+    head.split(|&b| b == b'\n').count() - 1 // minus the start line
+}
+
+/// Issue #12: an INVITE the inbound limits accept is always forwarded, however close to those limits
+/// it is: what the proxy adds (Via, Record-Route) is its own and never measured against them. Up to
+/// the header limit over UDP; one field more is refused with 400 (not 408: no time passed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invites_at_the_header_limit_are_forwarded() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(Proto::Udp, caller_addr(&p, Proto::Udp)).await;
+    let ruri = format!("sip:911@{}", caller_addr(&p, Proto::Udp));
+    let base = header_fields(&padded_invite(&uac, &ruri, "x", 0, 8));
+    let max = sosrouter::sip::Limits::default().max_headers;
+    let mut forwarded = 0;
+    for (n, extra) in [100, 110, 115, max - base - 1, max - base]
+        .into_iter()
+        .enumerate()
+    {
+        let call_id = format!("big-{n}");
+        let inv = padded_invite(&uac, &ruri, &call_id, extra, 8);
+        assert_eq!(header_fields(&inv), base + extra);
+        uac.send(&inv).await;
+        let out = uac.await_final(WAIT).await;
+        assert_eq!(out.final_code, 200, "{} header fields", base + extra);
+        forwarded += 1;
+        eventually(WAIT, "the primary got the whole INVITE", || {
+            a.count("INVITE") == forwarded
+        })
+        .await;
+        let got = a
+            .received()
+            .into_iter()
+            .rev()
+            .find(|r| r.method == "INVITE");
+        let got = got.unwrap().msg;
+        // Ours on top of the caller's fields: Via and Record-Route.
+        assert_eq!(
+            header_fields(got.bytes()),
+            base + extra + 2,
+            "every field of the caller reached the primary, plus our Via and Record-Route"
+        );
+    }
+    assert_eq!(b.count("INVITE") + g.count("INVITE"), 0, "no failover");
+    // One field over the inbound limit: refused at once with 400, never forwarded.
+    let inv = padded_invite(&uac, &ruri, "over", max - base + 1, 8);
+    uac.send(&inv).await;
+    let out = uac.await_final(WAIT).await;
+    assert_eq!(out.final_code, 400);
+    assert_eq!(a.count("INVITE"), forwarded);
+}
+
+/// A fake answering point's TCP side on the UDP one's port: answers every INVITE 100/180/200 on the
+/// connection it came on, and counts them with their size.
+async fn tcp_psap(addr: std::net::SocketAddr) -> Arc<Mutex<Vec<usize>>> {
+    use sosrouter::sip::{Message, frame_len};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = bytes::BytesMut::new();
+                loop {
+                    while let Ok(Some(n)) = frame_len(&buf, &PSAP_LIMITS) {
+                        let f = buf.split_to(n).freeze();
+                        let Ok(m) = Message::parse(f, &PSAP_LIMITS) else {
+                            continue;
+                        };
+                        if m.method_bytes() != Some(&b"INVITE"[..]) {
+                            continue;
+                        }
+                        log.lock().unwrap().push(m.bytes().len());
+                        for (code, tag) in [(100, None), (180, Some("t1")), (200, Some("t1"))] {
+                            let r = response(&m, code, "X", tag, Some("<sip:psap@127.0.0.1>"));
+                            let _ = s.write_all(&r).await;
+                        }
+                    }
+                    if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    seen
+}
+
+/// Issue #12: a TCP caller's INVITE up to the message size limit is forwarded. Toward a UDP target
+/// one that no longer fits a datagram once our Via and Record-Route are on it goes over TCP to the
+/// same address (RFC 3261 §18.1.1) instead of being lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_invites_up_to_the_size_limit_are_forwarded() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let a_tcp = tcp_psap(a.addr).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(Proto::Tcp, caller_addr(&p, Proto::Tcp)).await;
+    let ruri = format!("sip:911@{}", caller_addr(&p, Proto::Tcp));
+    let max = sosrouter::sip::Limits::default().max_message_bytes;
+    // Fields of ~1 KB, then one last field sized so the INVITE is exactly `size` bytes.
+    let base = padded_invite(&uac, &ruri, "huge-x", 0, 0).len();
+    for (n, size) in [20_000, 65_400, max].into_iter().enumerate() {
+        let call_id = format!("huge-{n}");
+        let fields = (size - base) / 1_020 - 1;
+        let inv = padded_invite(&uac, &ruri, &call_id, fields, 1_000);
+        let text = String::from_utf8(inv.clone()).unwrap();
+        let at = text.find("Content-Type:").unwrap();
+        let last = "X-Last: \r\n".len();
+        let pad = size - inv.len() - last;
+        let inv = format!(
+            "{}X-Last: {}\r\n{}",
+            &text[..at],
+            "q".repeat(pad),
+            &text[at..]
+        )
+        .into_bytes();
+        assert_eq!(inv.len(), size);
+        uac.send(&inv).await;
+        let out = uac.await_final(WAIT).await;
+        assert_eq!(out.final_code, 200, "{size}-byte INVITE");
+    }
+    let udp = a.count("INVITE");
+    let tcp = a_tcp.lock().unwrap().clone();
+    assert_eq!(udp + tcp.len(), 3, "each INVITE reached the primary once");
+    assert!(
+        tcp.iter().all(|&n| n > 65_400),
+        "only INVITEs too large for a datagram went over TCP: {tcp:?}"
+    );
+    assert_eq!(
+        tcp.len(),
+        2,
+        "65 400 and {max} bytes plus ours do not fit a datagram"
+    );
+    assert_eq!(b.count("INVITE") + g.count("INVITE"), 0, "no failover");
+}

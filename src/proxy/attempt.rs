@@ -1,9 +1,12 @@
 //! One attempt of a call: the INVITE sent to one target on one branch, and what came back.
 
+use super::call::Forwarded;
 use super::call::{AttemptRecord, ms};
+use crate::config::Transport as Proto;
 use crate::routing::Target;
-use crate::sip::Message;
+use crate::sip::build::Leg;
 use crate::transaction::Retransmit;
+use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +27,15 @@ pub(super) struct Attempt {
     /// Index of the target in the call's plan.
     pub plan_index: usize,
     pub branch: String,
-    /// The INVITE as we sent it (CANCEL and ACK are built from it).
-    pub invite: Message,
+    /// The transport this attempt uses toward the target (the target's, or TCP when the INVITE is too
+    /// large for one datagram).
+    pub proto: Proto,
+    /// The INVITE as we sent it (retransmitted by timer A).
+    pub sent: Bytes,
+    /// What the INVITE changed in the caller's: CANCEL and ACK are built from these and the caller's
+    /// INVITE, never by parsing `sent` (which carries our own additions, outside any inbound limit).
+    pub request_uri: Bytes,
+    pub via: Bytes,
     pub started: Instant,
     pub phase: Phase,
     /// Expiry of the current phase: attempt timer while Trying, ring timer while Ringing.
@@ -47,16 +57,20 @@ impl Attempt {
         target: Arc<Target>,
         plan_index: usize,
         branch: String,
-        invite: Message,
+        proto: Proto,
+        fwd: Forwarded,
         now: Instant,
         attempt_timeout: Duration,
-        reliable: bool,
     ) -> Attempt {
+        let reliable = proto == Proto::Tcp;
         Attempt {
             target,
             plan_index,
             branch,
-            invite,
+            proto,
+            sent: fwd.bytes,
+            request_uri: fwd.request_uri,
+            via: fwd.via,
             started: now,
             phase: Phase::Trying,
             phase_timer: now + attempt_timeout,
@@ -66,6 +80,15 @@ impl Attempt {
             cancel_pending: false,
             cancel_sent: false,
             final_code: None,
+        }
+    }
+
+    /// What CANCEL and ACK need to know of the INVITE we sent.
+    pub(super) fn leg(&self, routes_removed: usize) -> Leg<'_> {
+        Leg {
+            request_uri: &self.request_uri,
+            via: std::borrow::Cow::Borrowed(&self.via),
+            routes_removed,
         }
     }
 

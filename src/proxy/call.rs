@@ -34,6 +34,7 @@
 //! is never answered with a failure.
 
 use super::attempt::{Attempt, Phase};
+use crate::config::Transport as Proto;
 use crate::health::Outcome;
 use crate::routing::{FailoverCodes, Target, TargetId, Timers};
 use crate::sip::{Editor, Message, build};
@@ -48,8 +49,23 @@ pub const CANCEL_GUARD: Duration = Duration::from_secs(2);
 /// How long a finished call stays around to CANCEL or ACK branches that are still settling.
 pub const LINGER: Duration = T4;
 
-/// Builds the INVITE for one attempt from (target, branch).
-pub type BuildInvite = Box<dyn Fn(&Target, &str) -> Bytes + Send>;
+/// Builds the INVITE for one attempt from (target, branch, transport toward the target).
+pub type BuildInvite = Box<dyn Fn(&Target, &str, Proto) -> Forwarded + Send>;
+
+/// The largest datagram UDP can carry over IPv4 (65 535 - 20 - 8). A forwarded INVITE larger than this
+/// (the caller's, accepted under the inbound limits, plus our Via and Record-Route) goes over TCP to
+/// the same address instead (RFC 3261 §18.1.1), with a TCP Via: it could not be sent at all otherwise.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// One forwarded INVITE and what it changed in the caller's (so nothing we built is parsed again).
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub bytes: Bytes,
+    /// The Request-URI it carries.
+    pub request_uri: Bytes,
+    /// Our Via value on top of it (`SIP/2.0/UDP host:port;branch=...;rport`).
+    pub via: Bytes,
+}
 
 /// Everything a call needs from the routing decision and the wiring.
 pub struct CallSetup {
@@ -63,6 +79,8 @@ pub struct CallSetup {
     pub failover: FailoverCodes,
     /// Reliable transport toward the caller (TCP): no response retransmissions.
     pub caller_reliable: bool,
+    /// How many leading Route entries of the caller's INVITE name us (removed when forwarding).
+    pub routes_removed: usize,
     /// To-tag for responses the proxy generates itself.
     pub to_tag: String,
     /// Builds the INVITE for one attempt: (target, branch) -> bytes. Supplied by the wiring because
@@ -73,8 +91,8 @@ pub struct CallSetup {
 /// What the shell must do.
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// Send bytes to a target (INVITE, CANCEL, ACK).
-    SendTarget(Arc<Target>, Bytes),
+    /// Send bytes to a target over the attempt's transport (INVITE, CANCEL, ACK).
+    SendTarget(Arc<Target>, Proto, Bytes),
     /// Send bytes to the caller over the transport the INVITE came on.
     SendCaller(Bytes),
     /// Route responses carrying this branch to this call; transport errors toward the address too.
@@ -214,6 +232,9 @@ impl Call {
                 let t = a.target.id.clone();
                 out.push(Action::Report(t, Outcome::TransportError));
                 self.fail_attempt(i, "transport error", None, now);
+                // RFC 3261 §16.9: a transport error counts as a 503 from that branch (so a call whose
+                // every target is unreachable ends 500, never 408: no time passed).
+                self.keep_best(503, None);
                 self.next_attempt(now, out);
             }
         }
@@ -264,10 +285,8 @@ impl Call {
             // An abandoned branch finally answered: now it may be CANCELled (RFC 3261 §9.1).
             a.cancel_pending = false;
             a.cancel_sent = true;
-            out.push(Action::SendTarget(
-                a.target.clone(),
-                build::cancel(&a.invite),
-            ));
+            let cancel = build::cancel(&self.setup.invite, &a.leg(self.setup.routes_removed));
+            out.push(Action::SendTarget(a.target.clone(), a.proto, cancel));
             return;
         }
         if code == 100 || a.phase != Phase::Trying && a.phase != Phase::Ringing {
@@ -323,9 +342,10 @@ impl Call {
         out: &mut Vec<Action>,
     ) {
         // A non-2xx final is ACKed hop by hop (RFC 3261 §17.1.1.3), retransmissions too.
-        let ack = build::ack_for_non2xx(&self.attempts[i].invite, &msg);
-        out.push(Action::SendTarget(self.attempts[i].target.clone(), ack));
         let a = &mut self.attempts[i];
+        let ack =
+            build::ack_for_non2xx(&self.setup.invite, &a.leg(self.setup.routes_removed), &msg);
+        out.push(Action::SendTarget(a.target.clone(), a.proto, ack));
         if a.final_code.is_some() {
             return;
         }
@@ -385,7 +405,8 @@ impl Call {
             {
                 out.push(Action::SendTarget(
                     a.target.clone(),
-                    a.invite.bytes().clone(),
+                    a.proto,
+                    a.sent.clone(),
                 ));
             }
         }
@@ -486,34 +507,26 @@ impl Call {
         self.tried[p] = true;
         let target = self.setup.plan[p].clone();
         let branch = crate::transaction::new_branch();
-        let bytes = (self.setup.build_invite)(&target, &branch);
-        let invite = match Message::parse(bytes.clone(), &crate::sip::Limits::default()) {
-            Ok(m) => m,
-            Err(e) => {
-                // Our own output must parse; if it does not, this target cannot be tried.
-                tracing::error!(target = %target.id, error = %e, "built INVITE does not parse");
-                self.records.push(AttemptRecord {
-                    target: target.id.clone(),
-                    reason: format!("internal: {e}"),
-                    status: None,
-                    started_ms: ms(now - self.started),
-                    elapsed_ms: 0,
-                });
-                return self.next_attempt(now, out);
-            }
-        };
+        // Built once per attempt and never parsed again: what we add is ours, and the caller's INVITE
+        // already passed the inbound limits. Nothing here can fail, so no target is ever skipped.
+        let mut proto = target.transport;
+        let mut fwd = (self.setup.build_invite)(&target, &branch, proto);
+        if proto == Proto::Udp && fwd.bytes.len() > MAX_UDP_PAYLOAD {
+            tracing::info!(target = %target.id, bytes = fwd.bytes.len(), "INVITE too large for UDP: sent over TCP");
+            proto = Proto::Tcp;
+            fwd = (self.setup.build_invite)(&target, &branch, proto);
+        }
         tracing::debug!(target = %target.id, branch = %branch, "attempt started");
         out.push(Action::Listen(branch.clone(), target.next_hop));
-        out.push(Action::SendTarget(target.clone(), bytes));
-        let reliable = target.transport == crate::config::Transport::Tcp;
+        out.push(Action::SendTarget(target.clone(), proto, fwd.bytes.clone()));
         let attempt = Attempt::new(
             target,
             p,
             branch,
-            invite,
+            proto,
+            fwd,
             now,
             self.setup.timers.attempt_timeout,
-            reliable,
         );
         self.attempts.push(attempt);
         self.current = Some(self.attempts.len() - 1);
@@ -595,10 +608,8 @@ impl Call {
         if a.provisional_seen {
             a.cancel_sent = true;
             a.cancel_pending = false;
-            out.push(Action::SendTarget(
-                a.target.clone(),
-                build::cancel(&a.invite),
-            ));
+            let cancel = build::cancel(&self.setup.invite, &a.leg(self.setup.routes_removed));
+            out.push(Action::SendTarget(a.target.clone(), a.proto, cancel));
         } else {
             a.cancel_pending = true;
         }

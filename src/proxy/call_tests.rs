@@ -1,9 +1,9 @@
 //! The call state machine without sockets or clocks: scripted targets, explicit time.
 
-use super::call::{Action, Call, CallSetup, CallState};
+use super::call::{Action, Call, CallSetup, CallState, Forwarded};
 use crate::health::Outcome;
 use crate::routing::{FailoverCodes, Target, Timers};
-use crate::sip::{Limits, Message};
+use crate::sip::{Limits, Message, build};
 use bytes::Bytes;
 use proptest::prelude::*;
 use std::collections::BinaryHeap;
@@ -63,7 +63,12 @@ fn setup(n: usize, timers: Timers) -> CallSetup {
         ]),
         caller_reliable: false,
         to_tag: "px".into(),
-        build_invite: Box::new(|_t: &Target, b: &str| Bytes::from(forwarded(b))),
+        routes_removed: 0,
+        build_invite: Box::new(|_t: &Target, b: &str, _p| Forwarded {
+            bytes: Bytes::from(forwarded(b)),
+            request_uri: Bytes::from_static(b"urn:service:sos"),
+            via: Bytes::from(format!("SIP/2.0/UDP 127.0.0.1:5060;branch={b}")),
+        }),
     }
 }
 
@@ -117,7 +122,7 @@ fn simulate(scripts: &[Script], timers: Timers) -> Sim {
     for _ in 0..10_000 {
         for a in out.drain(..) {
             match a {
-                Action::SendTarget(t, bytes) => {
+                Action::SendTarget(t, _, bytes) => {
                     let idx = t.id[1..].parse::<usize>().unwrap();
                     let text = String::from_utf8_lossy(&bytes).into_owned();
                     if text.starts_with("CANCEL") {
@@ -202,7 +207,7 @@ fn start_two(t: Timers) -> (Call, Instant, String, Vec<Action>) {
     let mut out = vec![];
     let call = Call::start(setup(2, t), t0, &mut out);
     let inv = out.iter().find_map(|a| match a {
-        Action::SendTarget(_, b) => Some(Message::parse(b.clone(), &Limits::default()).unwrap()),
+        Action::SendTarget(_, _, b) => Some(Message::parse(b.clone(), &Limits::default()).unwrap()),
         _ => None,
     });
     let br = String::from_utf8_lossy(inv.unwrap().top_via().unwrap().branch.unwrap()).into_owned();
@@ -262,7 +267,7 @@ fn ringing_target_is_cancelled_after_the_ring_timer() {
 }
 
 #[test]
-fn best_response_503_becomes_500_and_none_becomes_408() {
+fn best_response_503_becomes_500_unreachable_counts_as_503_and_none_becomes_408() {
     let s = simulate(
         &[Script::Fail(503, 1), Script::Fail(486, 1)],
         timers(1000, 3000, 30_000),
@@ -277,7 +282,12 @@ fn best_response_503_becomes_500_and_none_becomes_408() {
         &[Script::Silent, Script::Unreachable(1)],
         timers(100, 3000, 30_000),
     );
-    assert_eq!(s.final_code, 408);
+    assert_eq!(
+        s.final_code, 500,
+        "a transport error counts as 503 (RFC 3261 §16.9)"
+    );
+    let s = simulate(&[Script::Silent, Script::Silent], timers(100, 3000, 30_000));
+    assert_eq!(s.final_code, 408, "no response at all, and time did pass");
 }
 
 #[test]
@@ -335,7 +345,7 @@ fn cancel_from_caller_stops_failover() {
     call.on_caller_cancel(t0 + ms(10), &mut out);
     assert!(
         out.iter()
-            .any(|a| matches!(a, Action::SendTarget(_, b) if b.starts_with(b"CANCEL")))
+            .any(|a| matches!(a, Action::SendTarget(_, _, b) if b.starts_with(b"CANCEL")))
     );
     out.clear();
     call.on_response(response(&br, 487), t0 + ms(12), &mut out);
@@ -421,7 +431,7 @@ fn a_target_that_dies_while_ringing_fails_over_at_once() {
     let invited: Vec<&str> = out
         .iter()
         .filter_map(|a| match a {
-            Action::SendTarget(t, b) if b.starts_with(b"INVITE") => Some(&*t.id),
+            Action::SendTarget(t, _, b) if b.starts_with(b"INVITE") => Some(&*t.id),
             _ => None,
         })
         .collect();
@@ -432,7 +442,145 @@ fn a_target_that_dies_while_ringing_fails_over_at_once() {
     );
     assert!(
         !out.iter()
-            .any(|a| matches!(a, Action::SendTarget(_, b) if b.starts_with(b"CANCEL"))),
+            .any(|a| matches!(a, Action::SendTarget(_, _, b) if b.starts_with(b"CANCEL"))),
         "nobody to CANCEL at a closed port"
     );
+}
+
+/// Issue #12: an INVITE accepted under any inbound limits is forwarded to every target of the plan,
+/// however close to those limits it is (our Via and Record-Route are never measured against them),
+/// and the CANCEL and ACK of each attempt are well formed without parsing what we sent.
+mod forwarding_props {
+    use super::*;
+    use crate::config::Transport as Proto;
+    use crate::proxy::forward::{self, Inbound, Local};
+    use crate::transport::ConnId;
+
+    /// Generous limits for the fake targets' side: a forwarded INVITE carries our additions.
+    const TARGET_SIDE: Limits = Limits {
+        max_message_bytes: 1 << 20,
+        max_headers: 4096,
+        max_line_bytes: 1 << 16,
+    };
+
+    fn invite_text(extra: usize, pad: usize, routes: usize, body: usize) -> String {
+        let mut s = String::from(
+            "INVITE sip:911@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-caller;rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:+16175550123@a.example>;tag=c1\r\n\
+             To: <sip:911@127.0.0.1>\r\nCall-ID: prop-1\r\nCSeq: 7 INVITE\r\n",
+        );
+        // Leading Route entries name us (removed when forwarding); one more names the next hop.
+        for _ in 0..routes {
+            s.push_str("Route: <sip:127.0.0.1:5060;lr>\r\n");
+        }
+        s.push_str("Route: <sip:10.9.9.9;lr>\r\n");
+        for i in 0..extra {
+            s.push_str(&format!("X-Pad-{i}: {}\r\n", "p".repeat(pad)));
+        }
+        s.push_str(&format!(
+            "Content-Length: {body}\r\n\r\n{}",
+            "b".repeat(body)
+        ));
+        s
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn every_target_receives_an_accepted_invite(
+            extra in 0usize..400,
+            pad in 0usize..400,
+            routes in 0usize..3,
+            body in 0usize..70_000,
+            header_slack in 0usize..3,
+            byte_slack in 0usize..64,
+            caller_tcp: bool,
+            target_tcp in prop::collection::vec(any::<bool>(), 3),
+        ) {
+            let text = invite_text(extra, pad, routes, body);
+            // Inbound limits at (or just above) this very INVITE: the inbound stage accepts it.
+            let fields = text.split("\r\n\r\n").next().unwrap().lines().count() - 1;
+            let limits = Limits {
+                max_message_bytes: text.len() + byte_slack,
+                max_headers: fields + header_slack,
+                max_line_bytes: 8_192,
+            };
+            prop_assume!(text.len() <= 65_535);
+            let orig = Message::parse(Bytes::from(text), &limits).expect("accepted inbound");
+            let local = Local {
+                udp: Some("127.0.0.1:5060".parse().unwrap()),
+                tcp: Some("127.0.0.1:5060".parse().unwrap()),
+            };
+            let inb = Inbound {
+                proto: if caller_tcp { Proto::Tcp } else { Proto::Udp },
+                src: "127.0.0.1:7000".parse().unwrap(),
+                conn: caller_tcp.then(|| ConnId::from_raw(3)),
+            };
+            let (popped, _) = forward::our_routes(&orig, &local);
+            prop_assert_eq!(popped, routes);
+            let plan: Vec<Arc<Target>> = target_tcp
+                .iter()
+                .enumerate()
+                .map(|(i, &tcp)| {
+                    let mut t = Target::for_test(&format!("t{i}"), 5071 + i as u16);
+                    if tcp {
+                        t.transport = Proto::Tcp;
+                    }
+                    Arc::new(t)
+                })
+                .collect();
+            let orig2 = orig.clone();
+            let mut s = setup(3, timers(1000, 3000, 30_000));
+            s.invite = orig.clone();
+            s.plan = plan.clone();
+            s.last_resort = plan.last().map(|t| t.id.clone());
+            s.routes_removed = popped;
+            s.build_invite = Box::new(move |t: &Target, b: &str, p: Proto| {
+                forward::invite_for_attempt(&orig2, &inb, &local, t, p, b, 69, popped)
+            });
+            let t0 = Instant::now();
+            let mut out = vec![];
+            let mut call = Call::start(s, t0, &mut out);
+            let mut reached = vec![];
+            // Each target answers 503 to its INVITE: the call fails over through the whole plan.
+            for _ in 0..10 {
+                let sent: Vec<_> = out
+                    .drain(..)
+                    .filter_map(|a| match a {
+                        Action::SendTarget(t, p, b) => Some((t, p, b)),
+                        _ => None,
+                    })
+                    .collect();
+                let mut answered = false;
+                for (t, p, b) in sent {
+                    let m = Message::parse(b.clone(), &TARGET_SIDE).expect("what we send parses");
+                    let method = m.method_bytes().unwrap_or_default().to_vec();
+                    if method == b"ACK" {
+                        prop_assert_eq!(m.cseq().seq, 7);
+                        prop_assert_eq!(m.routes().len(), 1, "the caller's Route set, ours removed");
+                        continue;
+                    }
+                    prop_assert_eq!(&method[..], b"INVITE");
+                    prop_assert!(p == Proto::Tcp || b.len() <= super::super::call::MAX_UDP_PAYLOAD);
+                    prop_assert_eq!(m.body().len(), body);
+                    // Every field of the caller's, less our Route entries, plus our Via and
+                    // Record-Route (two when the transports differ).
+                    let rr = if inb.proto == Proto::Udp && p == Proto::Udp { 1 } else { 2 };
+                    prop_assert_eq!(m.headers().len(), orig.headers().len() - routes + 1 + rr);
+                    reached.push(t.id.clone());
+                    let resp = build::response(&m, 503, "Service Unavailable", Some(b"x"), &[]);
+                    let resp = Message::parse(resp, &TARGET_SIDE).unwrap();
+                    call.on_response(resp, t0, &mut out);
+                    answered = true;
+                }
+                if !answered {
+                    break;
+                }
+            }
+            let ids: Vec<_> = plan.iter().map(|t| t.id.clone()).collect();
+            prop_assert_eq!(reached, ids, "every target of the plan got the INVITE, in order");
+            prop_assert_eq!(call.state(), CallState::Completed(500));
+        }
+    }
 }

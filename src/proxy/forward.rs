@@ -1,6 +1,7 @@
 //! Building what the proxy forwards: our Via, Record-Route (double when the two sides differ, RFC
 //! 5658), loose-route processing of Route headers we own, and the next hop of an in-dialog request.
 
+use super::call::Forwarded;
 use crate::config::Transport as Proto;
 use crate::sip::{Editor, Message, Source, Uri};
 use crate::transport::{ConnId, Destination};
@@ -95,21 +96,24 @@ pub fn parse_host(h: &[u8]) -> Option<IpAddr> {
 }
 
 /// The INVITE for one attempt (RFC 3261 §16.6): stamp the caller's Via, our Via on top, Max-Forwards
-/// decremented, our Route entries removed, Request-URI for the target, Record-Route.
+/// decremented, our Route entries removed, Request-URI for the target, Record-Route. `out` is the
+/// transport toward the target (its own, or TCP for an INVITE too large for a datagram).
+#[allow(clippy::too_many_arguments)]
 pub fn invite_for_attempt(
     orig: &Message,
     inb: &Inbound,
     local: &Local,
     target: &crate::routing::Target,
+    out: Proto,
     branch: &str,
     max_forwards: u32,
     routes_popped: usize,
-) -> bytes::Bytes {
-    let out = target.transport;
+) -> Forwarded {
     let ruri = target.request_uri_for(orig.request_uri().unwrap_or_default());
+    let via = local.via(out, branch);
     let mut e = Editor::new(orig);
     e.stamp_top_via(inb.source())
-        .push_via(&local.via(out, branch))
+        .push_via(&via)
         .set_max_forwards(max_forwards)
         .pop_routes(routes_popped)
         .set_request_uri(&ruri);
@@ -128,7 +132,11 @@ pub fn invite_for_attempt(
     if out == Proto::Tcp {
         e.ensure_content_length();
     }
-    e.finish()
+    Forwarded {
+        bytes: e.finish(),
+        request_uri: ruri.into(),
+        via: via.into(),
+    }
 }
 
 /// How many leading Route entries name us, and the last of them (its transport and flow token

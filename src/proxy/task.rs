@@ -58,8 +58,8 @@ pub(super) fn spawn_call(proxy: Arc<Proxy>, msg: Message, inb: Inbound, key: Ser
     });
     let local = proxy.local;
     let orig = msg.clone();
-    let build_invite = Box::new(move |t: &Target, branch: &str| {
-        forward::invite_for_attempt(&orig, &inb, &local, t, branch, mf, popped)
+    let build_invite = Box::new(move |t: &Target, branch: &str, proto: Proto| {
+        forward::invite_for_attempt(&orig, &inb, &local, t, proto, branch, mf, popped)
     });
     let setup = CallSetup {
         invite: msg,
@@ -68,6 +68,7 @@ pub(super) fn spawn_call(proxy: Arc<Proxy>, msg: Message, inb: Inbound, key: Ser
         timers: sel.route.timers,
         failover: sel.route.failover.clone(),
         caller_reliable: inb.proto == Proto::Tcp,
+        routes_removed: popped,
         to_tag: format!("sos{:08x}", rand::random::<u32>()),
         build_invite,
     };
@@ -172,10 +173,10 @@ impl Ctx {
     fn execute(&mut self, out: &mut Vec<Action>, invite: &Message) {
         for a in out.drain(..) {
             match a {
-                Action::SendTarget(t, b) => self
+                Action::SendTarget(t, proto, b) => self
                     .proxy
                     .transport
-                    .send(Destination::new(t.transport, t.next_hop), b),
+                    .send(Destination::new(proto, t.next_hop), b),
                 Action::SendCaller(b) => self.proxy.transport.send(self.inb.reply_to(), b),
                 Action::Listen(branch, addr) => {
                     let k = Bytes::from(branch.into_bytes());

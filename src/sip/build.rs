@@ -82,48 +82,70 @@ fn has_tag(name_addr: &[u8]) -> bool {
     param(header_params(name_addr), b"tag").is_some()
 }
 
-/// The start line, top Via and Max-Forwards shared by ACK and CANCEL.
-fn request_head(invite: &Message, method: &[u8]) -> Out {
-    let mut out = Out::new(invite);
-    let uri = invite.request_uri().unwrap_or_default();
-    out.line(&[method, b" ", uri, b" SIP/2.0"]);
-    if let Some(via) = invite.header_values(HeaderName::Via).first() {
-        out.header(b"Via", via);
+/// What a forwarded request changed in the request it was made from, which is all a client
+/// transaction needs to build its CANCEL and ACK (RFC 3261 §9.1, §17.1.1.3) without parsing the
+/// request it sent: its Request-URI, its top Via (ours), and how many leading Route entries of the
+/// original it removed. From, To, Call-ID and the CSeq number are the original's.
+#[derive(Debug, Clone)]
+pub struct Leg<'a> {
+    pub request_uri: &'a [u8],
+    pub via: std::borrow::Cow<'a, [u8]>,
+    pub routes_removed: usize,
+}
+
+impl<'a> Leg<'a> {
+    /// The leg of a request sent exactly as `req` is: its own Request-URI, top Via and Route set.
+    pub fn of(req: &'a Message) -> Option<Leg<'a>> {
+        let via = req.header_values(HeaderName::Via).into_iter().next()?;
+        Some(Leg {
+            request_uri: req.request_uri().unwrap_or_default(),
+            via,
+            routes_removed: 0,
+        })
     }
+}
+
+/// The start line, top Via and Max-Forwards shared by ACK and CANCEL.
+fn request_head(orig: &Message, leg: &Leg<'_>, method: &[u8]) -> Out {
+    let mut out = Out::new(orig);
+    out.line(&[method, b" ", leg.request_uri, b" SIP/2.0"]);
+    out.header(b"Via", &leg.via);
     out.header(b"Max-Forwards", b"70");
     out
 }
 
-fn request_tail(mut out: Out, invite: &Message, method: &[u8]) -> Bytes {
-    out.copy(invite, HeaderName::From, b"From");
-    out.copy(invite, HeaderName::CallId, b"Call-ID");
+fn request_tail(mut out: Out, orig: &Message, leg: &Leg<'_>, method: &[u8]) -> Bytes {
+    out.copy(orig, HeaderName::From, b"From");
+    out.copy(orig, HeaderName::CallId, b"Call-ID");
     out.line(&[
         b"CSeq: ",
-        invite.cseq().seq.to_string().as_bytes(),
+        orig.cseq().seq.to_string().as_bytes(),
         b" ",
         method,
     ]);
-    for route in invite.routes() {
-        out.header(b"Route", &route);
+    for route in orig.routes().iter().skip(leg.routes_removed) {
+        out.header(b"Route", route);
     }
     out.finish()
 }
 
-/// The ACK a client transaction sends for a non-2xx final response (RFC 3261 §17.1.1.3): from the
-/// INVITE we sent (`invite`, our Via on top), Request-URI, top Via only, Call-ID, From, Route of the
-/// INVITE; To from the response (with its tag); CSeq number of the INVITE with method ACK; Max-Forwards 70.
-pub fn ack_for_non2xx(invite: &Message, response: &Message) -> Bytes {
-    let mut out = request_head(invite, b"ACK");
+/// The ACK a client transaction sends for a non-2xx final response (RFC 3261 §17.1.1.3) to a request
+/// made from `orig` as `leg` says: the leg's Request-URI and Via (ours, the only one), Call-ID, From and
+/// the remaining Route set of the original; To from the response (with its tag); CSeq number of the
+/// INVITE with method ACK; Max-Forwards 70.
+pub fn ack_for_non2xx(orig: &Message, leg: &Leg<'_>, response: &Message) -> Bytes {
+    let mut out = request_head(orig, leg, b"ACK");
     out.copy(response, HeaderName::To, b"To");
-    request_tail(out, invite, b"ACK")
+    request_tail(out, orig, leg, b"ACK")
 }
 
-/// CANCEL for an INVITE we sent (RFC 3261 §9.1): same Request-URI, top Via only (same branch),
-/// Call-ID, From, To (as in the INVITE), Route; CSeq number with method CANCEL; Max-Forwards 70.
-pub fn cancel(invite: &Message) -> Bytes {
-    let mut out = request_head(invite, b"CANCEL");
-    out.copy(invite, HeaderName::To, b"To");
-    request_tail(out, invite, b"CANCEL")
+/// CANCEL for an INVITE made from `orig` as `leg` says (RFC 3261 §9.1): same Request-URI, top Via
+/// only (same branch), Call-ID, From, To (as in the INVITE), Route; CSeq number with method CANCEL;
+/// Max-Forwards 70.
+pub fn cancel(orig: &Message, leg: &Leg<'_>) -> Bytes {
+    let mut out = request_head(orig, leg, b"CANCEL");
+    out.copy(orig, HeaderName::To, b"To");
+    request_tail(out, orig, leg, b"CANCEL")
 }
 
 /// The reason phrase RFC 3261 (and RFC 3262/3265/3329/4412/6442) gives for a code, or "Unknown".
@@ -262,7 +284,11 @@ Content-Length: 0\r\n\r\n"
             "SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\nTo: <urn:service:sos>;tag=psap\r\nFrom: <sip:x@y>;tag=abc\r\nCall-ID: call-1@caller\r\nCSeq: 7 INVITE\r\n\r\n",
         );
         assert_eq!(
-            s(ack_for_non2xx(&msg(INVITE), &resp)),
+            s(ack_for_non2xx(
+                &msg(INVITE),
+                &Leg::of(&msg(INVITE)).unwrap(),
+                &resp
+            )),
             "ACK urn:service:sos SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\n\
 Max-Forwards: 70\r\n\
@@ -279,7 +305,7 @@ Content-Length: 0\r\n\r\n"
     #[test]
     fn cancel_exact() {
         assert_eq!(
-            s(cancel(&msg(INVITE))),
+            s(cancel(&msg(INVITE), &Leg::of(&msg(INVITE)).unwrap())),
             "CANCEL urn:service:sos SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKour\r\n\
 Max-Forwards: 70\r\n\

@@ -206,8 +206,10 @@ fn exercise(buf: &[u8], limits: &Limits) {
         .pop_routes(usize::MAX)
         .finish();
     let _ = build::response(&m, 503, "", Some(b"t"), &[b"Retry-After: 1"]);
-    let _ = build::ack_for_non2xx(&m, &m);
-    let _ = build::cancel(&m);
+    if let Some(leg) = build::Leg::of(&m) {
+        let _ = build::ack_for_non2xx(&m, &leg, &m);
+        let _ = build::cancel(&m, &leg);
+    }
 }
 
 fn limits() -> impl Strategy<Value = Limits> {

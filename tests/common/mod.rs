@@ -33,6 +33,14 @@ pub struct Received {
     pub msg: Message,
 }
 
+/// What the fake answering points accept: more than the proxy's defaults, since a forwarded request
+/// carries the proxy's own Via and Record-Route on top of what the caller sent.
+pub const PSAP_LIMITS: Limits = Limits {
+    max_message_bytes: 131_072,
+    max_headers: 1024,
+    max_line_bytes: 16_384,
+};
+
 /// A fake answering point on a UDP loopback port. Its behaviour can change while it runs; when
 /// muted it drops everything, OPTIONS included (a hung PSAP).
 pub struct Uas {
@@ -102,7 +110,7 @@ async fn uas_loop(
         if muted {
             continue;
         }
-        let Ok(msg) = Message::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default()) else {
+        let Ok(msg) = Message::parse(Bytes::copy_from_slice(&buf[..n]), &PSAP_LIMITS) else {
             continue;
         };
         if !msg.is_request() {
