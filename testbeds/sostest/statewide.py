@@ -267,6 +267,9 @@ def plot(out: str, r: DrillResult, topo: topology.Topology) -> str | None:
         return None
     roles = topo.roles()
     t0 = min(c["start"] for c in calls)
+    for c in calls:  # sub-millisecond setups would fall off the log axis
+        if c.get("setup_ms") is not None and c["setup_ms"] < 0.6:
+            c["setup_ms"] = 0.6
     colours = {"primary": "tab:green", "backup": "tab:orange", "business line": "tab:blue", "other": "tab:gray"}
     fig, ax = plt.subplots(figsize=(11, 5))
     F = next((m["t"] for m in marks if m["ev"] == "fault"), None)
@@ -287,9 +290,10 @@ def plot(out: str, r: DrillResult, topo: topology.Topology) -> str | None:
     fails = [c["start"] - t0 for c in calls if c["status"] != "answered"]
     top = max([c["setup_ms"] for c in calls if c["setup_ms"]] + [DELAY_MS * 2])
     if fails:
-        ax.scatter(fails, [top * 1.1] * len(fails), marker="x", color="red", label="failed (no answer)")
+        ax.scatter(fails, [top * 1.2] * len(fails), marker="x", color="red", label="failed (no answer)")
     ax.axhline(DELAY_MS, color="gray", ls="--", lw=0.8)
-    ax.set_yscale("symlog", linthresh=10)
+    ax.set_yscale("log")
+    ax.set_ylim(0.5, top * 1.5)
     ax.set_xlabel("seconds since the first call")
     ax.set_ylabel("setup ms (INVITE -> 200)")
     ax.set_title(f"{r.drill} ({r.peer}, {r.regions} regions, {r.rate:g} calls/s)")
