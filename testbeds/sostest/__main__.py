@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -158,6 +159,8 @@ def statewide_all(names: list, peers: list) -> int:
 
 
 def main(argv: list) -> int:
+    # SIGTERM and Ctrl-C unwind through the commands' finally blocks, which stop every process started.
+    signal.signal(signal.SIGTERM, lab.on_sigterm)
     try:
         args = parse_options(argv)
         peer = os.environ.get("PEER", "sosrouter")
@@ -206,6 +209,12 @@ def main(argv: list) -> int:
     except lab.Fail as e:
         lab.say(f"ERROR: {e}")
         return 1
+    except KeyboardInterrupt:
+        lab.say("interrupted")
+        return 130
+    except lab.Terminated:
+        lab.say("terminated")
+        return 143
     except SystemExit as e:
         if isinstance(e.code, str):
             lab.say(f"ERROR: {e.code}")

@@ -355,7 +355,7 @@ class Run:
         """A Python fake PSAP (OPTIONS 200 always, INVITEs per mode) writing SIPp-style ap.log lines."""
         c = self.cfg
         d = self.new_ap_dir(name, port, f"fakepsap:{mode}")
-        argv = [sys.executable, "-m", "sostest.fakepsap", "--ip", c.ap_ip, "--psap", f"{name}:{port}:{port + 2000}:{mode}",
+        argv = [sys.executable, "-m", "sostest.fakepsap", "--ip", c.ap_ip, "--psap", f"{name}:{port}:{port + 20000}:{mode}",
                 "--log", "events.jsonl", "--sipp-log", "ap.log", "--seconds", str(int(secs))]
         e = dict(os.environ, PYTHONPATH=HERE)
         self.register_ap(name, self.g.start(f"ap-{name}", argv, os.path.join(d, "stdout.txt"), secs + 10, cwd=d, env=e), d)
@@ -764,12 +764,16 @@ COMMANDS = {"smoke": cmd_smoke, "throughput": cmd_throughput, "all": cmd_all, "a
             "test": cmd_test, "compare": cmd_compare, "profile": cmd_profile}
 
 
+class Terminated(Exception):
+    """SIGTERM: unwinds like Ctrl-C, through every finally (processes stopped)."""
+
+
+def on_sigterm(_sig, _frame):
+    raise Terminated()
+
+
 def dispatch(cfg: Config, cmd: str, args: list) -> int:
-    """Run one SIPp command. SIGTERM/SIGINT end it through the finally blocks (processes stopped)."""
-    def on_signal(sig, _frame):
-        say("interrupted" if sig == signal.SIGINT else "terminated")
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_signal)
+    """Run one SIPp command."""
     try:
         if cmd in ("smoke", "throughput", "all", "acceptance", "test", "compare", "profile",
                    "accept-one", "drill"):
@@ -782,5 +786,3 @@ def dispatch(cfg: Config, cmd: str, args: list) -> int:
     except Fail as e:
         say(f"ERROR: {e}")
         return 1
-    except KeyboardInterrupt:
-        return 130

@@ -324,7 +324,7 @@ class Settings:
     fault_s: float = float(os.environ.get("FAULT_S", 30))
     hold_s: float = float(os.environ.get("HOLD_S", 8))
     proxy_port: int = int(os.environ.get("STATEWIDE_PROXY_PORT", 5160))
-    psap_base: int = int(os.environ.get("STATEWIDE_PSAP_BASE", 6000))
+    psap_base: int = int(os.environ.get("STATEWIDE_PSAP_BASE", 15000))
     warmup_s: float = float(os.environ.get("PROXY_WARMUP_S", 3))
     peer: str = os.environ.get("PEER", "sosrouter")
     sosrouter: str = os.environ.get("SOSROUTER", "")

@@ -3,9 +3,9 @@ business line (tel:, through one shared PSTN gateway). Written as sosrouter rule
 routing-rules/lab.toml), a Kamailio dispatcher list (one set per region), and topology.json (for the
 fake answering points and the caller).
 
-    python3 -m sostest.topology OUTDIR [--regions 9] [--proxy-port 5160] [--psap-base 6000]
+    python3 -m sostest.topology OUTDIR [--regions 9] [--proxy-port 5160] [--psap-base 15000]
 
-Ports (loopback): PSAPs of region i (1-based) at psap_base + 2(i-1) (primary) and + 1 (backup), their RTP
+Ports (loopback; psap_base 15000: SIPp binds media ports from 6000): PSAPs of region i (1-based) at psap_base + 2(i-1) (primary) and + 1 (backup), their RTP
 echo at +1000; the gateway at psap_base + 99 (RTP +1099). Callers of region i have numbers +1555<ii>xxxxx
 and each region is a route matched by that caller prefix. Every PSAP is tagged with one shared failure
 domain (SHARED_DOMAIN), the gateway and business lines with another.
@@ -53,7 +53,7 @@ class Topology:
         return {p["id"]: p["role"] for p in self.psaps}
 
 
-def build(n: int = 9, proxy_port: int = 5160, psap_base: int = 6000) -> Topology:
+def build(n: int = 9, proxy_port: int = 5160, psap_base: int = 15000) -> Topology:
     if not 1 <= n <= MAX_REGIONS:
         raise ValueError(f"regions: 1..{MAX_REGIONS}, not {n}")
     regions, psaps = [], []
@@ -168,7 +168,7 @@ def dispatcher_list(t: Topology) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(outdir: str, n: int = 9, proxy_port: int = 5160, psap_base: int = 6000) -> Topology:
+def write(outdir: str, n: int = 9, proxy_port: int = 5160, psap_base: int = 15000) -> Topology:
     t = build(n, proxy_port, psap_base)
     os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, "statewide.toml"), "w") as f:
@@ -190,7 +190,7 @@ def main(argv=None):
     ap.add_argument("outdir")
     ap.add_argument("--regions", type=int, default=9)
     ap.add_argument("--proxy-port", type=int, default=5160)
-    ap.add_argument("--psap-base", type=int, default=6000)
+    ap.add_argument("--psap-base", type=int, default=15000)
     a = ap.parse_args(argv)
     t = write(a.outdir, a.regions, a.proxy_port, a.psap_base)
     print(f"{len(t.regions)} regions -> {a.outdir}/statewide.toml, dispatcher.list, topology.json")

@@ -39,6 +39,6 @@ def test_region_bounds_and_dispatcher():
     t = topology.build(30)
     lines = [x for x in topology.dispatcher_list(t).splitlines() if not x.startswith("#")]
     assert len(lines) == 90
-    assert lines[-1].startswith("30 sip:127.0.0.1:6099 ") and "tel=+1555300100" in lines[-1]
+    assert lines[-1].startswith("30 sip:127.0.0.1:15099 ") and "tel=+1555300100" in lines[-1]
     # the caller numbers the caller makes carry their region's set number at [5:7] (kamailio.cfg)
     assert t.regions[29]["prefix"][5:7] == "30"
