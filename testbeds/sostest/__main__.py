@@ -30,6 +30,7 @@ Commands:
   statewide-all      Every statewide drill (or those named), then one table.
   statewide-compare  Every statewide drill (or those named) against sosrouter, then Kamailio; side by side.
   statewide-table DIR...  The table of finished statewide drills (their result.json).
+  statewide-report DIR... Recompute a finished statewide drill's figures, summary and plot from its files.
   topology DIR       Write the statewide topology (rules, dispatcher list, topology.json) to DIR.
   pytest [ARGS]      The testbed's own tests (testbeds/tests: reports on recorded SIPp output, statewide
                      metrics, fake PSAP and caller on loopback).
@@ -185,6 +186,10 @@ def main(argv: list) -> int:
             print(statewide.results_table(res))
             if len({r["peer"] for r in res}) > 1:
                 print("\n" + statewide.side_by_side(res))
+            return 0
+        if cmd == "statewide-report":
+            for d in rest:
+                statewide.rereport(d)
             return 0
         if cmd == "topology":
             from . import topology

@@ -99,6 +99,7 @@ class DrillResult:
     setup_ms_max: float | None = None
     invites_to_broken_after_5s: int | None = None   # new INVITE transactions at faulty PSAPs, F+5 .. R
     invites_to_broken_total: int | None = None      # F .. R
+    invite_packets_to_broken_after_5s: int | None = None  # the same with the proxy's retransmissions
     dead_media_answers_after_10s: int | None = None  # 200s sent by a dead-media PSAP, F+10 .. R
     calls_media_dead: int = 0                         # calls whose caller heard no echo
     systemic_event_s: float | None = None             # first systemic SSE event - F
@@ -183,6 +184,9 @@ def analyse(out: str, name: str, peer: str, topo: topology.Topology, rate: float
         broken = [e for e in psap_ev if e["ev"] == "invite" and e.get("new") and e["mode"] in fakepsap.FAULT_MODES
                   and e["role"] != "gateway" and F <= e["t"] < end]
         res.invites_to_broken_total = len(broken)
+        res.invite_packets_to_broken_after_5s = sum(
+            1 for e in psap_ev if e["ev"] == "invite" and e["mode"] in fakepsap.FAULT_MODES and e["role"] != "gateway"
+            and F + 5 <= e["t"] < end)
         res.invites_to_broken_after_5s = sum(1 for e in broken if e["t"] >= F + 5)
         res.dead_media_answers_after_10s = sum(1 for e in psap_ev if e["ev"] == "answer" and e["mode"] == "dead-media"
                                                and F + 10 <= e["t"] < end)
@@ -219,7 +223,8 @@ def summary(r: DrillResult) -> str:
         (f"delayed > {DELAY_MS:.0f} ms in the fault", f"{r.delayed_in_fault} of {r.calls_in_fault}, last started "
                                                       f"{fmt(r.last_delayed_start_s, '{:.1f}')} s into the fault"),
         ("setup p50 / max ms", f"{fmt(r.setup_ms_p50)} / {fmt(r.setup_ms_max)}"),
-        ("INVITEs at broken PSAPs after 5 s", f"{fmt(r.invites_to_broken_after_5s)} (whole fault {fmt(r.invites_to_broken_total)})"),
+        ("INVITEs at broken PSAPs after 5 s", f"{fmt(r.invites_to_broken_after_5s)} (whole fault {fmt(r.invites_to_broken_total)}; "
+                                              f"with retransmissions {fmt(r.invite_packets_to_broken_after_5s)})"),
         ("dead-media answers after 10 s", f"{fmt(r.dead_media_answers_after_10s)} (calls with no echo, whole run: {r.calls_media_dead})"),
         ("systemic event", (f"{fmt(r.systemic_event_s, '{:.2f}')} s after the fault" if r.systemic_event_s is not None
                             else ("none" if r.peer == "sosrouter" else "n/a")) + (f" ({r.sse_events} SSE events)" if r.sse_events is not None else "")),
@@ -354,6 +359,18 @@ def mark(out: str, ev: str, **kw):
     with open(os.path.join(out, "drill.jsonl"), "a") as f:
         f.write(json.dumps({"t": time.time(), "ev": ev, **kw}) + "\n")
     say(f"event: {ev} {kw if kw else ''}")
+
+
+def rereport(out: str) -> DrillResult:
+    """Recompute the figures, summary and plot of a finished drill from its files (result.json gives the
+    drill, peer and rate)."""
+    with open(os.path.join(out, "result.json")) as f:
+        old = json.load(f)
+    topo = topology.load(os.path.join(out, "topology.json"))
+    res = analyse(out, old["drill"], old["peer"], topo, old["rate"], old["calls_planned"])
+    emit(out, res, summary(res))
+    plot(out, res, topo)
+    return res
 
 
 def run_drill(name: str, st: Settings, out: str | None = None) -> DrillResult:

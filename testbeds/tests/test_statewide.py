@@ -49,6 +49,7 @@ def test_figures(drill_dir):
     assert r.calls_in_fault == 5 and r.failed_in_fault == 1
     assert r.delayed_in_fault == 2 and r.last_delayed_start_s == pytest.approx(3)
     assert r.invites_to_broken_total == 2 and r.invites_to_broken_after_5s == 1
+    assert r.invite_packets_to_broken_after_5s == 2
     assert r.dead_media_answers_after_10s == 1 and r.calls_media_dead == 1
     assert r.systemic_event_s == pytest.approx(2.5)
     assert r.traffic_back_s == pytest.approx(1) and r.traffic_back_all_regions_s == pytest.approx(2)
@@ -86,3 +87,11 @@ def test_plot(drill_dir):
     r = statewide.analyse(out, "statewide-blackhole", "sosrouter", topo, 5, 8)
     p = statewide.plot(out, r, topo)
     assert p and open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rereport(drill_dir):
+    out, topo = drill_dir
+    r = statewide.analyse(out, "statewide-blackhole", "sosrouter", topo, 5, 8)
+    statewide.emit(out, r, statewide.summary(r))
+    again = statewide.rereport(out)
+    assert statewide.asdict(again) == statewide.asdict(r)
