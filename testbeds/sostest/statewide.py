@@ -322,21 +322,21 @@ def emit(out: str, r: DrillResult, text: str):
 # ------------------------------------------------------------------ running a drill
 @dataclass
 class Settings:
-    regions: int = int(os.environ.get("REGIONS", 9))
-    rate: float = float(os.environ.get("RATE", 5) or 5)
-    calling_s: float = float(os.environ.get("CALLING_S", 55))
-    fault_at_s: float = float(os.environ.get("FAULT_AT_S", 10))
-    fault_s: float = float(os.environ.get("FAULT_S", 30))
-    hold_s: float = float(os.environ.get("HOLD_S", 8))
-    proxy_port: int = int(os.environ.get("STATEWIDE_PROXY_PORT", 5160))
-    psap_base: int = int(os.environ.get("STATEWIDE_PSAP_BASE", 15000))
-    warmup_s: float = float(os.environ.get("PROXY_WARMUP_S", 3))
-    peer: str = os.environ.get("PEER", "sosrouter")
-    sosrouter: str = os.environ.get("SOSROUTER", "")
-    sosrouter_args: str = os.environ.get("SOSROUTER_ARGS", "")
-    kamailio_cfg: str = os.environ.get("KAMAILIO_CFG", os.path.join(HERE, "kamailio", "kamailio.cfg"))
-    kamailio_mem_mb: int = int(os.environ.get("KAMAILIO_MEM_MB", 1024))
-    kamailio_defines: str = os.environ.get("KAMAILIO_DEFINES", "")
+    regions: int = field(default_factory=lambda: int(os.environ.get("REGIONS", 9)))
+    rate: float = field(default_factory=lambda: float(os.environ.get("RATE", 5) or 5))
+    calling_s: float = field(default_factory=lambda: float(os.environ.get("CALLING_S", 55)))
+    fault_at_s: float = field(default_factory=lambda: float(os.environ.get("FAULT_AT_S", 10)))
+    fault_s: float = field(default_factory=lambda: float(os.environ.get("FAULT_S", 30)))
+    hold_s: float = field(default_factory=lambda: float(os.environ.get("HOLD_S", 8)))
+    proxy_port: int = field(default_factory=lambda: int(os.environ.get("STATEWIDE_PROXY_PORT", 5160)))
+    psap_base: int = field(default_factory=lambda: int(os.environ.get("STATEWIDE_PSAP_BASE", 15000)))
+    warmup_s: float = field(default_factory=lambda: float(os.environ.get("PROXY_WARMUP_S", 3)))
+    peer: str = field(default_factory=lambda: os.environ.get("PEER", "sosrouter"))
+    sosrouter: str = field(default_factory=lambda: os.environ.get("SOSROUTER", ""))
+    sosrouter_args: str = field(default_factory=lambda: os.environ.get("SOSROUTER_ARGS", ""))
+    kamailio_cfg: str = field(default_factory=lambda: os.environ.get("KAMAILIO_CFG", os.path.join(HERE, "kamailio", "kamailio.cfg")))
+    kamailio_mem_mb: int = field(default_factory=lambda: int(os.environ.get("KAMAILIO_MEM_MB", 1024)))
+    kamailio_defines: str = field(default_factory=lambda: os.environ.get("KAMAILIO_DEFINES", ""))
 
     @property
     def calls(self) -> int:

@@ -95,3 +95,13 @@ def test_rereport(drill_dir):
     statewide.emit(out, r, statewide.summary(r))
     again = statewide.rereport(out)
     assert statewide.asdict(again) == statewide.asdict(r)
+
+
+def test_settings_read_the_environment_when_made(monkeypatch):
+    monkeypatch.setenv("RATE", "7")
+    monkeypatch.setenv("CALLING_S", "10")
+    monkeypatch.delenv("CALLS", raising=False)
+    st = statewide.Settings()
+    assert st.rate == 7 and st.calls == 70
+    monkeypatch.setenv("CALLS", "99999")
+    assert st.calls == 20000   # bounded
