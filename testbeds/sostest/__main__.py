@@ -47,6 +47,7 @@ Commands:
   accept-one NAME    One run of that matrix (URIS=sip911|urn, --proxy tcp:... for TCP).
   test               Every test: cargo test, the testbed's pytest suite, then smoke and acceptance
                      (the README's test command).
+  soak [S] [CALLS/s] testbeds/soak/rss-soak: sosrouter's RSS under S seconds (60) of faults (200/s).
   help               This text.
 
 Options (each also settable as the environment variable in brackets):
@@ -207,7 +208,7 @@ def main(argv: list) -> int:
             need_plotting()
             return subprocess.call([sys.executable, "-m", "pytest", "-q", os.path.join(statewide.HERE, "tests"), *rest],
                                    env=dict(os.environ, PYTHONPATH=statewide.HERE))
-        if cmd in lab.COMMANDS or cmd in ("drill", "accept-one"):
+        if cmd in lab.COMMANDS or cmd in ("drill", "accept-one", "soak"):
             return lab.dispatch(lab.Config(), cmd, rest)
         print(usage(), end="", file=sys.stderr)
         raise lab.Fail(f"unknown command '{cmd}'")

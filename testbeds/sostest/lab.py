@@ -744,6 +744,25 @@ def cmd_profile(cfg: Config) -> int:
         r.close()
 
 
+def cmd_soak(cfg: Config, args: list) -> int:
+    """testbeds/soak/rss-soak [SECONDS] [CALLS_PER_S] in its own process group, bounded by timeout(1)."""
+    seconds = int(args[0]) if args and args[0].isdigit() else 60
+    out = cfg.out_dir or os.path.join(HERE, "out", f"{time.strftime('%Y%m%d-%H%M%S')}-soak")
+    os.makedirs(out, exist_ok=True)
+    g = procs.Group()
+    try:
+        e = dict(os.environ, SOSROUTER=cfg.sosrouter)
+        p = g.start("rss-soak", [sys.executable, os.path.join(HERE, "soak", "rss-soak"), *args[:2]],
+                    os.path.join(out, "soak.log"), seconds + 120, env=e)
+        rc = p.popen.wait()
+    finally:
+        g.stop_all()
+    with open(os.path.join(out, "soak.log"), errors="replace") as f:
+        sys.stdout.write(f.read())
+    say(f"outputs in {out}")
+    return rc
+
+
 def cmd_all(cfg: Config) -> int:
     failed = []
     e = cfg.child_env()
@@ -782,6 +801,8 @@ def dispatch(cfg: Config, cmd: str, args: list) -> int:
             return cmd_accept_one(cfg, args[0] if args else "")
         if cmd == "drill":
             return cmd_drill(cfg, args[0] if args else "")
+        if cmd == "soak":
+            return cmd_soak(cfg, args)
         return COMMANDS[cmd](cfg)
     except Fail as e:
         say(f"ERROR: {e}")

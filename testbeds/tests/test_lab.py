@@ -89,7 +89,7 @@ def test_cli_help_and_unknown():
     out = subprocess.run([sys.executable, "-m", "sostest", "help"], capture_output=True, text=True, env=env, timeout=30)
     assert out.returncode == 0
     for name in ("smoke", "throughput", "drill NAME", "all", "compare", "profile", "acceptance", "accept-one",
-                 "test", "statewide-compare", "primary-blackhole", "statewide-dead-media"):
+                 "test", "soak", "statewide-compare", "primary-blackhole", "statewide-dead-media"):
         assert name in out.stdout
     bad = subprocess.run([sys.executable, "-m", "sostest", "nonsense"], capture_output=True, text=True, env=env, timeout=30)
     assert bad.returncode == 1 and "unknown command" in bad.stderr
