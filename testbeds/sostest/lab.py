@@ -1,0 +1,809 @@
+"""The SIPp commands of the testbed (lab topology): smoke, drill, throughput, compare, profile, acceptance,
+accept-one, test, all. A port of the former bash testbeds/run: same commands, options, environment
+variables, output files (read by sostest.report) and behaviour. See testbeds/README.md.
+
+Every process is started in its own process group under timeout(1) (procs.Group) and stopped by process
+group at the end, on success, failure or Ctrl-C; a fault signals the answering point's SIPp by PID.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import procs, report
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # testbeds/
+ROOT = os.path.dirname(HERE)
+SCEN = os.path.join(HERE, "scenarios")
+DRILLS = "primary-killed primary-hung both-psaps-down primary-failing-calls primary-flapping".split()
+EXTRA_DRILLS = "primary-silent primary-ringing primary-blackhole reload".split()
+AP_PORTS = {"primary": 5071, "backup": 5072, "gateway": 5073}
+
+
+class Fail(Exception):
+    """A command failed: the message is printed as ERROR and the exit code is 1."""
+
+
+def say(msg: str):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass
+class Config:
+    """Settings from the environment (the same variables as before), overridden by options."""
+    proxy: str = field(default_factory=lambda: env("PROXY", "udp:127.0.0.1:5060"))
+    start_proxy: bool = field(default_factory=lambda: env("START_PROXY", "1") != "0")
+    build: bool = field(default_factory=lambda: env("BUILD", "1") != "0")
+    direct: bool = field(default_factory=lambda: env("DIRECT", "0") == "1")
+    rules: str = field(default_factory=lambda: env("RULES", os.path.join(ROOT, "routing-rules", "lab.toml")))
+    sosrouter: str = field(default_factory=lambda: env("SOSROUTER") or os.path.join(
+        env("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "sosrouter"))
+    sosrouter_args: str = field(default_factory=lambda: env("SOSROUTER_ARGS"))
+    peer: str = field(default_factory=lambda: env("PEER", "sosrouter"))
+    kamailio_cfg: str = field(default_factory=lambda: env("KAMAILIO_CFG", os.path.join(HERE, "kamailio", "kamailio.cfg")))
+    kamailio_list: str = field(default_factory=lambda: env("KAMAILIO_LIST", os.path.join(HERE, "kamailio", "dispatcher.list")))
+    kamailio_defines: str = field(default_factory=lambda: env("KAMAILIO_DEFINES"))
+    sipp_buff: str = field(default_factory=lambda: env("SIPP_BUFF", "4194304"))
+    kamailio_mem_mb: str = field(default_factory=lambda: env("KAMAILIO_MEM_MB", "1024"))
+    out_dir: str = field(default_factory=lambda: env("OUT_DIR"))
+    warmup_s: float = field(default_factory=lambda: float(env("PROXY_WARMUP_S", "3") or 3))
+    ap_ip: str = field(default_factory=lambda: env("AP_IP", "127.0.0.1"))
+    caller_ip: str = field(default_factory=lambda: env("CALLER_IP", "127.0.0.1"))
+    hold_ms: str = field(default_factory=lambda: env("HOLD_MS"))
+    ring_ms: str = field(default_factory=lambda: env("RING_MS", "0"))
+    call_timeout_ms: int = field(default_factory=lambda: int(env("CALL_TIMEOUT_MS", "8000") or 8000))
+    delay_ms: str = field(default_factory=lambda: env("DELAY_MS", "200"))
+    rate: str = field(default_factory=lambda: env("RATE"))
+    calls: str = field(default_factory=lambda: env("CALLS"))
+    rates_given: bool = field(default_factory=lambda: bool(env("RATES")))
+    rates: str = field(default_factory=lambda: env("RATES") or "200 400 800 1200 1600 2000 2500 3000 3500 4000 5000 6000")
+    step_s: float = field(default_factory=lambda: float(env("STEP_S", "10") or 10))
+    bisect_steps: int = field(default_factory=lambda: int(env("BISECT_STEPS", "3") or 3))
+    max_fail_pct: str = field(default_factory=lambda: env("MAX_FAIL_PCT", "0.1"))
+    max_retrans_pct: str = field(default_factory=lambda: env("MAX_RETRANS_PCT", "1"))
+    flap_count: int = field(default_factory=lambda: int(env("FLAP_COUNT", "3") or 3))
+    flap_down_s: float = field(default_factory=lambda: float(env("FLAP_DOWN_S", "2") or 2))
+    uris: str = field(default_factory=lambda: env("URIS"))
+    direct_faults: str = field(default_factory=lambda: env("DIRECT_FAULTS"))
+    ap_transport: str = field(default_factory=lambda: env("AP_TRANSPORT"))
+    admin_addr: str = field(default_factory=lambda: env("ADMIN_ADDR", "127.0.0.1:9060"))
+
+    def __post_init__(self):
+        self.parse_proxy()
+
+    def parse_proxy(self):
+        p = self.proxy
+        self.transport = "udp"
+        if p.startswith("udp:"):
+            p = p[4:]
+        elif p.startswith("tcp:"):
+            self.transport, p = "tcp", p[4:]
+        self.proxy_host, _, port = p.rpartition(":")
+        if not port.isdigit():
+            raise Fail(f"bad --proxy '{self.proxy}' (want [udp:|tcp:]host:port)")
+        self.proxy_port = int(port)
+        self.target = f"{self.ap_ip}:5071" if self.direct else f"{self.proxy_host}:{self.proxy_port}"
+        self.sipp_t = "t1" if self.transport == "tcp" else "u1"
+        self.ap_t = self.ap_transport or (self.sipp_t if self.direct else "u1")
+
+    def child_env(self) -> dict:
+        """The environment for a child run of testbeds/run (all, acceptance, compare)."""
+        e = dict(os.environ)
+        e.update(PROXY=self.proxy, START_PROXY="1" if self.start_proxy else "0", BUILD="1" if self.build else "0",
+                 DIRECT="1" if self.direct else "0", RATE=self.rate, CALLS=self.calls, HOLD_MS=self.hold_ms,
+                 PEER=self.peer)
+        return e
+
+
+def need(cmd: str, package: str, check: str | None = None):
+    """Install a Debian package when its command is missing (apt-get, after apt-get update if that fails)."""
+    if shutil.which(check or cmd):
+        return
+    say(f"{cmd} missing: installing the Debian package {package}")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    if subprocess.call(sudo + ["apt-get", "install", "-y", package]) != 0:
+        subprocess.call(sudo + ["apt-get", "update"])
+        subprocess.call(sudo + ["apt-get", "install", "-y", package])
+    if not shutil.which(check or cmd):
+        raise Fail(f"could not install {cmd} (package {package})")
+
+
+def need_kamailio():
+    if shutil.which("kamailio"):
+        return
+    need("kamailio", "kamailio")
+    if shutil.which("systemctl") and subprocess.call(["systemctl", "is-active", "--quiet", "kamailio"]) == 0:
+        say("stopping the kamailio system service the package started")
+        subprocess.call(["systemctl", "stop", "kamailio"])
+
+
+def children(pid: int) -> list:
+    """Direct children of pid (from /proc)."""
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def descendants(pid: int) -> list:
+    res = []
+    for c in children(pid):
+        res.append(c)
+        res += descendants(c)
+    return res
+
+
+def ticks(pids) -> int:
+    """utime + stime (clock ticks) summed over pids (0 for gone ones)."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def pss_kb(pids) -> int:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def times_line(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{seconds % 60:.3f}s"
+
+
+class Run:
+    """One command's run: its output directory, its processes, its answering points."""
+
+    def __init__(self, cfg: Config, command: str):
+        self.cfg, self.command = cfg, command
+        self.g = procs.Group()
+        self.aps: dict = {}       # name -> Proc
+        self.ap_gen: dict = {}
+        self.ap_dir: dict = {}
+        self.proxy: procs.Proc | None = None
+        self.proxy_pid: int | None = None
+        self.out = cfg.out_dir or os.path.join(HERE, "out", f"{time.strftime('%Y%m%d-%H%M%S')}-{command}")
+        os.makedirs(os.path.join(self.out, "ap"), exist_ok=True)
+        open(os.path.join(self.out, "events.tsv"), "w").close()
+        sipp_v = ""
+        try:
+            v = subprocess.run(["sipp", "-v"], capture_output=True, text=True, timeout=5).stdout
+            m = re.search(r"v[0-9]\S*", v.replace("\r", ""))
+            sipp_v = m.group(0) if m else ""
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        try:
+            git = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True, timeout=5).stdout.strip() or "unknown"
+        except (OSError, subprocess.TimeoutExpired):
+            git = "unknown"
+        with open(os.path.join(self.out, "meta.env"), "w") as f:
+            f.write(f"command={command}\ndirect={int(cfg.direct)}\nproxy={cfg.proxy}\nstart_proxy={int(cfg.start_proxy)}\n"
+                    f"peer={cfg.peer}\ntarget={cfg.target}\ntransport={cfg.transport}\ndelay_ms={cfg.delay_ms}\n"
+                    f"sipp={sipp_v}\ngit={git}\nhost_cpus={os.cpu_count()}\n")
+
+    def rel(self, path: str) -> str:
+        return os.path.relpath(path, ROOT) if path.startswith(ROOT) else path
+
+    def close(self):
+        self.g.stop_all()
+        say(f"outputs in {self.rel(self.out)}")
+
+    def event(self, name: str, target: str = ""):
+        with open(os.path.join(self.out, "events.tsv"), "a") as f:
+            f.write(f"{time.time():.9f}\t{name}\t{target}\n")
+        say(f"event: {name} {target}")
+
+    def report(self, *args) -> int:
+        """Run sostest.report in-process; its SystemExit code is the result."""
+        try:
+            report.main(["report.py", *[str(a) for a in args]])
+            return 0
+        except SystemExit as e:
+            return int(e.code or 0)
+
+    # ------------------------------------------------------------ proxy
+    def build_proxy(self):
+        c = self.cfg
+        if c.direct or not c.start_proxy:
+            return
+        if c.peer == "kamailio":
+            need_kamailio()
+            if not (os.path.isfile(c.kamailio_cfg) and os.path.isfile(c.kamailio_list)):
+                raise Fail(f"no Kamailio config at {c.kamailio_cfg} / {c.kamailio_list}")
+            return
+        if c.build:
+            say("building sosrouter (cargo build --release)")
+            with open(os.path.join(self.out, "build.log"), "wb") as log:
+                if subprocess.call(["cargo", "build", "--release"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT):
+                    raise Fail(f"cargo build --release failed; see {self.rel(self.out)}/build.log")
+        if not os.access(c.sosrouter, os.X_OK):
+            raise Fail(f"no sosrouter binary at {c.sosrouter} (build failed or --no-build?)")
+        if not os.path.isfile(c.rules):
+            raise Fail(f"no routing rules at {c.rules} (set RULES=...)")
+
+    def port_free(self, port: int):
+        users = procs.port_users(port)
+        if not users:
+            return
+        if "kamailio" in users and shutil.which("systemctl") and \
+                subprocess.call(["systemctl", "is-active", "--quiet", "kamailio"]) == 0:
+            say(f"the kamailio system service holds port {port}: stopping it")
+            subprocess.call(["systemctl", "stop", "kamailio"])
+            time.sleep(1)
+            users = procs.port_users(port)
+            if not users:
+                return
+        raise Fail(f"port {port} is already in use (another test or a system service?): "
+                   + " ".join(users.split()[:12]))
+
+    def start_proxy(self, secs: float, prefix: list | None = None):
+        c = self.cfg
+        if c.direct or not c.start_proxy:
+            return
+        self.port_free(c.proxy_port)
+        if c.peer == "kamailio":
+            run = os.path.join(self.out, "kamailio-run")
+            os.makedirs(run, exist_ok=True)
+            defs = ["-A", f"SIP_ADDR={c.proxy_host}", "-A", f"SIP_PORT={c.proxy_port}", "-A", f'DS_LIST="{c.kamailio_list}"']
+            for d in c.kamailio_defines.split():
+                defs += ["-A", d]
+            say(f"starting kamailio with {self.rel(c.kamailio_cfg)} on {c.proxy_host}:{c.proxy_port}")
+            argv = ["kamailio", "-f", c.kamailio_cfg, "-DD", "-E", "-m", c.kamailio_mem_mb, "-M", "16",
+                    "-Y", run, "-w", run] + defs
+            log, name, cwd = os.path.join(self.out, "kamailio.log"), "kamailio", run
+        else:
+            argv = (prefix or []) + [c.sosrouter, "run", "--rules", c.rules, "--undelivered",
+                                     os.path.join(self.out, "undelivered.jsonl")] + c.sosrouter_args.split()
+            say("starting sosrouter: " + " ".join(argv))
+            log, name, cwd = os.path.join(self.out, "sosrouter.log"), "sosrouter", ROOT
+        self.proxy = self.g.start(name, argv, log, secs, cwd=cwd)
+        procs.wait_until(lambda: children(self.proxy.pid) or not self.proxy.alive(), 2.5)
+        kids = children(self.proxy.pid)
+        if not kids:
+            self.tail(log)
+            raise Fail(f"{name} exited at once; see {self.rel(log)}")
+        self.proxy_pid = kids[0]
+        with open(os.path.join(self.out, f"{name}.pid"), "w") as f:
+            f.write(f"{self.proxy_pid}\n")
+        time.sleep(c.warmup_s)
+        if not self.proxy.alive():
+            self.tail(log)
+            raise Fail(f"{name} exited during its warm-up; see {self.rel(log)}")
+        if name == "kamailio":
+            say(f"kamailio up: pid {self.proxy_pid} and {len(descendants(self.proxy_pid))} worker processes")
+
+    def tail(self, path: str, n: int = 20):
+        try:
+            with open(path, errors="replace") as f:
+                sys.stderr.write("".join(f.readlines()[-n:]))
+        except OSError:
+            pass
+
+    def proxy_pids(self) -> list:
+        if not self.proxy_pid:
+            return []
+        return [self.proxy_pid] + descendants(self.proxy_pid)
+
+    # ------------------------------------------------------------ answering points
+    def new_ap_dir(self, name: str, port: int, scen: str) -> str:
+        gen = self.ap_gen.get(name, 0) + 1
+        self.ap_gen[name] = gen
+        d = os.path.join(self.out, "ap", f"{name}.{gen}")
+        os.makedirs(d, exist_ok=True)
+        self.ap_dir[name] = d
+        with open(os.path.join(d, "info"), "w") as f:
+            f.write(f"name={name}\nport={port}\nscenario={scen}\nstarted={time.time():.9f}\n")
+        return d
+
+    def register_ap(self, name: str, proc: procs.Proc, d: str):
+        self.aps[name] = proc
+        procs.wait_until(lambda: children(proc.pid) or not proc.alive(), 2.5)
+        kids = children(proc.pid)
+        if not kids:
+            raise Fail(f"answering point {name} did not start; see {self.rel(d)}/stdout.txt")
+        proc.child = kids[0]
+        with open(os.path.join(d, "pid"), "w") as f:
+            f.write(f"{kids[0]}\n")
+
+    def start_ap(self, name: str, port: int, scen: str, secs: float):
+        c = self.cfg
+        d = self.new_ap_dir(name, port, scen)
+        # -m bounds SIPp "calls", which here include the proxy's OPTIONS probes (one per second).
+        argv = ["sipp", "-sf", os.path.join(SCEN, scen), "-i", c.ap_ip, "-p", str(port), "-t", c.ap_t,
+                "-buff_size", c.sipp_buff, "-d", c.ring_ms, "-m", "10000000", "-timeout", f"{int(secs)}s", "-nostdin",
+                "-recv_timeout", "40000", "-trace_logs", "-log_file", "ap.log", "-trace_stat", "-stf", "stat.csv",
+                "-fd", "1", "-trace_err", "-error_file", "errors.log", "-trace_screen", "-screen_file", "screen.log"]
+        self.register_ap(name, self.g.start(f"ap-{name}", argv, os.path.join(d, "stdout.txt"), secs + 10, cwd=d), d)
+
+    def start_fake_ap(self, name: str, port: int, mode: str, secs: float):
+        """A Python fake PSAP (OPTIONS 200 always, INVITEs per mode) writing SIPp-style ap.log lines."""
+        c = self.cfg
+        d = self.new_ap_dir(name, port, f"fakepsap:{mode}")
+        argv = [sys.executable, "-m", "sostest.fakepsap", "--ip", c.ap_ip, "--psap", f"{name}:{port}:{port + 20000}:{mode}",
+                "--log", "events.jsonl", "--sipp-log", "ap.log", "--seconds", str(int(secs))]
+        e = dict(os.environ, PYTHONPATH=HERE)
+        self.register_ap(name, self.g.start(f"ap-{name}", argv, os.path.join(d, "stdout.txt"), secs + 10, cwd=d, env=e), d)
+
+    def kill_ap(self, name: str):
+        """kill -9 of the answering point (a crash): its whole process group, reaped."""
+        p = self.aps.get(name)
+        if p is None:
+            return
+        try:
+            os.kill(p.child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.g.stop(p, grace=1.0)
+        self.g.procs = [x for x in self.g.procs if x is not p]
+        with open(os.path.join(self.ap_dir[name], "info"), "a") as f:
+            f.write(f"stopped={time.time():.9f}\n")
+
+    def signal_ap(self, name: str, sig):
+        try:
+            os.kill(self.aps[name].child, sig)
+        except (KeyError, ProcessLookupError):
+            pass
+
+    def start_all_aps(self, secs: float, prim: str = "psap.xml"):
+        self.start_ap("primary", 5071, prim, secs)
+        self.start_ap("backup", 5072, "psap.xml", secs)
+        self.start_ap("gateway", 5073, "psap.xml", secs)
+        time.sleep(0.3)
+        for n in ("primary", "backup", "gateway"):
+            if not self.aps[n].alive():
+                raise Fail(f"answering point {n} exited at start; see {self.rel(self.ap_dir[n])}")
+        say("answering points up: primary :5071, backup :5072, gateway :5073")
+
+    def victim(self, who: str) -> str:
+        """In --direct mode faults go to the backup (and the gateway), unless DIRECT_FAULTS=primary."""
+        if self.cfg.direct and self.cfg.direct_faults != "primary":
+            return {"primary": "backup", "backup": "gateway"}[who]
+        return who
+
+    # ------------------------------------------------------------ caller
+    def make_calls_csv(self, path: str, n: int):
+        c = self.cfg
+        host = f"{c.ap_ip}:5071" if c.direct else f"{c.proxy_host}:{c.proxy_port}"
+        uris = c.uris or "alt"
+        with open(path, "w") as f:
+            f.write("SEQUENTIAL\n")
+            for i in range(1, min(n, 20000) + 1):
+                urn = uris == "urn" or (uris == "alt" and i % 2 == 0)
+                f.write(f"{'urn:service:sos' if urn else 'sip:911@' + host};1617555{i % 10000:04d};\n")
+
+    def start_caller(self, d: str, rate: int, calls: int, hold: int, nolog: bool = False) -> procs.Proc:
+        c = self.cfg
+        os.makedirs(d, exist_ok=True)
+        self.make_calls_csv(os.path.join(d, "calls.csv"), calls)
+        secs = calls // rate + hold // 1000 + c.call_timeout_ms // 1000 + 15
+        with open(os.path.join(d, "info"), "w") as f:
+            f.write(f"rate={rate}\ncalls={calls}\nhold_ms={hold}\ntarget={c.target}\ntransport={c.transport}\n"
+                    f"started={time.time():.9f}\n")
+        logs = [] if nolog else ["-trace_logs", "-log_file", "caller.log"]
+        argv = ["sipp", "-sf", os.path.join(SCEN, "caller.xml"), "-inf", "calls.csv", "-i", c.caller_ip, "-t", c.sipp_t,
+                "-buff_size", c.sipp_buff, "-r", str(rate), "-m", str(calls), "-l", str(rate * 30 + 100), "-d", str(hold),
+                "-recv_timeout", str(c.call_timeout_ms), "-timeout", f"{secs}s", "-timeout_error", "-nostdin",
+                "-trace_stat", "-stf", "stat.csv", "-fd", "1", "-trace_rtt", "-rtt_freq", "100", "-trace_counts",
+                *logs, "-trace_err", "-error_file", "errors.log", "-trace_screen", "-screen_file", "screen.log", c.target]
+        p = self.g.start("caller", argv, os.path.join(d, "stdout.txt"), secs + 15, cwd=d)
+        p.dir = d
+        return p
+
+    def wait_caller(self, p: procs.Proc) -> int:
+        """SIPp's exit code (0 all calls succeeded, 1 some failed, other: trouble); writes exit_code and
+        cpu_times.txt (the caller's CPU, user and system, in bash `times` format on the 2nd line)."""
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+            rc = os.waitstatus_to_exitcode(status)
+            p.popen.returncode = rc
+        except ChildProcessError:
+            rc, ru = (p.popen.returncode if p.popen.returncode is not None else 255), None
+        rc = 255 if rc < 0 else rc
+        with open(os.path.join(p.dir, "exit_code"), "w") as f:
+            f.write(f"{rc}\n")
+        if ru is not None:
+            with open(os.path.join(p.dir, "cpu_times.txt"), "w") as f:
+                f.write("0m0.000s 0m0.000s\n" + f"{times_line(ru.ru_utime)} {times_line(ru.ru_stime)}\n")
+        self.g.procs = [x for x in self.g.procs if x is not p]
+        return rc
+
+
+# ---------------------------------------------------------------- commands
+def nap(s: float):
+    time.sleep(max(0.0, s))
+
+
+def cmd_smoke(cfg: Config) -> int:
+    rate, calls, hold = int(cfg.rate or 50), int(cfg.calls or 300), int(cfg.hold_ms or 200)
+    r = Run(cfg, "smoke")
+    try:
+        dur = calls // rate
+        r.build_proxy()
+        r.start_all_aps(dur + 60)
+        r.start_proxy(dur + 90)
+        v = r.victim("primary")
+        say(f"smoke: {calls} calls at {rate}/s over {cfg.transport} to {cfg.target}; {v} killed at ~{dur // 2} s")
+        caller = r.start_caller(os.path.join(r.out, "caller"), rate, calls, hold)
+        nap(dur // 2)
+        r.event("kill", v)
+        r.kill_ap(v)
+        rc = r.wait_caller(caller)
+        return r.report("smoke", r.out, rc)
+    finally:
+        r.close()
+
+
+def swap_chain(path: str):
+    """psap-primary and psap-backup trade places in every chain of the rules copy."""
+    s = open(path).read()
+    a, b = '"psap-primary", "psap-backup"', '"psap-backup", "psap-primary"'
+    s = s.replace(a, "\0").replace(b, a).replace("\0", b)
+    with open(path, "w") as f:
+        f.write(s)
+
+
+def admin_reload(r: Run):
+    import urllib.request
+    req = urllib.request.Request(f"http://{r.cfg.admin_addr}/reload", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp, open(os.path.join(r.out, "reload.log"), "a") as f:
+            f.write(f"{resp.status} {resp.read().decode()}\n")
+    except OSError as e:
+        with open(os.path.join(r.out, "reload.log"), "a") as f:
+            f.write(f"{e}\n")
+        raise Fail("reload refused; see reload.log")
+
+
+def one_drill(r: Run, name: str) -> int:
+    cfg = r.cfg
+    rate, calls = int(cfg.rate or (20 if name == "primary-blackhole" else 100)), \
+        int(cfg.calls or (300 if name == "primary-blackhole" else 3000))
+    hold = int(cfg.hold_ms or 500)
+    dur = calls // rate
+    third = dur // 3
+    v, v2 = r.victim("primary"), r.victim("backup")
+    if name == "reload":  # the drill edits a copy of the rules, never the shipped file
+        shutil.copy(cfg.rules, os.path.join(r.out, "rules.toml"))
+        cfg.rules = os.path.join(r.out, "rules.toml")
+    r.start_all_aps(dur + 90)
+    r.start_proxy(dur + 120)
+    say(f"drill {name}: {calls} calls at {rate}/s over {cfg.transport} to {cfg.target}; fault at ~{third} s, "
+        f"restore at ~{2 * third} s")
+    caller = r.start_caller(os.path.join(r.out, "caller"), rate, calls, hold)
+    nap(third)
+    port = AP_PORTS
+    if name == "primary-killed":
+        r.event("kill", v); r.kill_ap(v); nap(third)                                   # noqa: E702
+        r.event("restore", v); r.start_ap(v, port[v], "psap.xml", dur + 60)             # noqa: E702
+    elif name == "primary-hung":
+        r.event("stop", v); r.signal_ap(v, signal.SIGSTOP); nap(third)                 # noqa: E702
+        r.event("restore", v); r.signal_ap(v, signal.SIGCONT)                           # noqa: E702
+    elif name == "both-psaps-down":
+        r.event("kill", v); r.kill_ap(v); r.event("kill", v2); r.kill_ap(v2); nap(third)  # noqa: E702
+        r.event("restore", v); r.start_ap(v, port[v], "psap.xml", dur + 60)             # noqa: E702
+        r.event("restore", v2); r.start_ap(v2, port[v2], "psap.xml", dur + 60)          # noqa: E702
+    elif name in ("primary-failing-calls", "primary-silent", "primary-ringing"):
+        bad = {"primary-silent": "psap-silent.xml", "primary-ringing": "psap-ringing.xml"}.get(name, "psap-503.xml")
+        r.event("replace", v); r.kill_ap(v); r.start_ap(v, port[v], bad, dur + 60); nap(third)  # noqa: E702
+        r.event("restore", v); r.kill_ap(v); r.start_ap(v, port[v], "psap.xml", dur + 60)      # noqa: E702
+    elif name == "primary-blackhole":
+        # The primary keeps answering OPTIONS but swallows every INVITE: a fake PSAP takes its port during
+        # the fault and writes SIPp-style ap.log lines, so "calls reaching failed target" counts them.
+        r.event("replace", v); r.kill_ap(v); r.start_fake_ap(v, port[v], "blackhole", dur + 60); nap(third)  # noqa: E702
+        r.event("restore", v); r.kill_ap(v); r.start_ap(v, port[v], "psap.xml", dur + 60)                   # noqa: E702
+    elif name == "primary-flapping":
+        for _ in range(cfg.flap_count):
+            r.event("kill", v); r.kill_ap(v); nap(cfg.flap_down_s)                                  # noqa: E702
+            r.event("restore", v); r.start_ap(v, port[v], "psap.xml", dur + 60); nap(cfg.flap_down_s)  # noqa: E702
+    elif name == "reload":
+        # An operator edits the rules during the incident: primary and backup swap places in every chain,
+        # then POST /reload; at 2/3 the edit is undone. Calls in flight keep their plan.
+        r.event("reload", v); swap_chain(cfg.rules); admin_reload(r); nap(third)        # noqa: E702
+        r.event("restore", v); swap_chain(cfg.rules); admin_reload(r)                   # noqa: E702
+    else:
+        raise Fail(f"unknown drill '{name}' (try: {' '.join(DRILLS + EXTRA_DRILLS)})")
+    rc = r.wait_caller(caller)
+    say(f"caller finished (SIPp exit code {rc})")
+    return r.report("drill", r.out, name, rc)
+
+
+def cmd_drill(cfg: Config, name: str) -> int:
+    if not name:
+        raise Fail(f"drill needs a NAME: {' '.join(DRILLS)}")
+    if name not in DRILLS + EXTRA_DRILLS:
+        raise Fail(f"unknown drill '{name}' (try: {' '.join(DRILLS + EXTRA_DRILLS)})")
+    r = Run(cfg, f"drill-{name}")
+    try:
+        r.build_proxy()
+        return one_drill(r, name)
+    finally:
+        r.close()
+
+
+def throughput_step(r: Run, d: str, rate: int):
+    """One stair; CPU sampled over the call-creation phase only (0.5 s after the caller starts to 0.5 s
+    before it has created its last call), so the tail of slow calls does not dilute it."""
+    cfg = r.cfg
+    calls = int(rate * cfg.step_s)
+    caller = r.start_caller(d, rate, calls, int(cfg.hold_ms or 0), nolog=True)
+    nap(0.5)
+    cp = next((p for p in descendants(caller.pid) if comm(p) == "sipp"), None)
+    pp = r.proxy_pids()
+    aps = [getattr(p, "child", 0) for p in r.aps.values()]
+    t0 = time.time()
+    c0 = (ticks(pp), ticks([cp]) if cp else 0, ticks(aps))
+    nap(max(0.5, cfg.step_s - 1.0))
+    t1 = time.time()
+    c1 = (ticks(pp), ticks([cp]) if cp else 0, ticks(aps))
+    pss = pss_kb(pp)
+    rc = r.wait_caller(caller)
+    with open(os.path.join(d, "cpu.env"), "w") as f:
+        f.write(f"t0={t0}\nt1={t1}\nclk_tck={os.sysconf('SC_CLK_TCK')}\nexit_code={rc}\n"
+                f"proxy_ticks={c1[0] - c0[0]}\nproxy_running={1 if r.proxy_pid else 0}\n"
+                f"caller_ticks={c1[1] - c0[1]}\ncaller_found={1 if cp and c1[1] > 0 else 0}\n"
+                f"proxy_pss_kb={pss}\nap_ticks={c1[2] - c0[2]}\n")
+    r.report("step", d, rate, cfg.max_fail_pct, cfg.max_retrans_pct)
+
+
+def step_ok(d: str) -> bool:
+    import json
+    try:
+        with open(os.path.join(d, "step.json")) as f:
+            return bool(json.load(f)["ok"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def cmd_throughput(cfg: Config) -> int:
+    r = Run(cfg, "throughput")
+    try:
+        r.build_proxy()
+        rates = [int(x) for x in cfg.rates.split()]
+        budget = (len(rates) + cfg.bisect_steps) * (cfg.step_s + 30) + 60
+        r.start_all_aps(budget)
+        r.start_proxy(budget)
+        good = bad = n = 0
+        for rate in rates:
+            n += 1
+            say(f"throughput step {n}: {rate} calls/s for {cfg.step_s:g} s")
+            d = os.path.join(r.out, "steps", f"{n:02d}-r{rate}")
+            throughput_step(r, d, rate)
+            if step_ok(d):
+                good = rate
+            else:
+                bad = rate
+                break
+        if bad > 0:
+            for i in range(1, cfg.bisect_steps + 1):
+                mid = (good + bad) // 2 // 10 * 10
+                if mid <= good or mid >= bad:
+                    break
+                n += 1
+                say(f"bisection {i}: {mid} calls/s (last good {good}, first bad {bad})")
+                d = os.path.join(r.out, "steps", f"{n:02d}-r{mid}")
+                throughput_step(r, d, mid)
+                if step_ok(d):
+                    good = mid
+                else:
+                    bad = mid
+        return r.report("throughput", r.out)
+    finally:
+        r.close()
+
+
+def cmd_accept_one(cfg: Config, only: str) -> int:
+    if only not in AP_PORTS:
+        raise Fail("accept-one: want primary, backup or gateway")
+    rate, calls, hold = int(cfg.rate or 100), int(cfg.calls or 300), int(cfg.hold_ms or 100)
+    r = Run(cfg, f"accept-{only}-{cfg.uris or 'alt'}-{cfg.transport}")
+    try:
+        dur = calls // rate
+        r.build_proxy()
+        r.start_ap(only, AP_PORTS[only], "psap.xml", dur + 60)
+        r.start_proxy(dur + 90)
+        say(f"acceptance: only {only} answers; {calls} calls at {rate}/s to {cfg.uris or 'alt'} over {cfg.transport}")
+        caller = r.start_caller(os.path.join(r.out, "caller"), rate, calls, hold)
+        rc = r.wait_caller(caller)
+        return r.report("smoke", r.out, rc)
+    finally:
+        r.close()
+
+
+def run_self(args: list, e: dict) -> int:
+    """Another testbeds/run command as a child (as the bash script ran "$0 ...")."""
+    return subprocess.call([os.path.join(HERE, "run"), *args], env=e)
+
+
+def cmd_acceptance(cfg: Config) -> int:
+    failed = []
+    for proto in ("udp", "tcp"):
+        for only in ("primary", "backup", "gateway"):
+            for uris in ("sip911", "urn"):
+                e = cfg.child_env()
+                e.update(URIS=uris, PROXY=f"{proto}:{cfg.proxy_host}:{cfg.proxy_port}", BUILD="0")
+                if run_self(["accept-one", only], e) != 0:
+                    failed.append(f"{only}/{uris}/{proto}")
+    if failed:
+        raise Fail("acceptance failed: " + " ".join(failed))
+    say("acceptance passed: 12 runs, zero failed calls")
+    return 0
+
+
+def cmd_test(cfg: Config) -> int:
+    if subprocess.call(["cargo", "test"], cwd=ROOT):
+        raise Fail("cargo test failed")
+    if subprocess.call([sys.executable, "-m", "pytest", "-q", os.path.join(HERE, "tests")],
+                       env=dict(os.environ, PYTHONPATH=HERE)):
+        raise Fail("the testbed's pytest suite failed")
+    if subprocess.call(["cargo", "build", "--release"], cwd=ROOT):
+        raise Fail("cargo build --release failed")
+    e = cfg.child_env()
+    e["BUILD"] = "0"
+    if run_self(["smoke"], e):
+        raise Fail("smoke drill failed")
+    if run_self(["acceptance"], e):
+        raise Fail("acceptance failed")
+    say("every test passed")
+    return 0
+
+
+def cmd_compare(cfg: Config) -> int:
+    r = Run(cfg, "compare")
+    try:
+        rates = cfg.rates if cfg.rates_given else "200 400 800 1000 1200 1600 2000 2500 3000 3500 4000 5000 6000"
+        peer = cfg.peer
+        cfg.peer = "sosrouter"
+        r.build_proxy()
+        cfg.peer = peer
+        need_kamailio()
+        for p in env("COMPARE_PEERS", "sosrouter kamailio").split():
+            say(f"compare: throughput stairs ({rates}) against {p}")
+            e = cfg.child_env()
+            e.update(PEER=p, OUT_DIR=os.path.join(r.out, p), BUILD="0", RATES=rates)
+            if run_self(["throughput"], e):
+                say(f"compare: the throughput run against {p} ended with an error (its steps are still reported)")
+        return r.report("compare", r.out)
+    finally:
+        r.close()
+
+
+def cmd_profile(cfg: Config) -> int:
+    if cfg.peer != "sosrouter" or cfg.direct or not cfg.start_proxy:
+        raise Fail("profile starts sosrouter itself (no --peer kamailio, --direct or --no-start-proxy)")
+    need("valgrind", "valgrind", "callgrind_annotate")
+    rate, calls, hold = int(cfg.rate or 100), int(cfg.calls or 2000), int(cfg.hold_ms or 0)
+    r = Run(cfg, "profile")
+    try:
+        r.build_proxy()
+        dur = calls // rate
+        cg = os.path.join(r.out, "callgrind.out")
+        r.start_all_aps(dur + 180)
+        cfg.warmup_s = max(cfg.warmup_s, 10)   # valgrind starts slowly
+        r.start_proxy(dur + 150, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}", "--dump-instr=no",
+                                  "--collect-jumps=no"])
+        ctl_log = os.path.join(r.out, "callgrind_control.log")
+        with open(ctl_log, "ab") as f:
+            if subprocess.call(["callgrind_control", "-z", str(r.proxy_pid)], stdout=f, stderr=subprocess.STDOUT):
+                raise Fail(f"callgrind_control -z failed; see {r.rel(ctl_log)}")
+        say(f"profile: {calls} calls at {rate}/s over {cfg.transport} to {cfg.target}, sosrouter under callgrind "
+            f"(pid {r.proxy_pid})")
+        caller = r.start_caller(os.path.join(r.out, "caller"), rate, calls, hold, nolog=True)
+        rc = r.wait_caller(caller)
+        say(f"caller finished (SIPp exit code {rc}); dumping callgrind counters")
+        mark = os.path.getmtime(os.path.join(r.out, "caller", "exit_code"))
+        with open(ctl_log, "ab") as f:
+            if subprocess.call(["callgrind_control", "-d", str(r.proxy_pid)], stdout=f, stderr=subprocess.STDOUT):
+                raise Fail(f"callgrind_control -d failed; see {r.rel(ctl_log)}")
+        nap(1)
+        dumps = sorted(p for p in glob.glob(os.path.join(r.out, "callgrind.out.*")) if os.path.getmtime(p) >= mark)
+        if not dumps:
+            raise Fail(f"no callgrind dump in {r.rel(r.out)}")
+        shutil.copy(dumps[-1], os.path.join(r.out, "calls.callgrind"))
+        for incl, name in (("yes", "annotate-inclusive.txt"), ("no", "annotate-self.txt")):
+            with open(os.path.join(r.out, name), "wb") as f:
+                subprocess.call(["callgrind_annotate", "--auto=no", "--threshold=100", f"--inclusive={incl}",
+                                 os.path.join(r.out, "calls.callgrind")], stdout=f, stderr=subprocess.STDOUT)
+        return r.report("profile", r.out, rc)
+    finally:
+        r.close()
+
+
+def cmd_soak(cfg: Config, args: list) -> int:
+    """testbeds/soak/rss-soak [SECONDS] [CALLS_PER_S] in its own process group, bounded by timeout(1)."""
+    seconds = int(args[0]) if args and args[0].isdigit() else 60
+    out = cfg.out_dir or os.path.join(HERE, "out", f"{time.strftime('%Y%m%d-%H%M%S')}-soak")
+    os.makedirs(out, exist_ok=True)
+    g = procs.Group()
+    try:
+        e = dict(os.environ, SOSROUTER=cfg.sosrouter)
+        p = g.start("rss-soak", [sys.executable, os.path.join(HERE, "soak", "rss-soak"), *args[:2]],
+                    os.path.join(out, "soak.log"), seconds + 120, env=e)
+        rc = p.popen.wait()
+    finally:
+        g.stop_all()
+    with open(os.path.join(out, "soak.log"), errors="replace") as f:
+        sys.stdout.write(f.read())
+    say(f"outputs in {out}")
+    return rc
+
+
+def cmd_all(cfg: Config) -> int:
+    failed = []
+    e = cfg.child_env()
+    if run_self(["smoke"], e):
+        failed.append("smoke")
+    for d in DRILLS:
+        if run_self(["drill", d], e):
+            failed.append(f"drill {d}")
+    if run_self(["throughput"], e):
+        failed.append("throughput")
+    if failed:
+        raise Fail("failed: " + ", ".join(failed))
+    say("all passed")
+    return 0
+
+
+COMMANDS = {"smoke": cmd_smoke, "throughput": cmd_throughput, "all": cmd_all, "acceptance": cmd_acceptance,
+            "test": cmd_test, "compare": cmd_compare, "profile": cmd_profile}
+
+
+class Terminated(Exception):
+    """SIGTERM: unwinds like Ctrl-C, through every finally (processes stopped)."""
+
+
+def on_sigterm(_sig, _frame):
+    raise Terminated()
+
+
+def dispatch(cfg: Config, cmd: str, args: list) -> int:
+    """Run one SIPp command."""
+    try:
+        if cmd in ("smoke", "throughput", "all", "acceptance", "test", "compare", "profile",
+                   "accept-one", "drill"):
+            need("sipp", "sip-tester")
+        if cmd == "accept-one":
+            return cmd_accept_one(cfg, args[0] if args else "")
+        if cmd == "drill":
+            return cmd_drill(cfg, args[0] if args else "")
+        if cmd == "soak":
+            return cmd_soak(cfg, args)
+        return COMMANDS[cmd](cfg)
+    except Fail as e:
+        say(f"ERROR: {e}")
+        return 1

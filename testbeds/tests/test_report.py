@@ -1,0 +1,90 @@
+"""sostest.report on recorded SIPp output (fixtures/sipp-direct: 12 calls, caller straight at psap.xml)."""
+import json
+import os
+import shutil
+
+import pytest
+from conftest import FIXTURES
+
+from sostest import report
+
+DIRECT = os.path.join(FIXTURES, "sipp-direct")
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(DIRECT, d)
+    return str(d)
+
+
+def test_sipp_stat_reads_the_last_row():
+    st = report.sipp_stat(os.path.join(DIRECT, "caller", "stat.csv"))
+    assert report.num(st, "OutgoingCall(C)") == 12
+    assert report.num(st, "SuccessfulCall(C)") == 12
+    assert report.num(st, "FailedCall(C)") == 0
+    assert report.sipp_stat("/nonexistent") == {}
+
+
+def test_scenario_logs_and_rtt():
+    calls = report.caller_calls(os.path.join(DIRECT, "caller"))
+    assert len(calls) == 12
+    assert all(c["start"] is not None and c["answer"] >= c["start"] for c in calls.values())
+    rtt = report.read_rtt(os.path.join(DIRECT, "caller"))
+    assert len(rtt) == 12 and all(ms >= 0 for _, ms in rtt)
+    ap = report.read_log(os.path.join(DIRECT, "ap", "primary.1", "ap.log"))
+    assert sum(1 for k, _, _ in ap if k == "INVITE") == 12
+    assert sum(1 for k, _, _ in ap if k == "ACK") == 12
+
+
+def test_log_reader_skips_garbage(tmp_path):
+    p = tmp_path / "x.log"
+    p.write_text("INVITE 1.0 500000.0 a\nnot a line\nACK x y b\nBYE 2 0 c\n")
+    assert report.read_log(str(p)) == [("INVITE", 1.5, "a"), ("BYE", 2.0, "c")]
+
+
+def test_percentile_nearest_rank():
+    assert report.percentile([], 50) is None
+    assert report.percentile([5, 1, 3, 2, 4], 50) == 3
+    assert report.percentile(list(range(1, 101)), 99) == 99
+    assert report.percentile([7], 99) == 7
+
+
+def test_smoke_passes_on_the_recording(run_dir, capsys):
+    report.cmd_smoke(run_dir, "0")
+    res = json.load(open(os.path.join(run_dir, "result.json")))
+    assert res["verdict"] == "PASS"
+    assert res["calls_created"] == 12 and res["calls_failed"] == 0
+    assert res["answered_by"] == {"primary": 12}
+    assert "verdict                PASS" in capsys.readouterr().out
+
+
+def test_smoke_fails_on_a_bad_exit_code(run_dir):
+    with pytest.raises(SystemExit):
+        report.cmd_smoke(run_dir, "1")
+    assert json.load(open(os.path.join(run_dir, "result.json")))["verdict"] == "FAIL"
+
+
+def test_drill_counts_calls_reaching_the_failed_target(run_dir):
+    calls = sorted(report.caller_calls(os.path.join(run_dir, "caller")).values(), key=lambda c: c["start"])
+    fault, restore = calls[4]["start"] - 0.001, calls[8]["start"] - 0.001   # calls 5..8 started in the fault
+    with open(os.path.join(run_dir, "events.tsv"), "w") as f:
+        f.write(f"{fault}\treplace\tprimary\n{restore}\trestore\tprimary\n")
+    report.cmd_drill(run_dir, "primary-blackhole", "0")
+    res = json.load(open(os.path.join(run_dir, "result.json")))
+    assert res["invites_at_failed_target_after_fault"] == 4
+    assert res["calls_reaching_failed_target"] == 4
+    assert res["fault_targets"] == ["primary"]
+    assert res["traffic_back_after_restore_s"] == pytest.approx(0.001, abs=1e-6)
+    assert res["calls_delayed"] == 0 and res["verdict"] == "PASS"
+
+
+def test_throughput_step(run_dir):
+    d = os.path.join(run_dir, "caller")
+    with open(os.path.join(d, "cpu.env"), "w") as f:
+        f.write("t0=0\nt1=1\nclk_tck=100\nexit_code=0\nproxy_ticks=50\nproxy_running=1\ncaller_ticks=10\n"
+                "caller_found=1\nproxy_pss_kb=1000\nap_ticks=5\n")
+    report.cmd_step(d, "10", "0.1", "1")
+    s = json.load(open(os.path.join(d, "step.json")))
+    assert s["calls_failed"] == 0 and s["cpu_proxy_pct"] == pytest.approx(50.0)
+    assert s["ok"] is True, s["verdict"]
