@@ -271,6 +271,12 @@ fn health_events(bus: crate::events::Bus) -> crate::health::ChangeSink {
                 Event::health(target, &from, &to, &t.reason.to_string())
             }
             Change::Operator { target, enabled } => Event::operator(target, enabled),
+            Change::Systemic(r) => Event::systemic(
+                r.active,
+                r.domain.as_deref(),
+                &r.sentence,
+                serde_json::to_value(r).unwrap_or_default(),
+            ),
         })
     })
 }

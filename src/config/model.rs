@@ -110,7 +110,8 @@ pub struct TargetSpec {
     pub endpoint: Endpoint,
     /// As written; `None` for tel targets (they use their gateway's) and when left to the default, udp.
     pub transport: Option<Transport>,
-    pub failure_domain: String,
+    /// One or more tags: every shared element the target depends on.
+    pub failure_domain: Vec<String>,
     pub description: Option<String>,
     /// Overrides only; resolve with [`HealthSpec::or`] over [`RulesFile::health`].
     pub health: HealthSpec,
@@ -153,4 +154,6 @@ pub struct RulesFile {
     pub default_route: RouteSpec,
     /// `[limits]`, `[overload]`, `[[acl]]`, defaults filled in.
     pub protection: super::protect::ProtectionSpec,
+    /// `[suspicion]`, defaults filled in.
+    pub suspicion: super::suspicion::SuspicionSpec,
 }

@@ -20,6 +20,7 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "overload",
     "acl",
+    "suspicion",
 ];
 const TIMER_KEYS: &[&str] = &[
     "attempt_timeout_ms",
@@ -69,12 +70,14 @@ pub(crate) struct ReadFile {
     pub routes: Vec<ReadRoute>,
     pub default_route: Option<ReadRoute>,
     pub protection: super::protect::ProtectionSpec,
+    pub suspicion: super::suspicion::SuspicionSpec,
 }
 
 pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
     ctx.check_keys(doc, "at the top level", TOP_KEYS);
     let listen = read_listen(ctx, doc);
     let protection = super::protect::read_protection(ctx, doc, &listen);
+    let suspicion = super::suspicion::read_suspicion(ctx, doc);
     let defaults = match ctx.table(doc, "defaults") {
         Some((t, _)) => {
             ctx.check_keys(t, "in [defaults]", TIMER_KEYS);
@@ -131,6 +134,7 @@ pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
         routes,
         default_route,
         protection,
+        suspicion,
     }
 }
 
@@ -200,6 +204,27 @@ fn read_health(ctx: &mut Ctx, t: &DeTable) -> HealthSpec {
     }
 }
 
+/// `failure_domain`: one tag, or a list of tags (every shared element the target depends on, e.g.
+/// its site and a firewall shared with others). Required, never empty.
+fn failure_domains(ctx: &mut Ctx, t: &DeTable, span: &Span) -> Option<(Vec<String>, Span)> {
+    const KEY: &str = "failure_domain";
+    let (v, sp) = get(t, KEY).or_else(|| {
+        ctx.error(span, format!("[[targets]] entry is missing `{KEY}`"));
+        None
+    })?;
+    let tags: Vec<String> = if matches!(v, toml::de::DeValue::Array(_)) {
+        let (items, _) = ctx.string_list(t, KEY)?;
+        items.into_iter().map(|(s, _)| s).collect()
+    } else {
+        vec![ctx.string(t, KEY)?.0]
+    };
+    if tags.is_empty() || tags.iter().any(|s| s.trim().is_empty()) {
+        ctx.error(&sp, format!("`{KEY}` must not be empty (one tag, or a list of tags)"));
+        return None;
+    }
+    Some((tags, sp))
+}
+
 /// A required string key; reports its absence at the table's header.
 pub(super) fn required(
     ctx: &mut Ctx,
@@ -223,7 +248,7 @@ pub(super) fn required(
 fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
     ctx.check_keys(t, "in [[targets]]", TARGET_KEYS);
     let id = required(ctx, t, &span, "[[targets]] entry", "id");
-    let failure_domain = required(ctx, t, &span, "[[targets]] entry", "failure_domain");
+    let failure_domain = failure_domains(ctx, t, &span);
     let description = ctx.string(t, "description").map(|(s, _)| s);
     let transport = ctx
         .string(t, "transport")

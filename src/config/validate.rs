@@ -47,6 +47,7 @@ pub(crate) fn validate(ctx: &mut Ctx, file: ReadFile) -> Option<RulesFile> {
         routes: file.routes.into_iter().map(|r| r.spec).collect(),
         default_route: file.default_route?.spec,
         protection: file.protection,
+        suspicion: file.suspicion,
     })
 }
 
@@ -179,10 +180,10 @@ fn check_route(
 
 /// The failure domains a target depends on: its own, and its gateway's for a tel target.
 fn domains<'a>(t: &'a TargetSpec, targets: &HashMap<&str, &'a ReadTarget>) -> Vec<&'a str> {
-    let mut out = vec![t.failure_domain.as_str()];
+    let mut out: Vec<&str> = t.failure_domain.iter().map(String::as_str).collect();
     if let Endpoint::Tel { gateway, .. } = &t.endpoint {
         let gateway = targets.get(gateway.as_str()).and_then(|g| g.spec.as_ref());
-        out.extend(gateway.map(|g| g.failure_domain.as_str()));
+        out.extend(gateway.into_iter().flat_map(|g| g.failure_domain.iter().map(String::as_str)));
     }
     out
 }

@@ -39,6 +39,9 @@ pub enum Kind {
     Reload,
     /// No target answered a call; it is in the undelivered record.
     Undelivered,
+    /// A shared failure: a failure domain turned suspect or failing, or too many targets are down
+    /// or suspect (`new` = "raised"), or it healed (`new` = "cleared"). `detail` has the report.
+    Systemic,
 }
 
 /// One alert event. Every key is always present (null when it does not apply), so consumers can
@@ -58,6 +61,8 @@ pub struct Event {
     pub old: Option<String>,
     pub new: Option<String>,
     pub reason: String,
+    /// Structured detail (the systemic report: domain, targets, routes, evidence); null otherwise.
+    pub detail: Option<serde_json::Value>,
 }
 
 impl Event {
@@ -75,6 +80,7 @@ impl Event {
             old: None,
             new: None,
             reason,
+            detail: None,
         }
     }
 
@@ -113,6 +119,21 @@ impl Event {
             route: Some(route.to_string()),
             call_id: Some(call_id.to_string()),
             ..Event::at_now(Kind::Undelivered, reason.to_string())
+        }
+    }
+
+    /// A systemic alarm raised or cleared; `sentence` is the plain text for a public notice.
+    pub fn systemic(
+        active: bool,
+        domain: Option<&str>,
+        sentence: &str,
+        detail: serde_json::Value,
+    ) -> Event {
+        Event {
+            target: domain.map(str::to_string),
+            new: Some(if active { "raised" } else { "cleared" }.to_string()),
+            detail: Some(detail),
+            ..Event::at_now(Kind::Systemic, sentence.to_string())
         }
     }
 

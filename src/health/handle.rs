@@ -7,17 +7,21 @@
 //! lock held for one lookup). Without a running applier (pure unit tests, no runtime) `report`
 //! applies in place. Probe results are applied by the prober task itself.
 
-use super::Outcome;
+use super::domains::{Domains, SystemicReport};
 use super::probe::Pending;
-use super::state::{Counters, Event, Machine, Reason, State, Thresholds, Transition};
+use super::state::{Cause, Counters, Event, Machine, Reason, State, SuspectWhy, Thresholds, Transition};
+use super::{Observation, Outcome, TestWhy};
+use crate::config::SuspicionSpec;
 use crate::routing::{Readiness, Rules, Target, TargetId, TargetKind};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tracing::{info, trace, warn};
 
@@ -37,9 +41,20 @@ pub(super) struct Inner {
     pub(super) changed: Notify,
     /// Told of every transition and operator switch (alert events). Set once by the wiring.
     sink: OnceLock<ChangeSink>,
-    /// Call outcomes toward the applier task, once it runs.
-    outcomes: OnceLock<tokio::sync::mpsc::UnboundedSender<(Box<str>, Outcome)>>,
+    /// Call-path observations toward the applier task, once it runs.
+    outcomes: OnceLock<tokio::sync::mpsc::UnboundedSender<(Box<str>, Observation)>>,
+    /// Asks for a test call (the wiring connects the test-call module). Never blocks.
+    test_calls: OnceLock<TestCallSink>,
+    /// Whether test calls decide recovery (rule 5 of `state`).
+    test_calls_on: AtomicBool,
+    /// `[suspicion]` of the rules in force.
+    pub(super) suspicion: ArcSwap<SuspicionSpec>,
+    /// Failure domains and the systemic alarm; touched by the applier and the prober only.
+    domains: Mutex<Domains>,
 }
+
+/// Receives test-call requests: (target id, why). Must be quick and never block.
+pub type TestCallSink = Arc<dyn Fn(&str, TestWhy) + Send + Sync>;
 
 /// A change health announces, after its map guard is dropped. Health does not know who listens
 /// (the wiring turns these into alert events), so it imports nothing of them.
@@ -53,6 +68,9 @@ pub enum Change<'a> {
         target: &'a str,
         enabled: bool,
     },
+    /// A shared failure was seen (a failure domain turned suspect or failing, or too large a share
+    /// of all targets is down or suspect), or it healed (`report.active == false`).
+    Systemic(&'a SystemicReport),
 }
 
 /// Receives [`Change`]s. Called on the thread that caused the change (a call task, the prober or
@@ -66,6 +84,17 @@ struct Entry {
     enabled: bool,
     /// Wall-clock time the current state was entered, for the admin endpoint.
     since_wall: SystemTime,
+    /// Recent times to first provisional (µs), newest last, and the overdue bound they give.
+    latency: VecDeque<u32>,
+    overdue_after: Option<Duration>,
+    /// Answered calls: the last few (true = short) and the longer-run totals.
+    recent_calls: VecDeque<bool>,
+    answered: u64,
+    short: u64,
+    /// A real call holds the half-open trial slot (rule 5 of `state`).
+    trial: bool,
+    /// When a recovery test call was last asked for.
+    last_test: Option<Instant>,
 }
 
 impl Entry {
@@ -75,12 +104,62 @@ impl Entry {
             thresholds: Thresholds::from(&target.health),
             enabled: true,
             since_wall: SystemTime::now(),
+            latency: VecDeque::new(),
+            overdue_after: None,
+            recent_calls: VecDeque::new(),
+            answered: 0,
+            short: 0,
+            trial: false,
+            last_test: None,
         }
+    }
+
+    /// Adds a time to first provisional and recomputes the overdue bound: `factor` x the 90th
+    /// percentile of the last `samples`, never under `floor`.
+    fn sample_latency(&mut self, d: Duration, s: &SuspicionSpec) {
+        let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+        self.latency.push_back(us);
+        while self.latency.len() > s.latency_samples.max(1) as usize {
+            self.latency.pop_front();
+        }
+        self.overdue_after = overdue_bound(&self.latency, s);
+    }
+
+    /// Records an answered call's end; true when the short-call signal fires (rule 2 of `state`).
+    fn call_ended(&mut self, short: bool, s: &SuspicionSpec) -> bool {
+        let window = s.short_call_window.max(1) as usize;
+        let in_window_before = self.recent_calls.iter().filter(|&&b| b).count() as u64;
+        let older_answered = self.answered.saturating_sub(self.recent_calls.len() as u64);
+        let older_short = self.short.saturating_sub(in_window_before);
+        self.answered += 1;
+        self.short += u64::from(short);
+        self.recent_calls.push_back(short);
+        while self.recent_calls.len() > window {
+            self.recent_calls.pop_front();
+        }
+        let shorts = self.recent_calls.iter().filter(|&&b| b).count() as u64;
+        // Baseline: the share of short calls before this window (none known: zero).
+        let baseline_ok = older_answered == 0
+            || older_short * 100 < s.short_call_baseline_percent * older_answered;
+        short && shorts >= s.short_call_trigger && baseline_ok
     }
 }
 
+/// The overdue bound of a latency window (None when the window is empty or the factor is 0).
+pub(super) fn overdue_bound(window: &VecDeque<u32>, s: &SuspicionSpec) -> Option<Duration> {
+    if window.is_empty() || s.overdue_factor == 0 {
+        return None;
+    }
+    let mut v: Vec<u32> = window.iter().copied().collect();
+    v.sort_unstable();
+    let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
+    let floor = Duration::from_millis(s.overdue_floor_ms);
+    let usual = Duration::from_micros(u64::from(p90)).max(floor);
+    Some(usual * u32::try_from(s.overdue_factor).unwrap_or(u32::MAX))
+}
+
 /// The target set as the prober and probe results need it.
-pub(super) struct Topology {
+pub(crate) struct Topology {
     pub(super) order: Vec<TargetId>,
     /// SIP targets to send OPTIONS to: those with `probe = true`, and every gateway that a probed
     /// Tel target uses (a Tel target is reached through its gateway, so the gateway's probe is
@@ -88,6 +167,10 @@ pub(super) struct Topology {
     pub(super) probe_hosts: Vec<Arc<Target>>,
     /// gateway id -> probed Tel targets that share its probe results.
     pub(super) dependents: HashMap<TargetId, Vec<TargetId>>,
+    /// Every route's id and chain, for the systemic report ("routes now served by ...").
+    pub(super) routes: Vec<(Arc<str>, Vec<TargetId>)>,
+    /// Failure-domain tags of each target.
+    pub(super) domains_of: HashMap<TargetId, Vec<String>>,
 }
 
 impl Topology {
@@ -113,6 +196,11 @@ impl Topology {
             order: targets.iter().map(|t| t.id.clone()).collect(),
             probe_hosts,
             dependents,
+            routes: Vec::new(),
+            domains_of: targets
+                .iter()
+                .map(|t| (t.id.clone(), t.failure_domain.clone()))
+                .collect(),
         }
     }
 }
@@ -138,7 +226,21 @@ pub(super) fn now() -> Instant {
 
 impl Health {
     pub fn new(rules: &Rules) -> Health {
-        Health::from_targets(&rules.targets)
+        let h = Health::from_targets(&rules.targets);
+        h.inner.suspicion.store(rules.suspicion.clone());
+        h.set_routes(rules);
+        h
+    }
+
+    fn set_routes(&self, rules: &Rules) {
+        let mut topo = Topology::new(&rules.targets);
+        topo.routes = rules
+            .routes
+            .iter()
+            .chain(std::iter::once(&rules.default_route))
+            .map(|r| (r.id.clone(), r.chain.clone()))
+            .collect();
+        self.inner.topology.store(Arc::new(topo));
     }
 
     /// Same as [`Health::new`] from the target list alone (tests build targets, not rules).
@@ -155,6 +257,10 @@ impl Health {
             changed: Notify::new(),
             sink: OnceLock::new(),
             outcomes: OnceLock::new(),
+            test_calls: OnceLock::new(),
+            test_calls_on: AtomicBool::new(false),
+            suspicion: ArcSwap::from_pointee(SuspicionSpec::default()),
+            domains: Mutex::new(Domains::default()),
         };
         Health {
             inner: Arc::new(inner),
@@ -166,36 +272,186 @@ impl Health {
     pub fn readiness(&self, id: &str) -> Readiness {
         match self.inner.entries.get(id) {
             Some(e) if !e.enabled => Readiness::Disabled,
-            Some(e) if !e.machine.state().is_ready() => Readiness::NotReady,
-            _ => Readiness::Ready,
+            Some(e) => match e.machine.state() {
+                State::Up => Readiness::Ready,
+                State::Suspect => Readiness::Suspect,
+                State::Down | State::Recovering => Readiness::NotReady,
+            },
+            None => Readiness::Ready,
         }
+    }
+
+    /// Readiness for routing one call. A half-open recovering target (rule 5 of `state`) is Ready
+    /// for exactly one call at a time: that call takes the slot and its id is pushed to `trials`;
+    /// the call must give it back with [`Observation::TrialOver`] when it ends.
+    pub fn readiness_for_call(&self, id: &str, trials: &mut Vec<TargetId>) -> Readiness {
+        let r = self.readiness(id);
+        if r != Readiness::NotReady {
+            return r;
+        }
+        let Some(mut e) = self.inner.entries.get_mut(id) else {
+            return r;
+        };
+        let th = e.thresholds;
+        if e.machine.half_open(&th) && !e.trial {
+            e.trial = true;
+            trials.push(id.into());
+            return Readiness::Ready;
+        }
+        r
+    }
+
+    /// How long an attempt to `id` may go without a provisional other than 100 before the target
+    /// becomes suspect (None: no estimate yet, or overdue detection off).
+    pub fn overdue_after(&self, id: &str) -> Option<Duration> {
+        self.inner.entries.get(id).and_then(|e| e.overdue_after)
     }
 
     /// Reports an attempt's outcome. Never blocks and takes no lock once the applier runs (see the
     /// module doc).
     pub fn report(&self, id: &str, outcome: Outcome) {
+        self.observe(id, Observation::Attempt(outcome));
+    }
+
+    /// Tells health what the call path saw. Never blocks, takes no lock once the applier runs.
+    pub fn observe(&self, id: &str, obs: Observation) {
         match self.inner.outcomes.get() {
             Some(tx) => {
-                let _ = tx.send((id.into(), outcome));
+                let _ = tx.send((id.into(), obs));
             }
-            None => {
-                self.apply(id, Event::Call(outcome));
+            None => self.apply_observation(id, obs),
+        }
+    }
+
+    /// Where test-call requests go (the wiring sets it once); `on`: test calls decide recovery.
+    pub fn set_test_calls(&self, sink: TestCallSink, on: bool) -> bool {
+        self.inner.test_calls_on.store(on, Ordering::Relaxed);
+        for mut e in self.inner.entries.iter_mut() {
+            e.thresholds.test_calls = on;
+        }
+        self.inner.test_calls.set(sink).is_ok()
+    }
+
+    fn request_test(&self, id: &str, why: TestWhy) {
+        if let Some(sink) = self.inner.test_calls.get() {
+            sink(id, why);
+        }
+    }
+
+    /// Every observation lands here, on the applier task (or in place without one).
+    pub(super) fn apply_observation(&self, id: &str, obs: Observation) {
+        let s = self.inner.suspicion.load();
+        match obs {
+            Observation::Attempt(o) => {
+                self.apply(id, Event::Call(o));
+                if o.is_failure() || o == Outcome::Overdue {
+                    self.domain_evidence(id, &o.to_string());
+                }
+            }
+            Observation::FirstProvisional(d) => {
+                if let Some(mut e) = self.inner.entries.get_mut(id) {
+                    e.sample_latency(d, &s);
+                }
+            }
+            Observation::CallEnded(d) => {
+                let short = d < Duration::from_millis(s.short_call_ms);
+                let fired = self
+                    .inner
+                    .entries
+                    .get_mut(id)
+                    .is_some_and(|mut e| e.call_ended(short, &s));
+                if fired {
+                    self.apply(id, Event::Suspect(SuspectWhy::ShortCalls));
+                    self.request_test(id, TestWhy::Suspect(SuspectWhy::ShortCalls));
+                }
+                if short && fired {
+                    self.domain_evidence(id, "short calls");
+                }
+            }
+            Observation::TrialOver => {
+                if let Some(mut e) = self.inner.entries.get_mut(id) {
+                    e.trial = false;
+                }
+            }
+            Observation::TestCall(r) => {
+                self.apply(id, Event::TestCall(r));
+                if matches!(r, super::TestResult::CallPathFailed | super::TestResult::MediaFailed) {
+                    self.domain_evidence(id, &format!("test call: {r:?}"));
+                }
             }
         }
+    }
+
+    /// A failure of `id` counts toward each of its failure domains; a domain that reaches
+    /// `domain_suspect_after` distinct targets in its window turns suspect: every target of it
+    /// becomes suspect and gets a test call. Then the systemic alarm is re-checked.
+    fn domain_evidence(&self, id: &str, what: &str) {
+        let topo = self.inner.topology.load();
+        let s = self.inner.suspicion.load();
+        let Some(tags) = topo.domains_of.get(id) else {
+            return;
+        };
+        let turned = {
+            let mut d = self.inner.domains.lock().unwrap_or_else(|e| e.into_inner());
+            d.evidence(tags, id, what, now(), SystemTime::now(), &s)
+        };
+        for domain in turned {
+            warn!(domain = %domain, "failure domain suspect: every target in it gets a test call");
+            let members: Vec<TargetId> = topo
+                .domains_of
+                .iter()
+                .filter(|(_, t)| t.contains(&domain))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for m in members {
+                self.apply(&m, Event::Suspect(SuspectWhy::Domain));
+                self.request_test(&m, TestWhy::Suspect(SuspectWhy::Domain));
+            }
+        }
+        self.check_systemic();
+    }
+
+    /// Raises or clears the systemic alarm from the current states (see `domains`).
+    fn check_systemic(&self) {
+        let topo = self.inner.topology.load();
+        let s = self.inner.suspicion.load();
+        let states: HashMap<TargetId, State> = topo
+            .order
+            .iter()
+            .filter_map(|id| Some((id.clone(), self.inner.entries.get(id)?.machine.state())))
+            .collect();
+        let reports = {
+            let mut d = self.inner.domains.lock().unwrap_or_else(|e| e.into_inner());
+            d.systemic(&topo, &states, &s, now(), SystemTime::now())
+        };
+        for r in &reports {
+            if r.active {
+                tracing::error!(domain = ?r.domain, sentence = %r.sentence, "SYSTEMIC failure");
+            } else {
+                warn!(domain = ?r.domain, sentence = %r.sentence, "systemic failure cleared");
+            }
+            self.announce(Change::Systemic(r));
+        }
+    }
+
+    /// Domain and systemic state for `/status`.
+    pub fn systemic_status(&self) -> serde_json::Value {
+        let d = self.inner.domains.lock().unwrap_or_else(|e| e.into_inner());
+        d.status()
     }
 
     /// Starts the one task that applies call outcomes (call once, inside a runtime). It holds only a
     /// weak reference: it ends when the last `Health` handle is dropped.
     pub fn start_applier(&self) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Box<str>, Outcome)>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Box<str>, Observation)>();
         if self.inner.outcomes.set(tx).is_err() {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            while let Some((id, outcome)) = rx.recv().await {
+            while let Some((id, obs)) = rx.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
-                Health { inner }.apply(&id, Event::Call(outcome));
+                Health { inner }.apply_observation(&id, obs);
             }
         });
     }
@@ -231,7 +487,9 @@ impl Health {
     /// Re-keys for new rules: every id still present keeps its state, counters and switch (with
     /// the new thresholds); removed ids are dropped; new ids start in the start-up state.
     pub fn rekey(&self, rules: &Rules) {
+        self.inner.suspicion.store(rules.suspicion.clone());
         self.rekey_targets(&rules.targets);
+        self.set_routes(rules);
     }
 
     /// [`Health::rekey`] from the target list alone.
@@ -239,12 +497,15 @@ impl Health {
         let keep: HashSet<&str> = targets.iter().map(|t| &*t.id).collect();
         self.inner.entries.retain(|id, _| keep.contains(&**id));
         let now = now();
+        let on = self.inner.test_calls_on.load(Ordering::Relaxed);
         for t in targets {
-            self.inner
+            let mut e = self
+                .inner
                 .entries
                 .entry(t.id.clone())
-                .and_modify(|e| e.thresholds = Thresholds::from(&t.health))
                 .or_insert_with(|| Entry::new(t, now));
+            e.thresholds = Thresholds::from(&t.health);
+            e.thresholds.test_calls = on;
         }
         self.inner.topology.store(Arc::new(Topology::new(targets)));
         self.inner.changed.notify_one();
@@ -261,10 +522,13 @@ impl Health {
         let e = self.inner.entries.get(id)?;
         let readiness = if !e.enabled {
             "disabled"
-        } else if e.machine.state().is_ready() {
-            "ready"
         } else {
-            "not_ready"
+            match e.machine.state() {
+                State::Up => "ready",
+                State::Suspect => "suspect",
+                State::Recovering if e.machine.half_open(&e.thresholds) => "half_open",
+                _ => "not_ready",
+            }
         };
         Some(TargetStatus {
             id: id.to_string(),
@@ -288,18 +552,41 @@ impl Health {
                 return None;
             };
             let th = e.thresholds;
-            let t = e.machine.on_event(ev, &th, now());
+            let now = now();
+            let t = e.machine.on_event(ev, &th, now);
             if t.is_some() {
                 e.since_wall = SystemTime::now();
             }
-            t
+            // Down on call evidence, or recovering while test calls decide: ask for a test call,
+            // at most once per `recovery_test_interval_ms` (probe results call this every interval).
+            let wants_test = th.test_calls
+                && (matches!(e.machine.state(), State::Recovering)
+                    || e.machine.state() == State::Down && e.machine.cause() == Cause::Calls);
+            let every = Duration::from_millis(self.inner.suspicion.load().recovery_test_interval_ms);
+            let due = wants_test && e.last_test.is_none_or(|l| now.saturating_duration_since(l) >= every);
+            if due {
+                e.last_test = Some(now);
+            }
+            (t, due)
         };
+        let (transition, test_due) = transition;
         if let Some(t) = &transition {
             log_transition(id, t);
             self.announce(Change::Health {
                 target: id,
                 transition: *t,
             });
+            if let (State::Suspect, Reason::Suspected(why)) = (t.to, t.reason)
+                && why != SuspectWhy::Domain
+            {
+                self.request_test(id, TestWhy::Suspect(why));
+            }
+        }
+        if test_due {
+            self.request_test(id, TestWhy::Recovery);
+        }
+        if transition.is_some() {
+            self.check_systemic();
         }
         transition
     }
@@ -339,7 +626,7 @@ impl Health {
 
 fn log_transition(id: &str, t: &Transition) {
     let reason: &Reason = &t.reason;
-    if t.to == State::Down {
+    if matches!(t.to, State::Down | State::Suspect) {
         warn!(target = %id, old = %t.from, new = %t.to, reason = %reason, "target health changed");
     } else {
         info!(target = %id, old = %t.from, new = %t.to, reason = %reason, "target health changed");

@@ -15,6 +15,7 @@
 //! `health.on_transport_error(addr)`; the call path calls `health.report(id, outcome)`; a reload
 //! calls `health.rekey(&rules)`.
 
+mod domains;
 mod handle;
 mod probe;
 mod prober;
@@ -22,12 +23,15 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use handle::{Change, ChangeSink, Health, TargetStatus};
+pub use domains::{Evidence, SystemicReport};
+pub use handle::{Change, ChangeSink, Health, TargetStatus, TestCallSink};
 pub use probe::{PROBE_BRANCH_PREFIX, ProbeIds, ProbeTransport, build_options, is_probe_branch};
 pub use prober::{STARTUP_SPREAD, max_jitter, next_delay};
-pub use state::{Counters, State};
+pub use state::{Counters, State, SuspectWhy};
 
-/// What one call attempt showed about its target. Sent by the call path, never blocking it.
+/// What one call attempt showed about its target: the one typed outcome the pure call machine
+/// produces, and health, metrics, the undelivered record and the logs consume (`Display` is the
+/// text of the record and the log line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Nothing reached the target: ICMP unreachable, TCP refused or reset.
@@ -40,11 +44,87 @@ pub enum Outcome {
     FailureResponse(u16),
     /// A provisional (18x) or a final that shows the target is taking calls (2xx, or a non-failover final).
     Progress(u16),
+    /// Still no provisional other than 100 after `overdue_factor` x the target's usual time: the
+    /// attempt goes on (a slow PSAP still gets its call), the target becomes suspect.
+    Overdue,
+    /// Cut short by the call deadline to reach the last resort: says nothing about the target.
+    CutByDeadline,
+    /// The caller cancelled while this attempt ran: says nothing about the target.
+    CancelledByCaller,
 }
 
 impl Outcome {
-    /// True when the outcome counts against the target's health.
+    /// True when the outcome counts against the target's health (a failed attempt).
     pub fn is_failure(self) -> bool {
-        !matches!(self, Outcome::Progress(_))
+        matches!(
+            self,
+            Outcome::TransportError
+                | Outcome::AttemptTimeout
+                | Outcome::RingTimeout
+                | Outcome::FailureResponse(_)
+        )
     }
+    /// True when the target showed it takes calls.
+    pub fn is_progress(self) -> bool {
+        matches!(self, Outcome::Progress(_))
+    }
+    /// The SIP status that came with it, if any.
+    pub fn status(self) -> Option<u16> {
+        match self {
+            Outcome::FailureResponse(c) | Outcome::Progress(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::TransportError => f.write_str("transport error"),
+            Outcome::AttemptTimeout => f.write_str("attempt timeout"),
+            Outcome::RingTimeout => f.write_str("ring timeout"),
+            Outcome::FailureResponse(c) => write!(f, "failure response {c}"),
+            Outcome::Progress(c) if *c >= 200 && *c < 300 => f.write_str("answered"),
+            Outcome::Progress(c) if *c >= 300 => f.write_str("final response relayed"),
+            Outcome::Progress(c) => write!(f, "progress {c}"),
+            Outcome::Overdue => f.write_str("overdue"),
+            Outcome::CutByDeadline => f.write_str("deadline: skipping to the last resort"),
+            Outcome::CancelledByCaller => f.write_str("cancelled by caller"),
+        }
+    }
+}
+
+/// What a test call showed (the test-call module's verdict as health needs it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestResult {
+    /// Answered, and media came back (or media is not checked).
+    Good,
+    /// No answer, 408, 5xx or a transport error: the call path is broken.
+    CallPathFailed,
+    /// Answered, but no media came back.
+    MediaFailed,
+    /// 486, 600, 403, 404...: says nothing about the target.
+    Inconclusive,
+}
+
+/// Why health asks for a test call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestWhy {
+    /// The target became suspect (overdue attempt, failed calls, its domain, short calls).
+    Suspect(state::SuspectWhy),
+    /// It is down on call evidence, or recovering: a good test call is how it comes back.
+    Recovery,
+}
+
+/// Everything the call path tells health about a target, over the one channel to the applier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    Attempt(Outcome),
+    /// Time from sending an INVITE to its first provisional other than 100 (or its final).
+    FirstProvisional(std::time::Duration),
+    /// An answered call ended (BYE) this long after its 2xx.
+    CallEnded(std::time::Duration),
+    /// A real call's trial of a recovering target is over (released whatever its outcome).
+    TrialOver,
+    TestCall(TestResult),
 }

@@ -1,29 +1,34 @@
-//! The per-target hysteresis state machine. Pure: no IO, no clock; `now` is passed in and every
+//! The per-target health state machine. Pure: no IO, no clock; `now` is passed in and every
 //! change of state is returned as a [`Transition`] value (pingora's "report the flip" habit).
 //!
-//! States and rules (thresholds come from [`HealthSettings`]):
+//! States and rules (thresholds come from [`HealthSettings`] and `[suspicion]`):
 //!
 //! 1. Start-up state is `Up`. A route must work the moment the proxy starts; the prober sends the
 //!    first OPTIONS within ~50 ms, so a dead target is found after `down_after_probe_failures`
-//!    probes (about 1-2 s with defaults). Starting `Down` would refuse calls to healthy targets
-//!    until the first probes return, which is worse for an emergency call than one failed attempt.
-//! 2. `Up -> Down` after `down_after_probe_failures` consecutive probe failures, or after
+//!    probes (about 1-2 s with defaults).
+//! 2. `Up -> Suspect` at once on doubt from the call path: an attempt overdue (no provisional other
+//!    than 100 after k x the target's usual time), a failed call, its failure domain turning suspect,
+//!    or a rise of short calls. A suspect target is tried after ready, unsuspected ones, and gets a
+//!    test call. `Suspect -> Up` when a real call to it progresses or a test call is good.
+//! 3. `Up/Suspect -> Down` after `down_after_probe_failures` consecutive probe failures, after
 //!    `down_after_call_failures` consecutive failed calls even while probes pass ("pings answer,
-//!    calls fail"). A probe success resets the probe-failure run; a call `Progress` resets the
-//!    call-failure run. Each kind only resets its own kind.
-//! 3. `Down -> Probation` after `up_after_probe_successes` consecutive probe successes; a probe
-//!    failure resets that run. A target without probes (`probe = false`) has no other evidence than
-//!    calls, so for it a call `Progress` while `Down` moves it to `Probation`.
-//! 4. `Probation` counts as READY for routing: ready targets are tried first, so if probation were
-//!    not ready no call would ever reach the target to prove it. One failure of either kind sends it
-//!    straight back `Down`. It becomes `Up` when a real call shows progress, or - so a target that
-//!    gets no calls does not stay in probation forever - after another `up_after_probe_successes`
-//!    consecutive probe successes, but only when the last call it saw did not fail (probes cannot
-//!    vouch for a call path that was seen failing; such a target stays in probation, ready, until a
-//!    call proves it).
-//! 5. Every transition resets the consecutive runs: each state counts its own evidence afresh.
+//!    calls fail"), or at once on a failed test call (call path or media). A probe success resets
+//!    the probe-failure run; a call `Progress` resets the call-failure run.
+//! 4. `Down -> Recovering` after `up_after_probe_successes` consecutive probe successes, or when a
+//!    real call to it progresses (a down target is still tried when all else failed). A target down
+//!    on call evidence NEVER returns to `Up` on OPTIONS alone: `Recovering -> Up` takes a good test
+//!    call or a real call's progress; only a target that went down on probe evidence, with no call
+//!    failing since, also returns on another run of probe successes.
+//! 5. A recovering target is not ready while test calls decide (test calls on, last one not
+//!    inconclusive). Where test calls are off or inconclusive it is half-open: exactly one real call
+//!    at a time may try it (the handle keeps that slot), the others treat it as not ready.
+//!    One failure of either kind sends it back `Down`.
+//! 6. A good test call brings any state to `Up`; a failed one any state to `Down`; an inconclusive
+//!    one changes nothing but opens half-open trials.
+//! 7. Entering `Down` or `Recovering` resets the consecutive runs: each counts its evidence afresh
+//!    (`Up <-> Suspect` does not, so three failed calls still take a suspect target down).
 
-use super::Outcome;
+use super::{Outcome, TestResult};
 use crate::routing::HealthSettings;
 use serde::Serialize;
 use std::fmt;
@@ -34,24 +39,58 @@ use std::time::Instant;
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Up,
+    /// Up, but the call path has given cause for doubt (rule 2): tried after unsuspected targets.
+    Suspect,
     Down,
-    /// On the way back from `Down`: ready for calls, but one failure sends it back.
-    Probation,
+    /// On the way back from `Down`: test calls decide, or one real call at a time (rule 5).
+    Recovering,
 }
 
 impl State {
-    /// Whether routing may treat the target as ready (see rule 4 above).
+    /// Whether routing may send any call it likes (Up, or Suspect behind the unsuspected).
     pub fn is_ready(self) -> bool {
-        !matches!(self, State::Down)
+        matches!(self, State::Up | State::Suspect)
     }
+}
+
+/// Why a target became suspect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SuspectWhy {
+    /// An attempt is overdue: no provisional other than 100 after k x its usual time.
+    Overdue,
+    /// A real call to it failed (timeout, failure response, transport error).
+    FailedCall,
+    /// Enough targets of one of its failure domains failed calls lately.
+    Domain,
+    /// A clear rise of answered calls that end within `short_call_ms` (dead media?).
+    ShortCalls,
+}
+
+impl fmt::Display for SuspectWhy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SuspectWhy::Overdue => "attempt overdue",
+            SuspectWhy::FailedCall => "a call failed",
+            SuspectWhy::Domain => "its failure domain is suspect",
+            SuspectWhy::ShortCalls => "rise of short calls",
+        })
+    }
+}
+
+/// What took a target down (rule 4: call evidence needs call evidence to come back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Probes,
+    Calls,
 }
 
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             State::Up => "up",
+            State::Suspect => "suspect",
             State::Down => "down",
-            State::Probation => "probation",
+            State::Recovering => "recovering",
         })
     }
 }
@@ -85,6 +124,9 @@ pub enum Event {
     ProbeFailed(ProbeFailure),
     /// The outcome of a real call attempt.
     Call(Outcome),
+    /// Doubt from outside the target's own calls (its domain) or from call timing.
+    Suspect(SuspectWhy),
+    TestCall(TestResult),
 }
 
 /// Why the last transition happened. `Copy`, so it costs nothing under the map lock.
@@ -104,8 +146,10 @@ pub enum Reason {
         count: u32,
     },
     CallProgress(u16),
-    ProbeFailedInProbation(ProbeFailure),
-    CallFailedInProbation(Outcome),
+    ProbeFailedInRecovery(ProbeFailure),
+    CallFailedInRecovery(Outcome),
+    Suspected(SuspectWhy),
+    TestCall(TestResult),
 }
 
 impl fmt::Display for Reason {
@@ -116,12 +160,17 @@ impl fmt::Display for Reason {
                 write!(f, "{count} consecutive probe failures, last: {last}")
             }
             Reason::CallFailures { count, last } => {
-                write!(f, "{count} consecutive failed calls, last: {last:?}")
+                write!(f, "{count} consecutive failed calls, last: {last}")
             }
             Reason::ProbeSuccesses { count } => write!(f, "{count} consecutive probe successes"),
             Reason::CallProgress(code) => write!(f, "call progressed ({code})"),
-            Reason::ProbeFailedInProbation(p) => write!(f, "probe failed in probation: {p}"),
-            Reason::CallFailedInProbation(o) => write!(f, "call failed in probation: {o:?}"),
+            Reason::ProbeFailedInRecovery(p) => write!(f, "probe failed while recovering: {p}"),
+            Reason::CallFailedInRecovery(o) => write!(f, "call failed while recovering: {o}"),
+            Reason::Suspected(w) => write!(f, "suspect: {w}"),
+            Reason::TestCall(TestResult::Good) => f.write_str("test call answered, media good"),
+            Reason::TestCall(TestResult::CallPathFailed) => f.write_str("test call failed: call path"),
+            Reason::TestCall(TestResult::MediaFailed) => f.write_str("test call failed: no media"),
+            Reason::TestCall(TestResult::Inconclusive) => f.write_str("test call inconclusive"),
         }
     }
 }
@@ -141,8 +190,10 @@ pub struct Thresholds {
     pub down_after_probe_failures: u32,
     pub up_after_probe_successes: u32,
     pub down_after_call_failures: u32,
-    /// Whether the target receives probe results (its own, or its gateway's). See rule 3.
+    /// Whether the target receives probe results (its own, or its gateway's). See rule 4.
     pub probed: bool,
+    /// Whether test calls decide recovery (rule 5); set by the wiring from `[test_calls]`.
+    pub test_calls: bool,
 }
 
 impl From<&HealthSettings> for Thresholds {
@@ -152,6 +203,7 @@ impl From<&HealthSettings> for Thresholds {
             up_after_probe_successes: s.up_after_probe_successes.max(1),
             down_after_call_failures: s.down_after_call_failures.max(1),
             probed: s.probe,
+            test_calls: false,
         }
     }
 }
@@ -173,12 +225,16 @@ pub struct Machine {
     state: State,
     since: Instant,
     last_reason: Reason,
-    /// Consecutive runs in the current state (rule 5).
+    /// Consecutive runs in the current state (rule 7).
     probe_failures: u32,
     probe_successes: u32,
     call_failures: u32,
     /// The last call outcome seen was a failure (rule 4). Survives transitions.
     last_call_failed: bool,
+    /// What took it down, while Down or Recovering.
+    cause: Cause,
+    /// A test call came back inconclusive since it went down: half-open trials allowed (rule 5).
+    inconclusive: bool,
     counters: Counters,
 }
 
@@ -193,6 +249,8 @@ impl Machine {
             probe_successes: 0,
             call_failures: 0,
             last_call_failed: false,
+            cause: Cause::Probes,
+            inconclusive: false,
             counters: Counters::default(),
         }
     }
@@ -209,6 +267,15 @@ impl Machine {
     }
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+    /// What took it down (meaningful while Down or Recovering).
+    pub fn cause(&self) -> Cause {
+        self.cause
+    }
+
+    /// Recovering and allowed one real call at a time (rule 5).
+    pub fn half_open(&self, th: &Thresholds) -> bool {
+        self.state == State::Recovering && (!th.test_calls || self.inconclusive)
     }
 
     /// Counts a probe sent on this target's behalf (no state change: only its result matters).
@@ -227,8 +294,10 @@ impl Machine {
                 let count = self.probe_successes;
                 let enough = count >= th.up_after_probe_successes;
                 match self.state {
-                    Down if enough => self.enter(Probation, Reason::ProbeSuccesses { count }, now),
-                    Probation if enough && !self.last_call_failed => {
+                    Down if enough => self.enter(Recovering, Reason::ProbeSuccesses { count }, now),
+                    Recovering
+                        if enough && self.cause == Cause::Probes && !self.last_call_failed =>
+                    {
                         self.enter(Up, Reason::ProbeSuccesses { count }, now)
                     }
                     _ => None,
@@ -240,10 +309,10 @@ impl Machine {
                 self.probe_failures = self.probe_failures.saturating_add(1);
                 let count = self.probe_failures;
                 match self.state {
-                    Up if count >= th.down_after_probe_failures => {
-                        self.enter(Down, Reason::ProbeFailures { count, last }, now)
+                    Up | Suspect if count >= th.down_after_probe_failures => {
+                        self.go_down(Cause::Probes, Reason::ProbeFailures { count, last }, now)
                     }
-                    Probation => self.enter(Down, Reason::ProbeFailedInProbation(last), now),
+                    Recovering => self.go_down(Cause::Probes, Reason::ProbeFailedInRecovery(last), now),
                     _ => None,
                 }
             }
@@ -253,28 +322,68 @@ impl Machine {
                 self.call_failures = self.call_failures.saturating_add(1);
                 let count = self.call_failures;
                 match self.state {
-                    Up if count >= th.down_after_call_failures => {
-                        self.enter(Down, Reason::CallFailures { count, last }, now)
+                    Up | Suspect if count >= th.down_after_call_failures => {
+                        self.go_down(Cause::Calls, Reason::CallFailures { count, last }, now)
                     }
-                    Probation => self.enter(Down, Reason::CallFailedInProbation(last), now),
+                    Up => self.enter(Suspect, Reason::Suspected(SuspectWhy::FailedCall), now),
+                    Recovering => self.go_down(Cause::Calls, Reason::CallFailedInRecovery(last), now),
                     _ => None,
                 }
             }
-            Event::Call(outcome) => {
-                let code = match outcome {
-                    Outcome::Progress(code) => code,
-                    _ => 0,
-                };
+            Event::Call(Outcome::Progress(code)) => {
                 self.counters.calls_ok += 1;
                 self.last_call_failed = false;
                 self.call_failures = 0;
                 match self.state {
-                    Probation => self.enter(Up, Reason::CallProgress(code), now),
-                    Down if !th.probed => self.enter(Probation, Reason::CallProgress(code), now),
-                    _ => None,
+                    Suspect | Recovering => self.enter(Up, Reason::CallProgress(code), now),
+                    Down => self.enter(Recovering, Reason::CallProgress(code), now),
+                    Up => None,
                 }
             }
+            Event::Call(Outcome::Overdue) => self.suspect(SuspectWhy::Overdue, now),
+            Event::Call(_) => None, // cut by the deadline, cancelled: no evidence
+            Event::Suspect(why) => self.suspect(why, now),
+            Event::TestCall(r) => match r {
+                TestResult::Good => {
+                    self.last_call_failed = false;
+                    self.call_failures = 0;
+                    match self.state {
+                        Up => None,
+                        _ => self.enter(Up, Reason::TestCall(r), now),
+                    }
+                }
+                TestResult::CallPathFailed | TestResult::MediaFailed => {
+                    self.last_call_failed = true;
+                    self.go_down(Cause::Calls, Reason::TestCall(r), now)
+                }
+                TestResult::Inconclusive => {
+                    self.inconclusive = true;
+                    None
+                }
+            },
         }
+    }
+
+    fn suspect(&mut self, why: SuspectWhy, now: Instant) -> Option<Transition> {
+        match self.state {
+            State::Up => self.enter(State::Suspect, Reason::Suspected(why), now),
+            _ => None,
+        }
+    }
+
+    /// Enters Down (or stays there, refreshing the cause: a failed test call while Down is news
+    /// about the call path, so it restarts the recovery count).
+    fn go_down(&mut self, cause: Cause, reason: Reason, now: Instant) -> Option<Transition> {
+        if self.state == State::Down {
+            if cause == Cause::Calls {
+                self.cause = cause;
+            }
+            self.probe_successes = 0;
+            return None;
+        }
+        self.cause = cause;
+        self.inconclusive = false;
+        self.enter(State::Down, reason, now)
     }
 
     fn enter(&mut self, to: State, reason: Reason, now: Instant) -> Option<Transition> {
@@ -282,9 +391,12 @@ impl Machine {
         self.state = to;
         self.since = now;
         self.last_reason = reason;
-        self.probe_failures = 0;
-        self.probe_successes = 0;
-        self.call_failures = 0;
+        let suspicion_only = matches!((from, to), (State::Up, State::Suspect) | (State::Suspect, State::Up));
+        if !suspicion_only {
+            self.probe_failures = 0;
+            self.probe_successes = 0;
+            self.call_failures = 0;
+        }
         self.counters.transitions += 1;
         Some(Transition { from, to, reason })
     }

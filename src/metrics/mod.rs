@@ -80,15 +80,18 @@ impl AttemptOutcome {
             "failure_response",
         ][self as usize]
     }
-    pub fn of(o: crate::health::Outcome) -> AttemptOutcome {
+    /// The attempt outcome metric of a typed outcome; None for outcomes that end no attempt
+    /// (overdue) or say nothing of the target (deadline, caller's CANCEL).
+    pub fn of(o: crate::health::Outcome) -> Option<AttemptOutcome> {
         use crate::health::Outcome as O;
-        match o {
+        Some(match o {
             O::Progress(_) => AttemptOutcome::Progress,
             O::TransportError => AttemptOutcome::TransportError,
             O::AttemptTimeout => AttemptOutcome::AttemptTimeout,
             O::RingTimeout => AttemptOutcome::RingTimeout,
             O::FailureResponse(_) => AttemptOutcome::FailureResponse,
-        }
+            O::Overdue | O::CutByDeadline | O::CancelledByCaller => return None,
+        })
     }
     /// The failover this outcome causes when another target is tried next.
     pub fn failover_reason(self) -> Option<FailoverReason> {

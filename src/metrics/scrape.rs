@@ -65,7 +65,7 @@ fn render_targets(e: &mut Exposition, health: &Health) {
         "1 for the target's current health state, 0 for the others.",
     );
     for t in &targets {
-        for s in [State::Up, State::Down, State::Probation] {
+        for s in [State::Up, State::Down, State::Recovering] {
             let name = s.to_string();
             let v = u8::from(t.state == s);
             e.sample(

@@ -50,6 +50,9 @@ pub(super) struct Attempt {
     pub cancel_pending: bool,
     pub cancel_sent: bool,
     pub final_code: Option<u16>,
+    /// When the attempt becomes overdue (no provisional other than 100 yet): the target is then
+    /// reported suspect, and the attempt goes on under its attempt timer.
+    pub overdue_at: Option<Instant>,
 }
 
 impl Attempt {
@@ -80,6 +83,7 @@ impl Attempt {
             cancel_pending: false,
             cancel_sent: false,
             final_code: None,
+            overdue_at: None,
         }
     }
 
@@ -96,13 +100,11 @@ impl Attempt {
         &self,
         call_start: Instant,
         now: Instant,
-        reason: &str,
-        status: Option<u16>,
+        outcome: crate::health::Outcome,
     ) -> AttemptRecord {
         AttemptRecord {
             target: self.target.id.clone(),
-            reason: reason.to_string(),
-            status,
+            outcome,
             started_ms: ms(self.started.saturating_duration_since(call_start)),
             elapsed_ms: ms(now.saturating_duration_since(self.started)),
         }

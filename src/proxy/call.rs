@@ -12,6 +12,9 @@
 //! 2. No provisional response other than 100 within the attempt timer: abandon that branch and fail
 //!    over. The target may have seen the INVITE, so if it later sends a provisional it is CANCELled
 //!    (RFC 3261 §9.1 forbids a CANCEL before one). The duplicate risk is accepted and logged.
+//!    2a. Before that, an attempt with no such provisional after the target's overdue bound (k x
+//!    its usual time, from health) makes the target suspect for new calls at once; the attempt
+//!    itself keeps its full attempt timer.
 //! 3. A provisional (101–199) but no final within the ring timer: CANCEL and fail over.
 //! 4. A final response in the route's failover set (default 408, 480, 486, 5xx, 600, 603) fails over;
 //!    any other final is the answer and is relayed. A 503 is never relayed as 503 (RFC 3261 §16.7):
@@ -81,6 +84,9 @@ pub struct CallSetup {
     pub caller_reliable: bool,
     /// How many leading Route entries of the caller's INVITE name us (removed when forwarding).
     pub routes_removed: usize,
+    /// Per plan index: after how long without a provisional other than 100 an attempt is overdue
+    /// (the target becomes suspect, the attempt goes on). Missing or None: never.
+    pub overdue: Vec<Option<Duration>>,
     /// To-tag for responses the proxy generates itself.
     pub to_tag: String,
     /// Builds the INVITE for one attempt: (target, branch) -> bytes. Supplied by the wiring because
@@ -97,18 +103,21 @@ pub enum Action {
     SendCaller(Bytes),
     /// Route responses carrying this branch to this call; transport errors toward the address too.
     Listen(String, SocketAddr),
-    /// Tell health what an attempt showed.
+    /// Tell health (and metrics) what an attempt showed.
     Report(TargetId, Outcome),
+    /// Time from an attempt's INVITE to its first provisional other than 100 (or its final): the
+    /// sample health keeps the target's usual time from (overdue suspicion).
+    FirstProvisional(TargetId, Duration),
     /// No target answered: record the call for a call-back.
     Undelivered(Vec<AttemptRecord>),
 }
 
-/// What happened to one attempt, for logs and the undelivered record.
+/// What happened to one attempt, for logs and the undelivered record: the same typed outcome health
+/// and metrics get (its `Display` is the record's reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
     pub target: TargetId,
-    pub reason: String,
-    pub status: Option<u16>,
+    pub outcome: Outcome,
     /// Time from the call's start to the attempt's start, and the attempt's length, in milliseconds.
     pub started_ms: u64,
     pub elapsed_ms: u64,
@@ -231,7 +240,7 @@ impl Call {
             {
                 let t = a.target.id.clone();
                 out.push(Action::Report(t, Outcome::TransportError));
-                self.fail_attempt(i, "transport error", None, now);
+                self.fail_attempt(i, Outcome::TransportError, now);
                 // RFC 3261 §16.9: a transport error counts as a 503 from that branch (so a call whose
                 // every target is unreachable ends 500, never 408: no time passed).
                 self.keep_best(503, None);
@@ -295,7 +304,10 @@ impl Call {
         if a.phase == Phase::Trying {
             a.phase = Phase::Ringing;
             a.phase_timer = now + ring;
-            out.push(Action::Report(a.target.id.clone(), Outcome::Progress(code)));
+            a.overdue_at = None;
+            let t = a.target.id.clone();
+            out.push(Action::FirstProvisional(t.clone(), now.saturating_duration_since(a.started)));
+            out.push(Action::Report(t, Outcome::Progress(code)));
         }
         if self.current == Some(i) && self.state == CallState::Routing && !self.caller_cancelled {
             let relayed = self.relay(msg);
@@ -307,6 +319,12 @@ impl Call {
     fn on_2xx(&mut self, i: usize, code: u16, msg: &Message, now: Instant, out: &mut Vec<Action>) {
         out.push(Action::SendCaller(self.relay(msg)));
         let first = self.attempts[i].final_code.is_none();
+        if self.attempts[i].phase == Phase::Trying {
+            let a = &self.attempts[i];
+            let d = now.saturating_duration_since(a.started);
+            out.push(Action::FirstProvisional(a.target.id.clone(), d));
+        }
+        self.attempts[i].overdue_at = None;
         self.attempts[i].final_code = Some(code);
         self.attempts[i].phase = Phase::Done;
         self.attempts[i].responded = true;
@@ -324,7 +342,7 @@ impl Call {
         self.state = CallState::Answered;
         self.ended_at = Some(now);
         self.records
-            .push(self.attempts[i].record(self.started, now, "answered", Some(code)));
+            .push(self.attempts[i].record(self.started, now, Outcome::Progress(code)));
         self.current = None;
         for j in 0..self.attempts.len() {
             if j != i {
@@ -362,8 +380,7 @@ impl Call {
             self.records.push(self.attempts[i].record(
                 self.started,
                 now,
-                "cancelled by caller",
-                Some(code),
+                Outcome::CancelledByCaller,
             ));
             let relayed = self.relay(&msg);
             self.send_final(relayed, code, now, out);
@@ -373,8 +390,7 @@ impl Call {
             return;
         }
         if self.setup.failover.fails_over(code) {
-            let reason = format!("failure response {code}");
-            self.fail_attempt(i, &reason, Some(code), now);
+            self.fail_attempt(i, Outcome::FailureResponse(code), now);
             out.push(Action::Report(
                 self.attempts[i].target.id.clone(),
                 Outcome::FailureResponse(code),
@@ -389,8 +405,7 @@ impl Call {
             self.records.push(self.attempts[i].record(
                 self.started,
                 now,
-                "final response relayed",
-                Some(code),
+                Outcome::Progress(code),
             ));
             let relayed = self.relay(&msg);
             self.send_final(relayed, code, now, out);
@@ -419,6 +434,19 @@ impl Call {
                 out.push(Action::SendCaller(b.clone()));
             }
         }
+        for a in &mut self.attempts {
+            if let Some(at) = a.overdue_at
+                && now >= at
+            {
+                // Contract point 2a: overdue. The target is suspect for new calls; this attempt
+                // keeps its full attempt timer (a slow but alive PSAP still gets this call).
+                a.overdue_at = None;
+                if a.phase == Phase::Trying {
+                    tracing::info!(target = %a.target.id, "attempt overdue: target suspect");
+                    out.push(Action::Report(a.target.id.clone(), Outcome::Overdue));
+                }
+            }
+        }
         if let Some(g) = self.cancel_guard
             && now >= g
             && self.state == CallState::Routing
@@ -436,15 +464,15 @@ impl Call {
             return;
         }
         let cut_by_deadline = expiry < self.attempts[i].phase_timer;
-        let (outcome, reason) = match (cut_by_deadline, self.attempts[i].phase) {
-            (true, _) => (None, "deadline: skipping to the last resort"),
-            (false, Phase::Ringing) => (Some(Outcome::RingTimeout), "ring timeout"),
-            (false, _) => (Some(Outcome::AttemptTimeout), "attempt timeout"),
+        let outcome = match (cut_by_deadline, self.attempts[i].phase) {
+            (true, _) => Outcome::CutByDeadline,
+            (false, Phase::Ringing) => Outcome::RingTimeout,
+            (false, _) => Outcome::AttemptTimeout,
         };
-        if let Some(o) = outcome {
-            out.push(Action::Report(self.attempts[i].target.id.clone(), o));
+        if outcome.is_failure() {
+            out.push(Action::Report(self.attempts[i].target.id.clone(), outcome));
         }
-        self.fail_attempt(i, reason, None, now);
+        self.fail_attempt(i, outcome, now);
         self.cancel_branch(i, out);
         self.next_attempt(now, out);
     }
@@ -519,7 +547,7 @@ impl Call {
         tracing::debug!(target = %target.id, branch = %branch, "attempt started");
         out.push(Action::Listen(branch.clone(), target.next_hop));
         out.push(Action::SendTarget(target.clone(), proto, fwd.bytes.clone()));
-        let attempt = Attempt::new(
+        let mut attempt = Attempt::new(
             target,
             p,
             branch,
@@ -528,16 +556,21 @@ impl Call {
             now,
             self.setup.timers.attempt_timeout,
         );
+        let overdue = self.setup.overdue.get(p).copied().flatten();
+        attempt.overdue_at = overdue
+            .filter(|d| *d < self.setup.timers.attempt_timeout)
+            .map(|d| now + d);
         self.attempts.push(attempt);
         self.current = Some(self.attempts.len() - 1);
     }
 
     /// Records a failed attempt (health is told by the caller of this, which knows the outcome).
-    fn fail_attempt(&mut self, i: usize, reason: &str, code: Option<u16>, now: Instant) {
+    fn fail_attempt(&mut self, i: usize, outcome: Outcome, now: Instant) {
         let a = &mut self.attempts[i];
         a.retransmit = None;
-        tracing::info!(target = %a.target.id, reason = %reason, "attempt failed, failing over");
-        let rec = a.record(self.started, now, reason, code);
+        a.overdue_at = None;
+        tracing::info!(target = %a.target.id, outcome = %outcome, "attempt failed, failing over");
+        let rec = a.record(self.started, now, outcome);
         self.records.push(rec);
     }
 
@@ -631,6 +664,9 @@ impl Call {
         for a in &self.attempts {
             if let Some(r) = &a.retransmit {
                 consider(r.due_at());
+            }
+            if let Some(o) = a.overdue_at {
+                consider(o);
             }
         }
         if let Some((r, h)) = &self.final_retransmit {

@@ -8,6 +8,7 @@
 
 pub mod attempt;
 pub mod call;
+mod dialogs;
 #[cfg(test)]
 mod call_tests;
 pub mod forward;
@@ -87,19 +88,23 @@ pub enum OutcomeKind {
     RingTimeout = 2,
     FailureResponse = 3,
     Progress = 4,
+    /// An attempt went overdue (the target became suspect; the attempt went on).
+    Overdue = 5,
 }
 
 impl OutcomeKind {
-    pub const COUNT: usize = 5;
-    pub fn of(o: crate::health::Outcome) -> OutcomeKind {
+    pub const COUNT: usize = 6;
+    pub fn of(o: crate::health::Outcome) -> Option<OutcomeKind> {
         use crate::health::Outcome as O;
-        match o {
+        Some(match o {
             O::TransportError => OutcomeKind::TransportError,
             O::AttemptTimeout => OutcomeKind::AttemptTimeout,
             O::RingTimeout => OutcomeKind::RingTimeout,
             O::FailureResponse(_) => OutcomeKind::FailureResponse,
             O::Progress(_) => OutcomeKind::Progress,
-        }
+            O::Overdue => OutcomeKind::Overdue,
+            O::CutByDeadline | O::CancelledByCaller => return None,
+        })
     }
 }
 
@@ -118,6 +123,8 @@ pub struct Proxy {
     server: DashMap<ServerKey, ServerEntry>,
     branches: DashMap<Bytes, Branch>,
     relays: relay::Relays,
+    /// Answered calls until their BYE (short-call signal for health).
+    answered: dialogs::Answered,
     undelivered: undelivered::Sink,
     /// Set on shutdown: new calls are refused with 503 so the caller's network tries another proxy.
     draining: std::sync::atomic::AtomicBool,
@@ -133,6 +140,8 @@ pub struct TableSizes {
     pub server: usize,
     pub branches: usize,
     pub relays: usize,
+    /// Answered calls waiting for their BYE (short-call signal).
+    pub answered: usize,
     /// Per-source rate-limit entries.
     pub sources: usize,
 }
@@ -158,6 +167,7 @@ impl Proxy {
             server: DashMap::new(),
             branches: DashMap::new(),
             relays: relay::Relays::default(),
+            answered: dialogs::Answered::new(100_000),
             undelivered,
             draining: Default::default(),
             counters: Counters::default(),
@@ -179,6 +189,7 @@ impl Proxy {
             server: self.server.len(),
             branches: self.branches.len(),
             relays: self.relays.len(),
+            answered: self.answered.len(),
             sources: self.protection.sources_tracked(),
         }
     }
@@ -372,6 +383,13 @@ impl Proxy {
 
     fn relay_request(&self, msg: Message, inb: Inbound, mf: u32) {
         let (popped, last_ours) = forward::our_routes(&msg, &self.local);
+        if popped > 0 && msg.method() == Some(crate::sip::Method::Bye) {
+            let now = tokio::time::Instant::now().into_std();
+            if let Some((target, lasted)) = self.answered.ended(msg.call_id(), now) {
+                let obs = crate::health::Observation::CallEnded(lasted);
+                self.health.observe(&target, obs);
+            }
+        }
         let is_ack = msg.method() == Some(crate::sip::Method::Ack);
         if popped == 0 {
             // Not a dialog we Record-Routed: refuse rather than relay for anyone.

@@ -48,7 +48,14 @@ pub(super) fn spawn_call(proxy: Arc<Proxy>, msg: Message, inb: Inbound, key: Ser
     let facts = CallFacts::from_message(&msg, inb.src.ip());
     let sel = rules.select(&facts);
     let health = proxy.health.clone();
-    let plan = routing::plan(&rules, &sel.route, &|id| health.readiness(id));
+    // A half-open recovering target lets one call at a time try it: this call may take that slot
+    // (given back when the call ends, whatever happened).
+    let trials = std::cell::RefCell::new(Vec::new());
+    let plan = routing::plan(&rules, &sel.route, &|id| {
+        health.readiness_for_call(id, &mut trials.borrow_mut())
+    });
+    let trials = trials.into_inner();
+    let overdue = plan.iter().map(|t| health.overdue_after(&t.id)).collect();
     let (popped, _) = forward::our_routes(&msg, &proxy.local);
     let call_id = String::from_utf8_lossy(msg.call_id()).into_owned();
     let span = tracing::info_span!("call", call_id = %call_id, route = %sel.route.id, emergency = sel.emergency);
@@ -69,6 +76,7 @@ pub(super) fn spawn_call(proxy: Arc<Proxy>, msg: Message, inb: Inbound, key: Ser
         failover: sel.route.failover.clone(),
         caller_reliable: inb.proto == Proto::Tcp,
         routes_removed: popped,
+        overdue,
         to_tag: format!("sos{:08x}", rand::random::<u32>()),
         build_invite,
     };
@@ -77,6 +85,8 @@ pub(super) fn spawn_call(proxy: Arc<Proxy>, msg: Message, inb: Inbound, key: Ser
         inb,
         tx,
         branches: Vec::new(),
+        trials,
+        answered_by: None,
         route: sel.route.id.clone(),
         emergency: sel.emergency,
         tally: Tally {
@@ -92,6 +102,10 @@ struct Ctx {
     inb: Inbound,
     tx: mpsc::UnboundedSender<CallEvent>,
     branches: Vec<Bytes>,
+    /// Half-open trial slots this call holds (given back when it ends).
+    trials: Vec<crate::routing::TargetId>,
+    /// The target whose 2xx answered the call.
+    answered_by: Option<crate::routing::TargetId>,
     route: Arc<str>,
     emergency: bool,
     tally: Tally,
@@ -153,6 +167,9 @@ async fn run(
     for b in &ctx.branches {
         ctx.proxy.branches.remove(b);
     }
+    for id in ctx.trials.drain(..) {
+        ctx.proxy.health.observe(&id, crate::health::Observation::TrialOver);
+    }
     // After a 2xx the UAS itself retransmits it (RFC 6026), so a retransmitted INVITE is only
     // absorbed; keeping the relayed 2xx (with its SDP) for 32 s per call would only cost memory.
     let last = match call.state() {
@@ -186,11 +203,29 @@ impl Ctx {
                     self.count_attempt_start();
                 }
                 Action::Report(id, o) => {
-                    let k = super::OutcomeKind::of(o) as usize;
-                    self.proxy.counters.outcomes[k]
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.count_report(&id, o);
+                    if let Some(k) = super::OutcomeKind::of(o) {
+                        self.proxy.counters.outcomes[k as usize]
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if let Some(kind) = AttemptOutcome::of(o) {
+                        self.count_report(&id, kind);
+                    }
+                    if matches!(o, crate::health::Outcome::Progress(200..=299))
+                        && self.answered_by.is_none()
+                    {
+                        self.answered_by = Some(id.clone());
+                        let keep = std::time::Duration::from_millis(
+                            self.proxy.rules.load().suspicion.short_call_ms,
+                        );
+                        let at = now();
+                        let call_id = invite.call_id();
+                        self.proxy.answered.answered(call_id, id.clone(), at, keep);
+                    }
                     self.proxy.health.report(&id, o);
+                }
+                Action::FirstProvisional(id, d) => {
+                    let obs = crate::health::Observation::FirstProvisional(d);
+                    self.proxy.health.observe(&id, obs);
                 }
                 Action::Undelivered(recs) => {
                     let c = &self.proxy.counters.undelivered;
@@ -218,8 +253,7 @@ impl Ctx {
         t.last_failure = None;
     }
 
-    fn count_report(&mut self, id: &crate::routing::TargetId, o: crate::health::Outcome) {
-        let kind = AttemptOutcome::of(o);
+    fn count_report(&mut self, id: &crate::routing::TargetId, kind: AttemptOutcome) {
         let t = &mut self.tally;
         if kind == AttemptOutcome::Progress {
             if t.last_progress.as_ref() == Some(id) {
@@ -256,7 +290,7 @@ impl Ctx {
     fn publish_undelivered(&self, invite: &Message, recs: &[super::call::AttemptRecord]) {
         let reason = recs
             .iter()
-            .map(|r| format!("{}: {}", r.target, r.reason))
+            .map(|r| format!("{}: {}", r.target, r.outcome))
             .collect::<Vec<_>>()
             .join("; ");
         let call_id = String::from_utf8_lossy(invite.call_id());

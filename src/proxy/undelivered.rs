@@ -75,8 +75,8 @@ pub fn record(
         "route": route,
         "attempts": attempts.iter().map(|a| json!({
             "target": &*a.target,
-            "reason": a.reason,
-            "status": a.status,
+            "reason": a.outcome.to_string(),
+            "status": a.outcome.status(),
             "started_ms": a.started_ms,
             "elapsed_ms": a.elapsed_ms,
         })).collect::<Vec<_>>(),

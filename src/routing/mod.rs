@@ -74,8 +74,9 @@ pub struct Target {
     /// Where requests for this target are sent (for Tel targets: the gateway's address). IP literals only.
     pub next_hop: SocketAddr,
     pub transport: Transport,
-    /// Failure-domain tag, e.g. "psap-site-a", "pstn". Used by the lint in `check`.
-    pub failure_domain: String,
+    /// Failure-domain tags, e.g. ["psap-site-a", "ngcs-east-firewall"]: what the target shares fate
+    /// with. Used by the lint in `check` and by health's domain suspicion.
+    pub failure_domain: Vec<String>,
     pub health: HealthSettings,
     /// 1-based line of the target's table in the rules file (for messages).
     pub line: usize,
@@ -102,7 +103,7 @@ impl Target {
             uri: format!("sip:127.0.0.1:{port}"),
             next_hop: SocketAddr::from(([127, 0, 0, 1], port)),
             transport: Transport::Udp,
-            failure_domain: "lab".into(),
+            failure_domain: vec!["lab".into()],
             health: HealthSettings::default(),
             line: 1,
         }
@@ -155,7 +156,10 @@ impl Route {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
     Ready,
-    /// Health says down or on probation.
+    /// Up, but doubted (an overdue attempt, a failed call, its domain, short calls): tried after
+    /// the ready, unsuspected targets.
+    Suspect,
+    /// Health says down, or recovering (test calls decide, or its one trial call is taken).
     NotReady,
     /// The operator switched it off. Tried only when nothing else remains.
     Disabled,
@@ -210,6 +214,8 @@ pub struct Rules {
     pub source: String,
     /// `[limits]`, `[overload]` and `[[acl]]` (see `config::ProtectionSpec`).
     pub protection: Arc<crate::config::ProtectionSpec>,
+    /// `[suspicion]`: silent-failure detection (see `config::SuspicionSpec`).
+    pub suspicion: Arc<crate::config::SuspicionSpec>,
     by_id: HashMap<Arc<str>, Arc<Target>>,
     /// Dialled numbers that make a call emergency, matched exactly (see `[emergency]`).
     emergency_numbers: Vec<String>,

@@ -4,7 +4,7 @@ use super::{Readiness, Route, Rules, Target};
 use std::sync::Arc;
 
 /// The failover plan: targets of `route` in the order to try them. Ready targets first in chain order,
-/// then not-ready ones in chain order, then disabled ones in chain order. Every chain target exactly once.
+/// then suspect ones, then not-ready ones, then disabled ones, each group in chain order. Every chain target exactly once.
 ///
 /// Not-ready targets stay in the plan: health can be wrong (a probe path that fails while calls
 /// would pass), and trying a doubtful target beats giving up. Disabled ones come last because an
@@ -27,8 +27,9 @@ pub fn plan(
         seen.push(id);
         let rank = match readiness(id) {
             Readiness::Ready => 0,
-            Readiness::NotReady => 1,
-            Readiness::Disabled => 2,
+            Readiness::Suspect => 1,
+            Readiness::NotReady => 2,
+            Readiness::Disabled => 3,
         };
         ranked.push((rank, target.clone()));
     }

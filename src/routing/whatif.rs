@@ -57,6 +57,7 @@ pub struct Step {
 pub fn readiness_word(r: Readiness) -> &'static str {
     match r {
         Readiness::Ready => "ready",
+        Readiness::Suspect => "suspect",
         Readiness::NotReady => "not_ready",
         Readiness::Disabled => "disabled",
     }
@@ -111,7 +112,7 @@ pub fn what_if(
                 TargetKind::Sip => None,
             },
             transport: t.transport.to_string(),
-            failure_domain: t.failure_domain.clone(),
+            failure_domain: t.failure_domain.join(","),
             readiness: readiness_word(readiness(&t.id)),
             last_resort: last == Some(&t.id),
         })

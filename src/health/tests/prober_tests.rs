@@ -106,7 +106,7 @@ async fn timeouts_take_it_down_after_the_threshold_and_replies_bring_it_back() {
 
     fake.replies(t.next_hop, Some(200));
     sleep(Duration::from_millis(2500)).await; // two good probes
-    assert_eq!(h.status("a").unwrap().state, State::Probation);
+    assert_eq!(h.status("a").unwrap().state, State::Recovering);
     assert_eq!(h.readiness("a"), Readiness::Ready, "probation is ready");
     sleep(Duration::from_millis(2500)).await; // two more, no call: graduates
     assert_eq!(h.status("a").unwrap().state, State::Up);
@@ -164,7 +164,7 @@ async fn tel_targets_share_their_gateways_probe() {
     fake.replies(gw.next_hop, Some(200));
     sleep(Duration::from_millis(2500)).await;
     for id in ["gw", "tel1", "tel2"] {
-        assert_eq!(h.status(id).unwrap().state, State::Probation, "{id}");
+        assert_eq!(h.status(id).unwrap().state, State::Recovering, "{id}");
     }
     // Calls are per target: a failed call to one number does not touch the gateway or the other.
     h.report("tel1", crate::health::Outcome::FailureResponse(480));

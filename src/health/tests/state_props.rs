@@ -89,16 +89,16 @@ proptest! {
                         (is_probe(ev) && probe_fails >= th.down_after_probe_failures)
                             || (is_call(ev) && call_fails >= th.down_after_call_failures),
                         "early down: {:?}", history),
-                    (State::Down, State::Probation) => prop_assert!(
+                    (State::Down, State::Recovering) => prop_assert!(
                         (is_probe(ev) && probe_oks >= th.up_after_probe_successes)
                             || (!th.probed && is_call(ev) && is_ok(ev)),
                         "early probation: {:?}", history),
-                    (State::Probation, State::Up) => prop_assert!(
+                    (State::Recovering, State::Up) => prop_assert!(
                         (is_call(ev) && is_ok(ev))
                             || (is_probe(ev) && probe_oks >= th.up_after_probe_successes
                                 && !prev_call_failed),
                         "early up: {:?}", history),
-                    (State::Probation, State::Down) => prop_assert!(!is_ok(ev)),
+                    (State::Recovering, State::Down) => prop_assert!(!is_ok(ev)),
                     other => prop_assert!(false, "forbidden transition {:?}", other),
                 }
                 history.clear();
@@ -112,7 +112,7 @@ proptest! {
                         prop_assert!(probe_oks < th.up_after_probe_successes, "late probation");
                         prop_assert!(th.probed || !(is_call(ev) && is_ok(ev)), "late probation");
                     }
-                    State::Probation => {
+                    State::Recovering => {
                         prop_assert!(history.iter().all(is_ok), "failure kept probation");
                         prop_assert!(history.iter().all(is_probe), "call kept probation");
                         prop_assert!(

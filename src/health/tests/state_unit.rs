@@ -36,7 +36,7 @@ fn starts_up_with_startup_reason() {
     let m = Machine::new(Instant::now());
     assert_eq!(m.state(), State::Up);
     assert_eq!(m.last_reason(), Reason::Startup);
-    assert!(State::Up.is_ready() && State::Probation.is_ready() && !State::Down.is_ready());
+    assert!(State::Up.is_ready() && State::Recovering.is_ready() && !State::Down.is_ready());
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn recovery_goes_through_probation_then_a_call_brings_it_up() {
             State::Down,
             State::Down,
             State::Down,
-            State::Probation
+            State::Recovering
         ]
     );
     run(&mut m, &th(), &[CALL_OK]);
@@ -116,7 +116,7 @@ fn one_failure_in_probation_sends_it_back_down() {
     for failure in [TIMEOUT, CALL_503, Event::Call(Outcome::AttemptTimeout)] {
         let mut m = Machine::new(Instant::now());
         run(&mut m, &th(), &[TIMEOUT, TIMEOUT, OK, OK]);
-        assert_eq!(m.state(), State::Probation);
+        assert_eq!(m.state(), State::Recovering);
         run(&mut m, &th(), &[failure]);
         assert_eq!(m.state(), State::Down, "{failure:?}");
     }
@@ -126,8 +126,8 @@ fn one_failure_in_probation_sends_it_back_down() {
 fn probation_without_calls_graduates_on_further_probe_successes() {
     let mut m = Machine::new(Instant::now());
     let states = run(&mut m, &th(), &[TIMEOUT, TIMEOUT, OK, OK, OK, OK]);
-    assert_eq!(states[3], State::Probation);
-    assert_eq!(states[4], State::Probation);
+    assert_eq!(states[3], State::Recovering);
+    assert_eq!(states[4], State::Recovering);
     assert_eq!(states[5], State::Up);
 }
 
@@ -135,9 +135,9 @@ fn probation_without_calls_graduates_on_further_probe_successes() {
 fn probation_after_failed_calls_needs_a_real_call() {
     let mut m = Machine::new(Instant::now());
     run(&mut m, &th(), &[CALL_503, CALL_503, CALL_503, OK, OK]);
-    assert_eq!(m.state(), State::Probation);
+    assert_eq!(m.state(), State::Recovering);
     run(&mut m, &th(), &[OK, OK, OK, OK]);
-    assert_eq!(m.state(), State::Probation, "probes cannot vouch for calls");
+    assert_eq!(m.state(), State::Recovering, "probes cannot vouch for calls");
     run(&mut m, &th(), &[CALL_OK]);
     assert_eq!(m.state(), State::Up);
 }
@@ -156,7 +156,7 @@ fn unprobed_target_comes_back_through_calls() {
     );
     assert_eq!(
         &states[2..],
-        [State::Down, State::Probation, State::Up].as_slice()
+        [State::Down, State::Recovering, State::Up].as_slice()
     );
 }
 

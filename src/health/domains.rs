@@ -1,0 +1,262 @@
+//! Failure domains and the systemic alarm. A failure domain is a tag naming an element several
+//! targets share (a site, a firewall, a carrier's path). When `domain_suspect_after` distinct
+//! targets of one domain fail real or test calls (or are overdue, or show short calls) within
+//! `domain_window_ms`, the domain turns suspect: the handle makes every target of it suspect and
+//! asks each for a test call, and one `systemic` report names the domain, its targets, the routes
+//! now served by a later choice, the evidence, and a sentence an operator can paste into a notice.
+//! A second trigger: more than `systemic_share_percent` of all targets down or suspect.
+//! A clearing report follows when none of the domain's targets is down, suspect or recovering.
+//!
+//! Pure bookkeeping: times are passed in; the handle holds it under a mutex the call path never
+//! takes (only the applier task and the prober touch it).
+
+use super::handle::Topology;
+use super::state::State;
+use crate::config::SuspicionSpec;
+use crate::routing::TargetId;
+use serde::Serialize;
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Evidence kept per domain (bounded: the window, and at most this many items).
+const EVIDENCE_MAX: usize = 64;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Evidence {
+    pub target: String,
+    pub what: String,
+    pub unix_ms: u64,
+}
+
+/// One systemic alarm, raised (`active`) or cleared.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SystemicReport {
+    pub active: bool,
+    /// The domain, or None for the "too many targets down or suspect" trigger.
+    pub domain: Option<String>,
+    /// Targets of the domain (or every bad target) with their state.
+    pub targets: Vec<(String, String)>,
+    /// Routes whose first choice is not up: (route, who serves it now, "later choice" /
+    /// "last resort" / "nobody ready").
+    pub routes: Vec<(String, String, String)>,
+    pub evidence: Vec<Evidence>,
+    pub since_unix_ms: u64,
+    pub sentence: String,
+}
+
+#[derive(Default)]
+pub(super) struct Domains {
+    recent: HashMap<String, VecDeque<(TargetId, Instant, Evidence)>>,
+    /// Suspect domains: when they turned, and whether the alarm went out.
+    suspect: HashMap<String, (u64, bool)>,
+    share_since: Option<u64>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn hms(unix_ms: u64) -> String {
+    let s = unix_ms / 1000;
+    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+}
+
+fn bad(s: State) -> bool {
+    !matches!(s, State::Up)
+}
+
+impl Domains {
+    /// Counts a failure of `id` in each of its domains; returns the domains that just turned suspect.
+    pub(super) fn evidence(
+        &mut self,
+        tags: &[String],
+        id: &str,
+        what: &str,
+        now: Instant,
+        wall: SystemTime,
+        s: &SuspicionSpec,
+    ) -> Vec<String> {
+        let window = Duration::from_millis(s.domain_window_ms);
+        let mut turned = Vec::new();
+        for tag in tags {
+            let q = self.recent.entry(tag.clone()).or_default();
+            q.push_back((
+                id.into(),
+                now,
+                Evidence {
+                    target: id.to_string(),
+                    what: what.to_string(),
+                    unix_ms: unix_ms(wall),
+                },
+            ));
+            while q.front().is_some_and(|(_, t, _)| now.saturating_duration_since(*t) > window)
+                || q.len() > EVIDENCE_MAX
+            {
+                q.pop_front();
+            }
+            let mut distinct: Vec<&TargetId> = q.iter().map(|(t, _, _)| t).collect();
+            distinct.sort();
+            distinct.dedup();
+            if distinct.len() as u64 >= s.domain_suspect_after && !self.suspect.contains_key(tag) {
+                self.suspect.insert(tag.clone(), (unix_ms(wall), false));
+                turned.push(tag.clone());
+            }
+        }
+        turned
+    }
+
+    /// Raises and clears alarms from the current target states.
+    pub(super) fn systemic(
+        &mut self,
+        topo: &Topology,
+        states: &HashMap<TargetId, State>,
+        s: &SuspicionSpec,
+        _now: Instant,
+        wall: SystemTime,
+    ) -> Vec<SystemicReport> {
+        let mut out = Vec::new();
+        let members = |tag: &str| -> Vec<TargetId> {
+            topo.order
+                .iter()
+                .filter(|id| topo.domains_of.get(*id).is_some_and(|d| d.iter().any(|x| x == tag)))
+                .cloned()
+                .collect()
+        };
+        let tags: Vec<String> = self.suspect.keys().cloned().collect();
+        for tag in tags {
+            let ids = members(&tag);
+            let any_bad = ids.iter().any(|id| states.get(id).is_some_and(|s| bad(*s)));
+            let Some(&(since, raised)) = self.suspect.get(&tag) else {
+                continue;
+            };
+            if !raised {
+                let ev: Vec<Evidence> = self
+                    .recent
+                    .get(&tag)
+                    .map(|q| q.iter().map(|(_, _, e)| e.clone()).collect())
+                    .unwrap_or_default();
+                out.push(report(true, Some(&tag), &ids, topo, states, ev, since));
+                self.suspect.insert(tag.clone(), (since, true));
+            } else if !any_bad {
+                out.push(report(false, Some(&tag), &ids, topo, states, vec![], unix_ms(wall)));
+                self.suspect.remove(&tag);
+                self.recent.remove(&tag);
+            }
+        }
+        let total = topo.order.len() as u64;
+        let bad_ids: Vec<TargetId> = topo
+            .order
+            .iter()
+            .filter(|id| states.get(*id).is_some_and(|s| bad(*s)))
+            .cloned()
+            .collect();
+        let over = total > 0 && (bad_ids.len() as u64) * 100 > s.systemic_share_percent * total;
+        match (over, self.share_since) {
+            (true, None) => {
+                let since = unix_ms(wall);
+                self.share_since = Some(since);
+                out.push(report(true, None, &bad_ids, topo, states, vec![], since));
+            }
+            (false, Some(_)) => {
+                self.share_since = None;
+                out.push(report(false, None, &bad_ids, topo, states, vec![], unix_ms(wall)));
+            }
+            _ => {}
+        }
+        out
+    }
+
+    pub(super) fn status(&self) -> serde_json::Value {
+        let domains: Vec<_> = self
+            .suspect
+            .iter()
+            .map(|(tag, (since, _))| {
+                let ev: Vec<&Evidence> = self
+                    .recent
+                    .get(tag)
+                    .map(|q| q.iter().map(|(_, _, e)| e).collect())
+                    .unwrap_or_default();
+                json!({"domain": tag, "state": "suspect", "since_unix_ms": since, "evidence": ev})
+            })
+            .collect();
+        json!({"suspect_domains": domains, "share_alarm_since_unix_ms": self.share_since})
+    }
+}
+
+fn report(
+    active: bool,
+    domain: Option<&str>,
+    ids: &[TargetId],
+    topo: &Topology,
+    states: &HashMap<TargetId, State>,
+    evidence: Vec<Evidence>,
+    since: u64,
+) -> SystemicReport {
+    let state_of = |id: &TargetId| states.get(id).copied().unwrap_or(State::Up);
+    let targets: Vec<(String, String)> =
+        ids.iter().map(|id| (id.to_string(), state_of(id).to_string())).collect();
+    let mut routes = Vec::new();
+    for (route, chain) in &topo.routes {
+        let touches = chain.iter().any(|c| ids.contains(c));
+        let Some(first) = chain.first() else { continue };
+        if !touches || !bad(state_of(first)) {
+            continue;
+        }
+        let (who, how) = match chain.iter().position(|c| !bad(state_of(c))) {
+            Some(i) if i + 1 == chain.len() => (chain[i].to_string(), "last resort"),
+            Some(i) => (chain[i].to_string(), "later choice"),
+            None => ("nobody".to_string(), "nobody ready"),
+        };
+        routes.push((route.to_string(), who, how.to_string()));
+    }
+    let bad_names: Vec<&str> = targets
+        .iter()
+        .filter(|(_, s)| s != "up")
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let route_names: Vec<&str> = routes.iter().map(|(r, _, _)| r.as_str()).collect();
+    let served = if !routes.is_empty() && routes.iter().all(|(_, _, how)| how == "last resort") {
+        let lr: Vec<&str> = {
+            let mut v: Vec<&str> = routes.iter().map(|(_, who, _)| who.as_str()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        format!("their last resort ({})", lr.join(", "))
+    } else {
+        "later choices".to_string()
+    };
+    let sentence = match (active, domain) {
+        (true, Some(d)) => format!(
+            "Since {} UTC emergency calls for routes {} go to {}: {} in domain {} fail calls while answering OPTIONS.",
+            hms(since),
+            if route_names.is_empty() { "(none yet)".to_string() } else { route_names.join(", ") },
+            served,
+            if bad_names.is_empty() { "targets".to_string() } else { bad_names.join(", ") },
+            d
+        ),
+        (true, None) => format!(
+            "Since {} UTC {} of {} targets are down or suspect; emergency calls for routes {} go to {}.",
+            hms(since),
+            ids.len(),
+            topo.order.len(),
+            if route_names.is_empty() { "(none)".to_string() } else { route_names.join(", ") },
+            served
+        ),
+        (false, Some(d)) => format!(
+            "Since {} UTC every target in domain {d} takes calls again.",
+            hms(since)
+        ),
+        (false, None) => format!("Since {} UTC most targets take calls again.", hms(since)),
+    };
+    SystemicReport {
+        active,
+        domain: domain.map(str::to_string),
+        targets,
+        routes,
+        evidence,
+        since_unix_ms: since,
+        sentence,
+    }
+}
