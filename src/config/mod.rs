@@ -11,6 +11,7 @@ mod model;
 mod protect;
 mod read;
 mod routes;
+mod testcalls;
 mod validate;
 mod values;
 mod walk;
@@ -22,6 +23,7 @@ pub use protect::{
     AclSpec, LimitsSpec, OverloadSpec, ProtectionSpec, UnlistedEmergency,
     defaults as protection_defaults,
 };
+pub use testcalls::{TestCallMedia, TestCallSpec, defaults as test_call_defaults};
 pub use values::{Cidr, DEFAULT_SIP_PORT, parse_code};
 pub use walk::Pos;
 

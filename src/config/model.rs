@@ -114,6 +114,8 @@ pub struct TargetSpec {
     pub description: Option<String>,
     /// Overrides only; resolve with [`HealthSpec::or`] over [`RulesFile::health`].
     pub health: HealthSpec,
+    /// Request-URI of this target's test calls; `None`: `urn:service:test.sos`.
+    pub test_uri: Option<String>,
     pub pos: Pos,
 }
 
@@ -153,4 +155,6 @@ pub struct RulesFile {
     pub default_route: RouteSpec,
     /// `[limits]`, `[overload]`, `[[acl]]`, defaults filled in.
     pub protection: super::protect::ProtectionSpec,
+    /// `[test_calls]`, defaults filled in.
+    pub test_calls: super::testcalls::TestCallSpec,
 }

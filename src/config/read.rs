@@ -20,6 +20,7 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "overload",
     "acl",
+    "test_calls",
 ];
 const TIMER_KEYS: &[&str] = &[
     "attempt_timeout_ms",
@@ -46,6 +47,7 @@ const TARGET_KEYS: &[&str] = &[
     "failure_domain",
     "description",
     "health",
+    "test_uri",
 ];
 /// A target as read, with the spans `validate` reports at.
 pub(crate) struct ReadTarget {
@@ -69,12 +71,14 @@ pub(crate) struct ReadFile {
     pub routes: Vec<ReadRoute>,
     pub default_route: Option<ReadRoute>,
     pub protection: super::protect::ProtectionSpec,
+    pub test_calls: super::testcalls::TestCallSpec,
 }
 
 pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
     ctx.check_keys(doc, "at the top level", TOP_KEYS);
     let listen = read_listen(ctx, doc);
     let protection = super::protect::read_protection(ctx, doc, &listen);
+    let test_calls = super::testcalls::read_test_calls(ctx, doc);
     let defaults = match ctx.table(doc, "defaults") {
         Some((t, _)) => {
             ctx.check_keys(t, "in [defaults]", TIMER_KEYS);
@@ -131,6 +135,7 @@ pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
         routes,
         default_route,
         protection,
+        test_calls,
     }
 }
 
@@ -225,6 +230,7 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
     let id = required(ctx, t, &span, "[[targets]] entry", "id");
     let failure_domain = required(ctx, t, &span, "[[targets]] entry", "failure_domain");
     let description = ctx.string(t, "description").map(|(s, _)| s);
+    let test_uri = super::testcalls::read_test_uri(ctx, t);
     let transport = ctx
         .string(t, "transport")
         .and_then(|(s, sp)| checked(ctx, &sp, values::parse_transport(&s)));
@@ -300,6 +306,7 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
             failure_domain,
             description,
             health,
+            test_uri,
             pos,
         }),
         _ => None,

@@ -47,6 +47,7 @@ pub(crate) fn validate(ctx: &mut Ctx, file: ReadFile) -> Option<RulesFile> {
         routes: file.routes.into_iter().map(|r| r.spec).collect(),
         default_route: file.default_route?.spec,
         protection: file.protection,
+        test_calls: file.test_calls,
     })
 }
 

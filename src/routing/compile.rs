@@ -55,6 +55,7 @@ pub(super) fn compile(file: RulesFile, source: &str) -> Rules {
         source: source.to_string(),
         emergency_numbers: file.emergency_numbers,
         protection: Arc::new(file.protection),
+        test_calls: Arc::new(super::testcalls::compile(&file.test_calls, &file.targets)),
         by_id,
     }
 }
