@@ -102,3 +102,5 @@ impl fmt::Display for Diagnostic {
 mod tests;
 #[cfg(test)]
 mod tests_protect;
+#[cfg(test)]
+mod tests_testcalls;

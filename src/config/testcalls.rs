@@ -81,11 +81,15 @@ pub(crate) fn read_test_calls(ctx: &mut Ctx, doc: &DeTable) -> TestCallSpec {
     }
     let max = super::defaults::MAX_TIMER_MS;
     // Below 100 ms not even a healthy answering point on a LAN reliably answers.
-    s.timeout_ms = ctx.integer(t, "timeout_ms", 100, max).unwrap_or(s.timeout_ms);
+    s.timeout_ms = ctx
+        .integer(t, "timeout_ms", 100, max)
+        .unwrap_or(s.timeout_ms);
     s.max_in_flight = ctx
         .integer(t, "max_in_flight", 1, 1000)
         .unwrap_or(s.max_in_flight);
-    s.rtp_packets = ctx.integer(t, "rtp_packets", 1, 100).unwrap_or(s.rtp_packets);
+    s.rtp_packets = ctx
+        .integer(t, "rtp_packets", 1, 100)
+        .unwrap_or(s.rtp_packets);
     match ctx.string(t, "media") {
         Some((m, _)) if m == "require" => s.media = TestCallMedia::Require,
         Some((m, _)) if m == "ignore" => s.media = TestCallMedia::Ignore,

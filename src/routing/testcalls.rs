@@ -1,7 +1,7 @@
 //! Test-call settings in the snapshot: `[test_calls]` resolved, and each target's test Request-URI.
 
 use super::{Target, TargetId, TargetKind};
-use crate::config::{TestCallMedia, TestCallSpec, TargetSpec, test_call_defaults};
+use crate::config::{TargetSpec, TestCallMedia, TestCallSpec, test_call_defaults};
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -143,7 +143,9 @@ impl TestCall {
     pub fn next_wake(&self) -> Option<Instant> {
         let phase = match &self.phase {
             Phase::Inviting => Some(self.timeout_at),
-            Phase::Media { next_at, end_at, .. } => Some(end_at.unwrap_or(*next_at)),
+            Phase::Media {
+                next_at, end_at, ..
+            } => Some(end_at.unwrap_or(*next_at)),
             Phase::Bye { deadline } => Some(*deadline),
             Phase::Lingering { until } => Some(*until),
             Phase::Done => None,
@@ -195,8 +197,15 @@ impl TestCall {
         }
     }
 
-    fn on_invite_response(&mut self, resp: Message, status: u16, now: Instant, out: &mut Vec<Action>) {
-        let ours = resp.top_via().ok().and_then(|v| v.branch) == Some(self.setup.ids.branch.as_bytes());
+    fn on_invite_response(
+        &mut self,
+        resp: Message,
+        status: u16,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let ours =
+            resp.top_via().ok().and_then(|v| v.branch) == Some(self.setup.ids.branch.as_bytes());
         if !ours {
             return;
         }
@@ -385,7 +394,8 @@ impl TestCall {
             return;
         }
         out.push(Action::Sip(bye.clone()));
-        self.retransmit = (self.setup.transport == Transport::Udp).then(|| (Retransmit::new(now, T2), bye));
+        self.retransmit =
+            (self.setup.transport == Transport::Udp).then(|| (Retransmit::new(now, T2), bye));
         self.phase = Phase::Bye {
             deadline: now + BYE_WAIT,
         };

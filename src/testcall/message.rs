@@ -166,12 +166,15 @@ pub fn answer_media(body: &[u8]) -> Option<SocketAddr> {
             section = Section::Other;
             if f.next() == Some("audio") {
                 section = Section::Audio;
-                port = f.next().and_then(|p| p.split('/').next()?.parse::<u16>().ok());
+                port = f
+                    .next()
+                    .and_then(|p| p.split('/').next()?.parse::<u16>().ok());
             }
         } else if let Some(c) = line.strip_prefix("c=") {
-            let ip = c.split_ascii_whitespace().nth(2).and_then(|a| {
-                a.split('/').next()?.parse::<IpAddr>().ok()
-            });
+            let ip = c
+                .split_ascii_whitespace()
+                .nth(2)
+                .and_then(|a| a.split('/').next()?.parse::<IpAddr>().ok());
             match section {
                 Section::Session => session_c = ip,
                 Section::Audio => media_c = ip,

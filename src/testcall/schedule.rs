@@ -201,7 +201,12 @@ impl Sched {
 
     fn reset_periodic(&mut self, now: Instant) {
         self.periodic.clear();
-        let Some(every) = self.plan.settings.interval.filter(|_| self.plan.settings.enabled) else {
+        let Some(every) = self
+            .plan
+            .settings
+            .interval
+            .filter(|_| self.plan.settings.enabled)
+        else {
             return;
         };
         for t in &self.plan.targets {

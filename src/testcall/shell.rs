@@ -229,7 +229,10 @@ pub async fn run_test_call(
     match call.verdict() {
         Some(v) => (v.clone(), details),
         // Unreachable by the machine's contract (every path to done gives a verdict); say so if not.
-        None => (Verdict::NotPlaced("test call ended without a verdict".into()), details),
+        None => (
+            Verdict::NotPlaced("test call ended without a verdict".into()),
+            details,
+        ),
     }
 }
 

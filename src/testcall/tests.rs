@@ -125,9 +125,9 @@ impl Run {
         self.out
             .iter()
             .find_map(|a| match a {
-                Action::Sip(b) => Some(parse(b.clone())).filter(|m| {
-                    m.method_bytes() == Some(method.as_bytes())
-                }),
+                Action::Sip(b) => {
+                    Some(parse(b.clone())).filter(|m| m.method_bytes() == Some(method.as_bytes()))
+                }
                 _ => None,
             })
             .unwrap()
@@ -200,7 +200,8 @@ fn all_echoes_back_ends_the_media_check_early() {
     r.tick(Duration::from_millis(80));
     let at = r.t0 + Duration::from_millis(81);
     for (p, _) in r.rtp() {
-        r.call.on_rtp("127.0.0.1:9".parse().unwrap(), &p, at, &mut r.out);
+        r.call
+            .on_rtp("127.0.0.1:9".parse().unwrap(), &p, at, &mut r.out);
     }
     assert_eq!(r.verdicts(), vec![Verdict::Good]);
 }
@@ -211,12 +212,8 @@ fn answered_without_echo_is_media_failed() {
     r.respond(200, Some(RTP_AT), Duration::ZERO);
     // Foreign RTP from elsewhere does not count.
     let stray = super::rtp::packet(99, 0);
-    r.call.on_rtp(
-        "127.0.0.1:9".parse().unwrap(),
-        &stray,
-        r.t0,
-        &mut r.out,
-    );
+    r.call
+        .on_rtp("127.0.0.1:9".parse().unwrap(), &stray, r.t0, &mut r.out);
     r.tick(Duration::from_millis(80));
     r.tick(Duration::from_millis(80) + ECHO_WAIT);
     assert_eq!(r.verdicts(), vec![Verdict::MediaFailed]);
@@ -277,7 +274,11 @@ fn silence_retransmits_then_fails_without_cancel() {
     }
     let sent = r.sent();
     // Timer A: 0.5, 1.5, 3.5 s.
-    assert_eq!(sent.iter().filter(|m| *m == "INVITE").count(), 3, "{sent:?}");
+    assert_eq!(
+        sent.iter().filter(|m| *m == "INVITE").count(),
+        3,
+        "{sent:?}"
+    );
     assert!(!sent.contains(&"CANCEL".to_string()));
     assert_eq!(
         r.verdicts(),
@@ -311,7 +312,8 @@ fn ringing_without_answer_is_cancelled() {
 #[test]
 fn transport_error_fails_the_call_path_at_once() {
     let mut r = start(Transport::Udp, TestCallMedia::Require);
-    r.call.on_transport_error("connection refused", r.t0, &mut r.out);
+    r.call
+        .on_transport_error("connection refused", r.t0, &mut r.out);
     assert!(matches!(
         r.verdicts().as_slice(),
         [Verdict::CallPathFailed(PathFailure::Transport(_))]

@@ -39,7 +39,12 @@ impl Psap {
 }
 
 /// Answers one message; returns what to send back.
-fn handle(msg: &Message, how: Behaviour, rtp: SocketAddr, calls: &Mutex<HashSet<String>>) -> Vec<Bytes> {
+fn handle(
+    msg: &Message,
+    how: Behaviour,
+    rtp: SocketAddr,
+    calls: &Mutex<HashSet<String>>,
+) -> Vec<Bytes> {
     match msg.method() {
         Some(Method::Invite) => {
             calls
@@ -83,7 +88,8 @@ async fn udp_psap(how: Behaviour) -> Psap {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-            let Ok(msg) = Message::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default()) else {
+            let Ok(msg) = Message::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default())
+            else {
                 continue;
             };
             for out in handle(&msg, how, rtp, &seen) {
@@ -146,7 +152,11 @@ async fn call(t: &Target, p: &CallParams) -> (Verdict, Details) {
     )
     .await
     .expect("test call did not end");
-    assert_eq!(early.as_ref(), Some(&end.0), "the early verdict is the final one");
+    assert_eq!(
+        early.as_ref(),
+        Some(&end.0),
+        "the early verdict is the final one"
+    );
     end
 }
 
@@ -204,7 +214,10 @@ async fn closed_port_fails_the_call_path_at_once() {
     );
     // TCP: the connection is refused.
     let (v, _) = call(&target("p", port, Transport::Tcp), &params(600_000)).await;
-    assert!(matches!(v, Verdict::CallPathFailed(PathFailure::Transport(_))), "{v:?}");
+    assert!(
+        matches!(v, Verdict::CallPathFailed(PathFailure::Transport(_))),
+        "{v:?}"
+    );
 }
 
 #[tokio::test]
@@ -252,7 +265,10 @@ async fn scheduler_dedups_per_target_and_caps_in_flight() {
     assert!(tc.request(targets[1].clone(), TestReason::DomainSuspect));
     assert!(tc.request(targets[2].clone(), TestReason::DomainSuspect));
     // Two calls start; the third waits for a slot (each silent call takes 1 s + linger).
-    until(Duration::from_millis(500), || psaps[0].calls() + psaps[1].calls() == 2).await;
+    until(Duration::from_millis(500), || {
+        psaps[0].calls() + psaps[1].calls() == 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(psaps[2].calls(), 0, "over the global cap");
     let mut got = Vec::new();
@@ -273,7 +289,10 @@ async fn scheduler_dedups_per_target_and_caps_in_flight() {
             ("t2".to_string(), TestReason::DomainSuspect),
         ]
     );
-    assert_eq!(psaps.iter().map(Psap::calls).collect::<Vec<_>>(), vec![1, 1, 1]);
+    assert_eq!(
+        psaps.iter().map(Psap::calls).collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
     // Once its call has ended, a target can be tested again.
     until(Duration::from_secs(10), || {
         tc.request(targets[0].clone(), TestReason::Recovering);
@@ -296,7 +315,10 @@ async fn scheduler_periodic_and_disabled() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((r.reason, r.verdict), (TestReason::Periodic, Verdict::Inconclusive(486)));
+        assert_eq!(
+            (r.reason, r.verdict),
+            (TestReason::Periodic, Verdict::Inconclusive(486))
+        );
     }
     // Disabled: requests are accepted by the channel but no call is placed.
     s.enabled = false;
