@@ -325,13 +325,12 @@ fn transport_error_fails_the_call_path_at_once() {
 fn remote_bye_is_answered_and_spares_ours() {
     let mut r = start(Transport::Udp, TestCallMedia::Require);
     r.respond(200, Some(RTP_AT), Duration::ZERO);
-    let bye = format!(
-        "BYE sip:sosrouter@127.0.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKpsap\r\n\
+    let bye: &'static str = "BYE sip:sosrouter@127.0.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKpsap\r\n\
          From: <urn:service:test.sos>;tag=psap\r\nTo: <sip:sosrouter@127.0.0.1:40000>;tag=ft\r\n\
-         Call-ID: tc-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
-    );
+         Call-ID: tc-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
     r.out.clear();
-    r.call.on_sip(parse(Bytes::from(bye)), r.t0, &mut r.out);
+    r.call
+        .on_sip(parse(Bytes::from_static(bye.as_bytes())), r.t0, &mut r.out);
     assert_eq!(r.sent(), vec!["200"]);
     r.tick(Duration::from_millis(80) + ECHO_WAIT);
     assert_eq!(r.verdicts(), vec![Verdict::MediaFailed]);
