@@ -386,3 +386,93 @@ fn verdict_helpers() {
         "call path failed: 180 but no answer within the timeout"
     );
 }
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Respond(u16, bool),
+    Advance(u64),
+    EchoLast,
+    Stray,
+    TransportError,
+    RemoteBye,
+    ByeOk,
+}
+
+fn ev() -> impl proptest::strategy::Strategy<Value = Ev> {
+    use proptest::prelude::*;
+    let codes = prop::sample::select(vec![100u16, 180, 183, 200, 302, 408, 486, 487, 503, 600]);
+    prop_oneof![
+        (codes, any::<bool>()).prop_map(|(c, sdp)| Ev::Respond(c, sdp)),
+        (0u64..3000).prop_map(Ev::Advance),
+        Just(Ev::EchoLast),
+        Just(Ev::Stray),
+        Just(Ev::TransportError),
+        Just(Ev::RemoteBye),
+        Just(Ev::ByeOk),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever the target does and in whatever order: exactly one verdict by the time the call is
+    /// done, never two; RTP only after a 2xx and never more than `rtp_packets`; and the call always
+    /// ends within timeout + echo wait + BYE wait + linger of quiet time.
+    #[test]
+    fn one_verdict_and_always_ends(events in proptest::collection::vec(ev(), 0..40), tcp in proptest::bool::ANY) {
+        let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+        let mut r = start(transport, TestCallMedia::Require);
+        let mut at = Duration::ZERO;
+        let mut answered = false;
+        for e in events {
+            match e {
+                Ev::Respond(code, sdp) => {
+                    answered |= (200..300).contains(&code) && r.call.verdict().is_none();
+                    r.respond(code, sdp.then_some(RTP_AT), at);
+                }
+                Ev::Advance(ms) => {
+                    at += Duration::from_millis(ms);
+                    r.tick(at);
+                }
+                Ev::EchoLast => {
+                    if let Some((p, _)) = r.rtp().last() {
+                        r.call.on_rtp(RTP_AT.parse().unwrap(), &p.clone(), r.t0 + at, &mut r.out);
+                    }
+                }
+                Ev::Stray => {
+                    let p = super::rtp::packet(1, 1);
+                    r.call.on_rtp("127.0.0.1:9".parse().unwrap(), &p, r.t0 + at, &mut r.out);
+                }
+                Ev::TransportError => r.call.on_transport_error("refused", r.t0 + at, &mut r.out),
+                Ev::RemoteBye => {
+                    let bye = "BYE sip:sosrouter@127.0.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKp\r\n\
+                               From: <urn:service:test.sos>;tag=psap\r\nTo: <sip:x@y>;tag=ft\r\nCall-ID: tc-1\r\n\
+                               CSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n";
+                    r.call.on_sip(parse(Bytes::from_static(bye.as_bytes())), r.t0 + at, &mut r.out);
+                }
+                Ev::ByeOk => {
+                    let bye = r.out.iter().rev().find_map(|a| match a {
+                        Action::Sip(b) => Some(parse(b.clone())).filter(|m| m.method() == Some(Method::Bye)),
+                        _ => None,
+                    });
+                    if let Some(bye) = bye {
+                        let ok = parse(build::response(&bye, 200, "", None, &[]));
+                        r.call.on_sip(ok, r.t0 + at, &mut r.out);
+                    }
+                }
+            }
+            proptest::prop_assert!(r.verdicts().len() <= 1);
+            proptest::prop_assert!(r.rtp().len() <= 5);
+            proptest::prop_assert!(r.rtp().is_empty() || answered);
+        }
+        // Quiet time: the call ends on its own.
+        let mut guard = 0;
+        while !r.call.is_done() {
+            let next = r.call.next_wake().expect("a call not done has a wake-up");
+            at = at.max(next - r.t0);
+            r.tick(at);
+            guard += 1;
+            proptest::prop_assert!(guard < 200, "call never ends");
+        }
+        proptest::prop_assert_eq!(r.verdicts().len(), 1);
+        proptest::prop_assert!(r.rtp().len() <= 5);
+    }
+}
