@@ -74,6 +74,7 @@ async fn call_sipp(test: &str, echo: bool) -> Option<(Verdict, Details)> {
     )
     .await
     .expect("test call ended");
+    eprintln!("{test}: {:?} {:?}", end.0, end.1);
     Some(end)
 }
 

@@ -11,6 +11,11 @@
 //!    `-rtp_echo` reflects them unchanged), then BYE, waiting a bounded time for its 200.
 //! 3. The [`Verdict`] comes out as soon as it is known; the call lingers only to finish cleanly.
 //!
+//! Wiring (for `app` and `health`): `let (calls, reports) = TestCalls::spawn(Plan::new(
+//! rules.test_calls.clone(), rules.targets.clone()))` once; `calls.update(Plan::new(..))` after a
+//! reload; `calls.request(target, TestReason::Recovering)` from anywhere (never blocks); one task reads
+//! `reports` ([`Report`]: target, reason, [`Verdict`], [`Details`]) and feeds health.
+//!
 //! Layout: `machine` (the pure state machine: events and `now` in, actions out), `message` (the
 //! requests and the SDP), `rtp` (packets), `shell` (sockets and timers for one call), `schedule`
 //! (the [`TestCalls`] handle: one task that dedups per target, caps, jitters and runs periodic calls).

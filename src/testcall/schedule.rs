@@ -18,6 +18,7 @@ use super::shell::{CallParams, run_test_call};
 use super::{Report, TestReason, Verdict};
 use crate::routing::{Target, TargetId, TestCallSettings};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -37,6 +38,8 @@ pub struct Plan {
     pub targets: Vec<Arc<Target>>,
     /// Most random delay before each test call. Default [`DEFAULT_JITTER`].
     pub jitter: Duration,
+    /// Local IP test calls send from (see [`CallParams::bind_ip`]). Default `None`.
+    pub bind_ip: Option<IpAddr>,
 }
 
 impl Plan {
@@ -45,6 +48,7 @@ impl Plan {
             settings,
             targets,
             jitter: DEFAULT_JITTER,
+            bind_ip: None,
         }
     }
 }
@@ -151,10 +155,11 @@ impl Sched {
             debug!(target = %target.id, reason = %why, "test calls disabled: request dropped");
             return;
         }
-        let Some(params) = CallParams::for_target(s, &target) else {
+        let Some(mut params) = CallParams::for_target(s, &target) else {
             debug!(target = %target.id, reason = %why, "target takes no test calls (tel without test_uri)");
             return;
         };
+        params.bind_ip = self.plan.bind_ip;
         let busy = self.in_flight.contains(&target.id)
             || self.waiting.iter().any(|(t, ..)| t.id == target.id);
         if busy {

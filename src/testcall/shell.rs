@@ -29,6 +29,9 @@ pub struct CallParams {
     pub timeout: Duration,
     pub media: TestCallMedia,
     pub rtp_packets: u32,
+    /// Local IP to send from (SIP and RTP). `None`: the one the OS picks toward the target. Set it
+    /// to the proxy's listen IP where answering points allow only that address.
+    pub bind_ip: Option<IpAddr>,
 }
 
 impl CallParams {
@@ -40,6 +43,7 @@ impl CallParams {
             timeout: s.timeout,
             media: s.media,
             rtp_packets: s.rtp_packets,
+            bind_ip: None,
         })
     }
 }
@@ -93,29 +97,42 @@ impl Sip {
     }
 }
 
-fn unspecified(like: SocketAddr) -> SocketAddr {
-    let ip = match like {
+/// Where the call's SIP socket binds: `bind_ip` if given, else any address of the target's family.
+fn bind_addr(bind_ip: Option<IpAddr>, target: SocketAddr) -> SocketAddr {
+    let any = match target {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    SocketAddr::new(ip, 0)
+    SocketAddr::new(bind_ip.unwrap_or(any), 0)
 }
 
 /// Opens the SIP side. Err: the verdict (a refused or timed-out connection fails the call path; a
 /// local socket we cannot open is ours).
-async fn open(target: &Target, timeout: Duration) -> Result<(Sip, SocketAddr), Verdict> {
+async fn open(target: &Target, p: &CallParams) -> Result<(Sip, SocketAddr), Verdict> {
     let to = target.next_hop;
     let local_err = |e: io::Error| Verdict::NotPlaced(format!("SIP socket: {e}"));
     match target.transport {
         Transport::Udp => {
-            let s = UdpSocket::bind(unspecified(to)).await.map_err(local_err)?;
+            let s = UdpSocket::bind(bind_addr(p.bind_ip, to))
+                .await
+                .map_err(local_err)?;
             s.connect(to).await.map_err(local_err)?;
             let local = s.local_addr().map_err(local_err)?;
             Ok((Sip::Udp(s), local))
         }
         Transport::Tcp => {
             let path = |why: String| Verdict::CallPathFailed(PathFailure::Transport(why));
-            let s = match tokio::time::timeout(timeout, TcpStream::connect(to)).await {
+            let connect = async {
+                let socket = match to {
+                    SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                if let Some(ip) = p.bind_ip {
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                }
+                socket.connect(to).await
+            };
+            let s = match tokio::time::timeout(p.timeout, connect).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Err(path(format!("connect to {to}: {e}"))),
                 Err(_) => return Err(path(format!("connect to {to} timed out"))),
@@ -137,7 +154,7 @@ pub async fn run_test_call(
 ) -> (Verdict, Details) {
     let started = Instant::now();
     let mut details = Details::default();
-    let (mut sip, local) = match open(target, params.timeout).await {
+    let (mut sip, local) = match open(target, params).await {
         Ok(x) => x,
         Err(v) => {
             details.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

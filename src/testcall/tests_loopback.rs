@@ -140,6 +140,7 @@ fn params(timeout_ms: u64) -> CallParams {
         timeout: Duration::from_millis(timeout_ms),
         media: TestCallMedia::Require,
         rtp_packets: 5,
+        bind_ip: None,
     }
 }
 
@@ -218,6 +219,18 @@ async fn closed_port_fails_the_call_path_at_once() {
         matches!(v, Verdict::CallPathFailed(PathFailure::Transport(_))),
         "{v:?}"
     );
+}
+
+#[tokio::test]
+async fn bind_ip_is_the_source_of_sip_and_rtp() {
+    let psap = udp_psap(Behaviour::Answer { echo: true }).await;
+    let mut p = params(4000);
+    p.bind_ip = Some("127.0.0.1".parse().unwrap());
+    let (v, d) = call(&target("p", psap.sip, Transport::Udp), &p).await;
+    assert_eq!(v, Verdict::Good, "{d:?}");
+    let tcp = tcp_psap(Behaviour::Answer { echo: true }).await;
+    let (v, d) = call(&target("p", tcp.sip, Transport::Tcp), &p).await;
+    assert_eq!(v, Verdict::Good, "{d:?}");
 }
 
 #[tokio::test]
