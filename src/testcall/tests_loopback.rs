@@ -213,6 +213,7 @@ async fn closed_port_fails_the_call_path_at_once() {
         matches!(v, Verdict::CallPathFailed(PathFailure::Transport(_))),
         "{v:?} {d:?}"
     );
+    eprintln!("closed UDP port: {v} after {} ms", d.elapsed_ms);
     // TCP: the connection is refused.
     let (v, _) = call(&target("p", port, Transport::Tcp), &params(600_000)).await;
     assert!(
