@@ -13,6 +13,9 @@
 //! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure);
 //!   `routing::whatif` answers `sosrouter route`.
 //! - `health`      — probes and passive outcomes feeding per-target hysteresis; readiness.
+//! - `testcall`    — sosrouter's own test calls to a target (RFC 6881 §15): INVITE to
+//!   `urn:service:test.sos` from sockets of its own, RTP loopback check, BYE; a typed verdict per call;
+//!   a scheduler that dedups per target, caps and jitters them. Pure machine in `testcall/machine.rs`.
 //! - `metrics`     — Prometheus counters, gauges and the call setup histogram (`GET /metrics`).
 //! - `events`      — alert events (health, operator, reload, undelivered): a never-blocking bus,
 //!   the `GET /events` stream and the webhook. Imports nothing of the crate.
@@ -36,5 +39,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod sip;
+pub mod testcall;
 pub mod transaction;
 pub mod transport;

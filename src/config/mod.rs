@@ -12,6 +12,7 @@ mod protect;
 mod read;
 mod routes;
 mod suspicion;
+mod testcalls;
 mod validate;
 mod values;
 mod walk;
@@ -24,6 +25,7 @@ pub use protect::{
     defaults as protection_defaults,
 };
 pub use suspicion::SuspicionSpec;
+pub use testcalls::{TestCallMedia, TestCallSpec, defaults as test_call_defaults};
 pub use values::{Cidr, DEFAULT_SIP_PORT, parse_code};
 pub use walk::Pos;
 
@@ -102,3 +104,5 @@ impl fmt::Display for Diagnostic {
 mod tests;
 #[cfg(test)]
 mod tests_protect;
+#[cfg(test)]
+mod tests_testcalls;

@@ -115,6 +115,8 @@ pub struct TargetSpec {
     pub description: Option<String>,
     /// Overrides only; resolve with [`HealthSpec::or`] over [`RulesFile::health`].
     pub health: HealthSpec,
+    /// Request-URI of this target's test calls; `None`: `urn:service:test.sos`.
+    pub test_uri: Option<String>,
     pub pos: Pos,
 }
 
@@ -156,4 +158,6 @@ pub struct RulesFile {
     pub protection: super::protect::ProtectionSpec,
     /// `[suspicion]`, defaults filled in.
     pub suspicion: super::suspicion::SuspicionSpec,
+    /// `[test_calls]`, defaults filled in.
+    pub test_calls: super::testcalls::TestCallSpec,
 }

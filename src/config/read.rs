@@ -21,6 +21,7 @@ const TOP_KEYS: &[&str] = &[
     "overload",
     "acl",
     "suspicion",
+    "test_calls",
 ];
 const TIMER_KEYS: &[&str] = &[
     "attempt_timeout_ms",
@@ -47,6 +48,7 @@ const TARGET_KEYS: &[&str] = &[
     "failure_domain",
     "description",
     "health",
+    "test_uri",
 ];
 /// A target as read, with the spans `validate` reports at.
 pub(crate) struct ReadTarget {
@@ -71,6 +73,7 @@ pub(crate) struct ReadFile {
     pub default_route: Option<ReadRoute>,
     pub protection: super::protect::ProtectionSpec,
     pub suspicion: super::suspicion::SuspicionSpec,
+    pub test_calls: super::testcalls::TestCallSpec,
 }
 
 pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
@@ -78,6 +81,7 @@ pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
     let listen = read_listen(ctx, doc);
     let protection = super::protect::read_protection(ctx, doc, &listen);
     let suspicion = super::suspicion::read_suspicion(ctx, doc);
+    let test_calls = super::testcalls::read_test_calls(ctx, doc);
     let defaults = match ctx.table(doc, "defaults") {
         Some((t, _)) => {
             ctx.check_keys(t, "in [defaults]", TIMER_KEYS);
@@ -135,6 +139,7 @@ pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
         default_route,
         protection,
         suspicion,
+        test_calls,
     }
 }
 
@@ -219,7 +224,10 @@ fn failure_domains(ctx: &mut Ctx, t: &DeTable, span: &Span) -> Option<(Vec<Strin
         vec![ctx.string(t, KEY)?.0]
     };
     if tags.is_empty() || tags.iter().any(|s| s.trim().is_empty()) {
-        ctx.error(&sp, format!("`{KEY}` must not be empty (one tag, or a list of tags)"));
+        ctx.error(
+            &sp,
+            format!("`{KEY}` must not be empty (one tag, or a list of tags)"),
+        );
         return None;
     }
     Some((tags, sp))
@@ -250,6 +258,7 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
     let id = required(ctx, t, &span, "[[targets]] entry", "id");
     let failure_domain = failure_domains(ctx, t, &span);
     let description = ctx.string(t, "description").map(|(s, _)| s);
+    let test_uri = super::testcalls::read_test_uri(ctx, t);
     let transport = ctx
         .string(t, "transport")
         .and_then(|(s, sp)| checked(ctx, &sp, values::parse_transport(&s)));
@@ -325,6 +334,7 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
             failure_domain,
             description,
             health,
+            test_uri,
             pos,
         }),
         _ => None,

@@ -79,16 +79,56 @@ pub(crate) fn read_suspicion(ctx: &mut Ctx, doc: &DeTable) -> SuspicionSpec {
     set(&mut s.overdue_factor, "overdue_factor", 0, 1000, ctx);
     set(&mut s.overdue_floor_ms, "overdue_floor_ms", 1, 60_000, ctx);
     set(&mut s.latency_samples, "latency_samples", 1, 4096, ctx);
-    set(&mut s.domain_suspect_after, "domain_suspect_after", 1, 1000, ctx);
-    set(&mut s.domain_window_ms, "domain_window_ms", 100, 3_600_000, ctx);
+    set(
+        &mut s.domain_suspect_after,
+        "domain_suspect_after",
+        1,
+        1000,
+        ctx,
+    );
+    set(
+        &mut s.domain_window_ms,
+        "domain_window_ms",
+        100,
+        3_600_000,
+        ctx,
+    );
     set(&mut s.short_call_ms, "short_call_ms", 0, 600_000, ctx);
     set(&mut s.short_call_window, "short_call_window", 1, 1000, ctx);
-    set(&mut s.short_call_trigger, "short_call_trigger", 1, 1000, ctx);
-    set(&mut s.short_call_baseline_percent, "short_call_baseline_percent", 0, 100, ctx);
-    set(&mut s.systemic_share_percent, "systemic_share_percent", 1, 100, ctx);
-    set(&mut s.recovery_test_interval_ms, "recovery_test_interval_ms", 100, 3_600_000, ctx);
+    set(
+        &mut s.short_call_trigger,
+        "short_call_trigger",
+        1,
+        1000,
+        ctx,
+    );
+    set(
+        &mut s.short_call_baseline_percent,
+        "short_call_baseline_percent",
+        0,
+        100,
+        ctx,
+    );
+    set(
+        &mut s.systemic_share_percent,
+        "systemic_share_percent",
+        1,
+        100,
+        ctx,
+    );
+    set(
+        &mut s.recovery_test_interval_ms,
+        "recovery_test_interval_ms",
+        100,
+        3_600_000,
+        ctx,
+    );
     if s.short_call_trigger > s.short_call_window {
-        err(ctx, &span, "[suspicion]: short_call_trigger exceeds short_call_window: the signal could never fire");
+        err(
+            ctx,
+            &span,
+            "[suspicion]: short_call_trigger exceeds short_call_window: the signal could never fire",
+        );
     }
     s
 }

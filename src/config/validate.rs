@@ -48,6 +48,7 @@ pub(crate) fn validate(ctx: &mut Ctx, file: ReadFile) -> Option<RulesFile> {
         default_route: file.default_route?.spec,
         protection: file.protection,
         suspicion: file.suspicion,
+        test_calls: file.test_calls,
     })
 }
 
@@ -183,7 +184,11 @@ fn domains<'a>(t: &'a TargetSpec, targets: &HashMap<&str, &'a ReadTarget>) -> Ve
     let mut out: Vec<&str> = t.failure_domain.iter().map(String::as_str).collect();
     if let Endpoint::Tel { gateway, .. } = &t.endpoint {
         let gateway = targets.get(gateway.as_str()).and_then(|g| g.spec.as_ref());
-        out.extend(gateway.into_iter().flat_map(|g| g.failure_domain.iter().map(String::as_str)));
+        out.extend(
+            gateway
+                .into_iter()
+                .flat_map(|g| g.failure_domain.iter().map(String::as_str)),
+        );
     }
     out
 }

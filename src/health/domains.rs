@@ -54,7 +54,8 @@ pub(super) struct Domains {
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn hms(unix_ms: u64) -> String {
@@ -90,7 +91,9 @@ impl Domains {
                     unix_ms: unix_ms(wall),
                 },
             ));
-            while q.front().is_some_and(|(_, t, _)| now.saturating_duration_since(*t) > window)
+            while q
+                .front()
+                .is_some_and(|(_, t, _)| now.saturating_duration_since(*t) > window)
                 || q.len() > EVIDENCE_MAX
             {
                 q.pop_front();
@@ -119,7 +122,11 @@ impl Domains {
         let members = |tag: &str| -> Vec<TargetId> {
             topo.order
                 .iter()
-                .filter(|id| topo.domains_of.get(*id).is_some_and(|d| d.iter().any(|x| x == tag)))
+                .filter(|id| {
+                    topo.domains_of
+                        .get(*id)
+                        .is_some_and(|d| d.iter().any(|x| x == tag))
+                })
                 .cloned()
                 .collect()
         };
@@ -139,7 +146,15 @@ impl Domains {
                 out.push(report(true, Some(&tag), &ids, topo, states, ev, since));
                 self.suspect.insert(tag.clone(), (since, true));
             } else if !any_bad {
-                out.push(report(false, Some(&tag), &ids, topo, states, vec![], unix_ms(wall)));
+                out.push(report(
+                    false,
+                    Some(&tag),
+                    &ids,
+                    topo,
+                    states,
+                    vec![],
+                    unix_ms(wall),
+                ));
                 self.suspect.remove(&tag);
                 self.recent.remove(&tag);
             }
@@ -160,7 +175,15 @@ impl Domains {
             }
             (false, Some(_)) => {
                 self.share_since = None;
-                out.push(report(false, None, &bad_ids, topo, states, vec![], unix_ms(wall)));
+                out.push(report(
+                    false,
+                    None,
+                    &bad_ids,
+                    topo,
+                    states,
+                    vec![],
+                    unix_ms(wall),
+                ));
             }
             _ => {}
         }
@@ -194,8 +217,10 @@ fn report(
     since: u64,
 ) -> SystemicReport {
     let state_of = |id: &TargetId| states.get(id).copied().unwrap_or(State::Up);
-    let targets: Vec<(String, String)> =
-        ids.iter().map(|id| (id.to_string(), state_of(id).to_string())).collect();
+    let targets: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| (id.to_string(), state_of(id).to_string()))
+        .collect();
     let mut routes = Vec::new();
     for (route, chain) in &topo.routes {
         let touches = chain.iter().any(|c| ids.contains(c));
@@ -231,9 +256,17 @@ fn report(
         (true, Some(d)) => format!(
             "Since {} UTC emergency calls for routes {} go to {}: {} in domain {} fail calls while answering OPTIONS.",
             hms(since),
-            if route_names.is_empty() { "(none yet)".to_string() } else { route_names.join(", ") },
+            if route_names.is_empty() {
+                "(none yet)".to_string()
+            } else {
+                route_names.join(", ")
+            },
             served,
-            if bad_names.is_empty() { "targets".to_string() } else { bad_names.join(", ") },
+            if bad_names.is_empty() {
+                "targets".to_string()
+            } else {
+                bad_names.join(", ")
+            },
             d
         ),
         (true, None) => format!(
@@ -241,7 +274,11 @@ fn report(
             hms(since),
             ids.len(),
             topo.order.len(),
-            if route_names.is_empty() { "(none)".to_string() } else { route_names.join(", ") },
+            if route_names.is_empty() {
+                "(none)".to_string()
+            } else {
+                route_names.join(", ")
+            },
             served
         ),
         (false, Some(d)) => format!(

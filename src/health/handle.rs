@@ -9,16 +9,18 @@
 
 use super::domains::{Domains, SystemicReport};
 use super::probe::Pending;
-use super::state::{Cause, Counters, Event, Machine, Reason, State, SuspectWhy, Thresholds, Transition};
+use super::state::{
+    Cause, Counters, Event, Machine, Reason, State, SuspectWhy, Thresholds, Transition,
+};
 use super::{Observation, Outcome, TestWhy};
 use crate::config::SuspicionSpec;
 use crate::routing::{Readiness, Rules, Target, TargetId, TargetKind};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -375,7 +377,10 @@ impl Health {
             }
             Observation::TestCall(r) => {
                 self.apply(id, Event::TestCall(r));
-                if matches!(r, super::TestResult::CallPathFailed | super::TestResult::MediaFailed) {
+                if matches!(
+                    r,
+                    super::TestResult::CallPathFailed | super::TestResult::MediaFailed
+                ) {
                     self.domain_evidence(id, &format!("test call: {r:?}"));
                 }
             }
@@ -562,8 +567,11 @@ impl Health {
             let wants_test = th.test_calls
                 && (matches!(e.machine.state(), State::Recovering)
                     || e.machine.state() == State::Down && e.machine.cause() == Cause::Calls);
-            let every = Duration::from_millis(self.inner.suspicion.load().recovery_test_interval_ms);
-            let due = wants_test && e.last_test.is_none_or(|l| now.saturating_duration_since(l) >= every);
+            let every =
+                Duration::from_millis(self.inner.suspicion.load().recovery_test_interval_ms);
+            let due = wants_test
+                && e.last_test
+                    .is_none_or(|l| now.saturating_duration_since(l) >= every);
             if due {
                 e.last_test = Some(now);
             }

@@ -168,7 +168,9 @@ impl fmt::Display for Reason {
             Reason::CallFailedInRecovery(o) => write!(f, "call failed while recovering: {o}"),
             Reason::Suspected(w) => write!(f, "suspect: {w}"),
             Reason::TestCall(TestResult::Good) => f.write_str("test call answered, media good"),
-            Reason::TestCall(TestResult::CallPathFailed) => f.write_str("test call failed: call path"),
+            Reason::TestCall(TestResult::CallPathFailed) => {
+                f.write_str("test call failed: call path")
+            }
             Reason::TestCall(TestResult::MediaFailed) => f.write_str("test call failed: no media"),
             Reason::TestCall(TestResult::Inconclusive) => f.write_str("test call inconclusive"),
         }
@@ -312,7 +314,9 @@ impl Machine {
                     Up | Suspect if count >= th.down_after_probe_failures => {
                         self.go_down(Cause::Probes, Reason::ProbeFailures { count, last }, now)
                     }
-                    Recovering => self.go_down(Cause::Probes, Reason::ProbeFailedInRecovery(last), now),
+                    Recovering => {
+                        self.go_down(Cause::Probes, Reason::ProbeFailedInRecovery(last), now)
+                    }
                     _ => None,
                 }
             }
@@ -326,7 +330,9 @@ impl Machine {
                         self.go_down(Cause::Calls, Reason::CallFailures { count, last }, now)
                     }
                     Up => self.enter(Suspect, Reason::Suspected(SuspectWhy::FailedCall), now),
-                    Recovering => self.go_down(Cause::Calls, Reason::CallFailedInRecovery(last), now),
+                    Recovering => {
+                        self.go_down(Cause::Calls, Reason::CallFailedInRecovery(last), now)
+                    }
                     _ => None,
                 }
             }
@@ -391,7 +397,10 @@ impl Machine {
         self.state = to;
         self.since = now;
         self.last_reason = reason;
-        let suspicion_only = matches!((from, to), (State::Up, State::Suspect) | (State::Suspect, State::Up));
+        let suspicion_only = matches!(
+            (from, to),
+            (State::Up, State::Suspect) | (State::Suspect, State::Up)
+        );
         if !suspicion_only {
             self.probe_failures = 0;
             self.probe_successes = 0;

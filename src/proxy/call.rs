@@ -306,7 +306,10 @@ impl Call {
             a.phase_timer = now + ring;
             a.overdue_at = None;
             let t = a.target.id.clone();
-            out.push(Action::FirstProvisional(t.clone(), now.saturating_duration_since(a.started)));
+            out.push(Action::FirstProvisional(
+                t.clone(),
+                now.saturating_duration_since(a.started),
+            ));
             out.push(Action::Report(t, Outcome::Progress(code)));
         }
         if self.current == Some(i) && self.state == CallState::Routing && !self.caller_cancelled {
@@ -402,11 +405,8 @@ impl Call {
                 self.attempts[i].target.id.clone(),
                 Outcome::Progress(code),
             ));
-            self.records.push(self.attempts[i].record(
-                self.started,
-                now,
-                Outcome::Progress(code),
-            ));
+            self.records
+                .push(self.attempts[i].record(self.started, now, Outcome::Progress(code)));
             let relayed = self.relay(&msg);
             self.send_final(relayed, code, now, out);
         }

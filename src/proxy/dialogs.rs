@@ -58,7 +58,10 @@ mod tests {
         a.answered(b"c1", "psap".into(), t0, Duration::from_secs(5));
         let (t, d) = a.ended(b"c1", t0 + Duration::from_millis(1500)).unwrap();
         assert_eq!((&*t, d), ("psap", Duration::from_millis(1500)));
-        assert!(a.ended(b"c1", t0).is_none(), "a retransmitted BYE counts once");
+        assert!(
+            a.ended(b"c1", t0).is_none(),
+            "a retransmitted BYE counts once"
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@
 
 pub mod attempt;
 pub mod call;
-mod dialogs;
 #[cfg(test)]
 mod call_tests;
+mod dialogs;
 pub mod forward;
 mod overload;
 mod relay;

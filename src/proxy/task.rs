@@ -168,7 +168,9 @@ async fn run(
         ctx.proxy.branches.remove(b);
     }
     for id in ctx.trials.drain(..) {
-        ctx.proxy.health.observe(&id, crate::health::Observation::TrialOver);
+        ctx.proxy
+            .health
+            .observe(&id, crate::health::Observation::TrialOver);
     }
     // After a 2xx the UAS itself retransmits it (RFC 6026), so a retransmitted INVITE is only
     // absorbed; keeping the relayed 2xx (with its SDP) for 32 s per call would only cost memory.

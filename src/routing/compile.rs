@@ -56,6 +56,7 @@ pub(super) fn compile(file: RulesFile, source: &str) -> Rules {
         emergency_numbers: file.emergency_numbers,
         protection: Arc::new(file.protection),
         suspicion: Arc::new(file.suspicion),
+        test_calls: Arc::new(super::testcalls::compile(&file.test_calls, &file.targets)),
         by_id,
     }
 }

@@ -19,6 +19,7 @@ mod facts;
 mod matching;
 mod plan;
 mod target;
+mod testcalls;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub mod whatif;
 
 pub use check::check_files;
 pub use plan::plan;
+pub use testcalls::TestCallSettings;
 pub use whatif::{WhatIf, render_text, what_if};
 
 /// Stable target id, as written in the rules file. Health and counters are keyed by it.
@@ -216,6 +218,8 @@ pub struct Rules {
     pub protection: Arc<crate::config::ProtectionSpec>,
     /// `[suspicion]`: silent-failure detection (see `config::SuspicionSpec`).
     pub suspicion: Arc<crate::config::SuspicionSpec>,
+    /// `[test_calls]` and each target's test Request-URI (see `crate::testcall`).
+    pub test_calls: Arc<TestCallSettings>,
     by_id: HashMap<Arc<str>, Arc<Target>>,
     /// Dialled numbers that make a call emergency, matched exactly (see `[emergency]`).
     emergency_numbers: Vec<String>,

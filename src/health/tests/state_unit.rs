@@ -137,7 +137,11 @@ fn probation_after_failed_calls_needs_a_real_call() {
     run(&mut m, &th(), &[CALL_503, CALL_503, CALL_503, OK, OK]);
     assert_eq!(m.state(), State::Recovering);
     run(&mut m, &th(), &[OK, OK, OK, OK]);
-    assert_eq!(m.state(), State::Recovering, "probes cannot vouch for calls");
+    assert_eq!(
+        m.state(),
+        State::Recovering,
+        "probes cannot vouch for calls"
+    );
     run(&mut m, &th(), &[CALL_OK]);
     assert_eq!(m.state(), State::Up);
 }

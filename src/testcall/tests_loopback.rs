@@ -1,0 +1,347 @@
+//! Test calls over real loopback sockets against a small fake answering point (SIP UAS + RTP
+//! reflector), and the scheduler. Each test waits on the call's own end (bounded by its timers, and
+//! by a generous guard that only fails a hung test); the silent-target tests run in paused time.
+
+use super::tests::reply;
+use super::*;
+use crate::config::{TestCallMedia, Transport};
+use crate::routing::{Target, TestCallSettings};
+use crate::sip::{Limits, Message, Method, build, frame_len};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+/// How the fake answering point treats an INVITE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    /// 100, 200 with SDP; RTP reflected when `echo`.
+    Answer { echo: bool },
+    /// This final response.
+    Reply(u16),
+    /// Nothing at all.
+    Silent,
+}
+
+/// A fake answering point on loopback. `calls` collects the Call-ID of every INVITE received.
+struct Psap {
+    sip: SocketAddr,
+    calls: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Psap {
+    fn calls(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+/// Answers one message; returns what to send back.
+fn handle(
+    msg: &Message,
+    how: Behaviour,
+    rtp: SocketAddr,
+    calls: &Mutex<HashSet<String>>,
+) -> Vec<Bytes> {
+    match msg.method() {
+        Some(Method::Invite) => {
+            calls
+                .lock()
+                .unwrap()
+                .insert(String::from_utf8_lossy(msg.call_id()).into_owned());
+            match how {
+                Behaviour::Answer { .. } => vec![
+                    build::response(msg, 100, "", None, &[]),
+                    reply(msg, 200, Some(rtp)),
+                ],
+                Behaviour::Reply(code) => vec![reply(msg, code, None)],
+                Behaviour::Silent => vec![],
+            }
+        }
+        Some(Method::Bye) | Some(Method::Cancel) => vec![build::response(msg, 200, "", None, &[])],
+        _ => vec![],
+    }
+}
+
+async fn rtp_reflector(echo: bool) -> SocketAddr {
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = rtp.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = rtp.recv_from(&mut buf).await {
+            if echo {
+                let _ = rtp.send_to(&buf[..n], from).await;
+            }
+        }
+    });
+    addr
+}
+
+async fn udp_psap(how: Behaviour) -> Psap {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sip = sock.local_addr().unwrap();
+    let rtp = rtp_reflector(matches!(how, Behaviour::Answer { echo: true })).await;
+    let calls = Arc::new(Mutex::new(HashSet::new()));
+    let seen = calls.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let Ok(msg) = Message::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default())
+            else {
+                continue;
+            };
+            for out in handle(&msg, how, rtp, &seen) {
+                let _ = sock.send_to(&out, from).await;
+            }
+        }
+    });
+    Psap { sip, calls }
+}
+
+async fn tcp_psap(how: Behaviour) -> Psap {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sip = listener.local_addr().unwrap();
+    let rtp = rtp_reflector(matches!(how, Behaviour::Answer { echo: true })).await;
+    let calls = Arc::new(Mutex::new(HashSet::new()));
+    let seen = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut acc = BytesMut::new();
+                while conn.read_buf(&mut acc).await.is_ok_and(|n| n > 0) {
+                    while let Ok(Some(n)) = frame_len(&acc, &Limits::default()) {
+                        let frame = acc.split_to(n).freeze();
+                        let Ok(msg) = Message::parse(frame, &Limits::default()) else {
+                            continue;
+                        };
+                        for out in handle(&msg, how, rtp, &seen) {
+                            let _ = conn.write_all(&out).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Psap { sip, calls }
+}
+
+fn target(id: &str, at: SocketAddr, transport: Transport) -> Target {
+    let mut t = Target::for_test(id, at.port());
+    t.transport = transport;
+    t
+}
+
+fn params(timeout_ms: u64) -> CallParams {
+    CallParams {
+        request_uri: "urn:service:test.sos".into(),
+        timeout: Duration::from_millis(timeout_ms),
+        media: TestCallMedia::Require,
+        rtp_packets: 5,
+        bind_ip: None,
+    }
+}
+
+/// Runs a test call to its end; a guard fails (never passes) a test that hangs.
+async fn call(t: &Target, p: &CallParams) -> (Verdict, Details) {
+    let mut early = None;
+    let end = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_test_call(t, p, |v, _| early = Some(v.clone())),
+    )
+    .await
+    .expect("test call did not end");
+    assert_eq!(
+        early.as_ref(),
+        Some(&end.0),
+        "the early verdict is the final one"
+    );
+    end
+}
+
+#[tokio::test]
+async fn udp_answer_with_echo_is_good() {
+    let psap = udp_psap(Behaviour::Answer { echo: true }).await;
+    let (v, d) = call(&target("p", psap.sip, Transport::Udp), &params(4000)).await;
+    assert_eq!(v, Verdict::Good, "{d:?}");
+    assert_eq!((d.status, d.rtp_sent), (Some(200), 5));
+    assert!(d.rtp_echoed >= 1 && d.media_checked, "{d:?}");
+    assert_eq!(d.bye_status, Some(200));
+}
+
+#[tokio::test]
+async fn udp_answer_without_echo_is_media_failed() {
+    let psap = udp_psap(Behaviour::Answer { echo: false }).await;
+    let (v, d) = call(&target("p", psap.sip, Transport::Udp), &params(4000)).await;
+    assert_eq!(v, Verdict::MediaFailed, "{d:?}");
+    assert_eq!((d.rtp_sent, d.rtp_echoed), (5, 0));
+}
+
+#[tokio::test]
+async fn busy_is_inconclusive_and_503_fails_the_call_path() {
+    let psap = udp_psap(Behaviour::Reply(486)).await;
+    let (v, _) = call(&target("p", psap.sip, Transport::Udp), &params(4000)).await;
+    assert_eq!(v, Verdict::Inconclusive(486));
+    let psap = udp_psap(Behaviour::Reply(503)).await;
+    let (v, _) = call(&target("p", psap.sip, Transport::Udp), &params(4000)).await;
+    assert_eq!(v, Verdict::CallPathFailed(PathFailure::Status(503)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn silence_fails_the_call_path_after_the_timeout() {
+    let psap = udp_psap(Behaviour::Silent).await;
+    let t = target("p", psap.sip, Transport::Udp);
+    let (v, d) = call(&t, &params(4000)).await;
+    assert_eq!(v, Verdict::CallPathFailed(PathFailure::NoResponse));
+    assert!(d.elapsed_ms >= 4000, "{d:?}");
+    assert_eq!(psap.calls(), 1);
+}
+
+#[tokio::test]
+async fn closed_port_fails_the_call_path_at_once() {
+    // A port nobody listens on: bind, note it, close.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // A timeout far longer than the guard: only the ICMP error can end this call in time.
+    let (v, d) = call(&target("p", port, Transport::Udp), &params(600_000)).await;
+    assert!(
+        matches!(v, Verdict::CallPathFailed(PathFailure::Transport(_))),
+        "{v:?} {d:?}"
+    );
+    eprintln!("closed UDP port: {v} after {} ms", d.elapsed_ms);
+    // TCP: the connection is refused.
+    let (v, _) = call(&target("p", port, Transport::Tcp), &params(600_000)).await;
+    assert!(
+        matches!(v, Verdict::CallPathFailed(PathFailure::Transport(_))),
+        "{v:?}"
+    );
+}
+
+#[tokio::test]
+async fn bind_ip_is_the_source_of_sip_and_rtp() {
+    let psap = udp_psap(Behaviour::Answer { echo: true }).await;
+    let mut p = params(4000);
+    p.bind_ip = Some("127.0.0.1".parse().unwrap());
+    let (v, d) = call(&target("p", psap.sip, Transport::Udp), &p).await;
+    assert_eq!(v, Verdict::Good, "{d:?}");
+    let tcp = tcp_psap(Behaviour::Answer { echo: true }).await;
+    let (v, d) = call(&target("p", tcp.sip, Transport::Tcp), &p).await;
+    assert_eq!(v, Verdict::Good, "{d:?}");
+}
+
+#[tokio::test]
+async fn tcp_answer_with_echo_is_good() {
+    let psap = tcp_psap(Behaviour::Answer { echo: true }).await;
+    let (v, d) = call(&target("p", psap.sip, Transport::Tcp), &params(4000)).await;
+    assert_eq!(v, Verdict::Good, "{d:?}");
+    assert!(d.rtp_echoed >= 1);
+    assert_eq!(d.bye_status, Some(200));
+}
+
+fn settings(max_in_flight: usize, timeout_ms: u64) -> Arc<TestCallSettings> {
+    let mut s = TestCallSettings::default();
+    s.max_in_flight = max_in_flight;
+    s.timeout = Duration::from_millis(timeout_ms);
+    Arc::new(s)
+}
+
+/// Waits (in paused time: lets the clock run) until `cond` holds, at most `limit`.
+async fn until(limit: Duration, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < end, "condition not reached");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn scheduler_dedups_per_target_and_caps_in_flight() {
+    let psaps = [
+        udp_psap(Behaviour::Silent).await,
+        udp_psap(Behaviour::Silent).await,
+        udp_psap(Behaviour::Silent).await,
+    ];
+    let targets: Vec<Arc<Target>> = psaps
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Arc::new(target(&format!("t{i}"), p.sip, Transport::Udp)))
+        .collect();
+    let mut plan = Plan::new(settings(2, 1000), targets.clone());
+    plan.jitter = Duration::ZERO;
+    let (tc, mut reports) = TestCalls::spawn(plan);
+    assert!(tc.request(targets[0].clone(), TestReason::Overdue));
+    assert!(tc.request(targets[0].clone(), TestReason::FailedCalls));
+    assert!(tc.request(targets[1].clone(), TestReason::DomainSuspect));
+    assert!(tc.request(targets[2].clone(), TestReason::DomainSuspect));
+    // Two calls start; the third waits for a slot (each silent call takes 1 s + linger).
+    until(Duration::from_millis(500), || {
+        psaps[0].calls() + psaps[1].calls() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(psaps[2].calls(), 0, "over the global cap");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let r = tokio::time::timeout(Duration::from_secs(30), reports.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.verdict, Verdict::CallPathFailed(PathFailure::NoResponse));
+        got.push((r.target.to_string(), r.reason));
+    }
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        vec![
+            ("t0".to_string(), TestReason::Overdue),
+            ("t1".to_string(), TestReason::DomainSuspect),
+            ("t2".to_string(), TestReason::DomainSuspect),
+        ]
+    );
+    assert_eq!(
+        psaps.iter().map(Psap::calls).collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
+    // Once its call has ended, a target can be tested again.
+    until(Duration::from_secs(10), || {
+        tc.request(targets[0].clone(), TestReason::Recovering);
+        psaps[0].calls() == 2
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn scheduler_periodic_and_disabled() {
+    let psap = udp_psap(Behaviour::Reply(486)).await;
+    let t = Arc::new(target("p", psap.sip, Transport::Udp));
+    let mut s = (*settings(8, 1000)).clone();
+    s.interval = Some(Duration::from_secs(10));
+    let mut plan = Plan::new(Arc::new(s.clone()), vec![t.clone()]);
+    plan.jitter = Duration::ZERO;
+    let (tc, mut reports) = TestCalls::spawn(plan.clone());
+    for _ in 0..2 {
+        let r = tokio::time::timeout(Duration::from_secs(30), reports.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.reason, r.verdict),
+            (TestReason::Periodic, Verdict::Inconclusive(486))
+        );
+    }
+    // Disabled: requests are accepted by the channel but no call is placed.
+    s.enabled = false;
+    plan.settings = Arc::new(s);
+    tc.update(plan);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let before = psap.calls();
+    assert!(tc.request(t.clone(), TestReason::Operator));
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(psap.calls(), before);
+    assert!(reports.try_recv().is_err());
+}
