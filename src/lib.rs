@@ -36,5 +36,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod sip;
+pub mod tasks;
 pub mod transaction;
 pub mod transport;

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use sosrouter::proxy::OutcomeKind;
 use std::time::Duration;
 

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use sosrouter::health::State;
 use sosrouter::proxy::OutcomeKind;
 use std::time::Duration;

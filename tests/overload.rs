@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

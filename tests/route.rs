@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use sosrouter::app::route::{RouteArgs, route};
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use sosrouter::health::Outcome;
 use sosrouter::routing::{Rules, WhatIf};
 use std::time::Duration;

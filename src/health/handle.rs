@@ -11,6 +11,7 @@ use super::Outcome;
 use super::probe::Pending;
 use super::state::{Counters, Event, Machine, Reason, State, Thresholds, Transition};
 use crate::routing::{Readiness, Rules, Target, TargetId, TargetKind};
+use crate::tasks::Tasks;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use serde::Serialize;
@@ -184,15 +185,15 @@ impl Health {
         }
     }
 
-    /// Starts the one task that applies call outcomes (call once, inside a runtime). It holds only a
-    /// weak reference: it ends when the last `Health` handle is dropped.
-    pub fn start_applier(&self) {
+    /// Starts the one task that applies call outcomes (call once) on `tasks`. It holds only a weak
+    /// reference: it ends when the last `Health` handle is dropped, or when `tasks` is cancelled.
+    pub fn start_applier(&self, tasks: &Tasks) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Box<str>, Outcome)>();
         if self.inner.outcomes.set(tx).is_err() {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some((id, outcome)) = rx.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
                 Health { inner }.apply(&id, Event::Call(outcome));

@@ -505,7 +505,7 @@ impl Call {
         tracing::debug!(target = %target.id, branch = %branch, "attempt started");
         out.push(Action::Listen(branch.clone(), target.next_hop));
         out.push(Action::SendTarget(target.clone(), bytes));
-        let reliable = target.transport == crate::config::Transport::Tcp;
+        let reliable = target.transport == crate::config::Proto::Tcp;
         let attempt = Attempt::new(
             target,
             p,

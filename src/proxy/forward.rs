@@ -1,7 +1,7 @@
 //! Building what the proxy forwards: our Via, Record-Route (double when the two sides differ, RFC
 //! 5658), loose-route processing of Route headers we own, and the next hop of an in-dialog request.
 
-use crate::config::Transport as Proto;
+use crate::config::Proto;
 use crate::sip::{Editor, Message, Source, Uri};
 use crate::transport::{ConnId, Destination};
 use std::net::{IpAddr, SocketAddr};

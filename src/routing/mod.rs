@@ -7,7 +7,7 @@
 //! `facts` (reading a call's facts from an INVITE), `target` (Request-URI per target), `plan` (the
 //! failover order), `check` (`sosrouter check`), `whatif` (`sosrouter route`). The file format is checked in `crate::config`.
 
-use crate::config::{Conditions, Diagnostic, Transport};
+use crate::config::{Conditions, Diagnostic, Proto};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -73,7 +73,7 @@ pub struct Target {
     pub uri: String,
     /// Where requests for this target are sent (for Tel targets: the gateway's address). IP literals only.
     pub next_hop: SocketAddr,
-    pub transport: Transport,
+    pub transport: Proto,
     /// Failure-domain tag, e.g. "psap-site-a", "pstn". Used by the lint in `check`.
     pub failure_domain: String,
     pub health: HealthSettings,
@@ -101,7 +101,7 @@ impl Target {
             kind: TargetKind::Sip,
             uri: format!("sip:127.0.0.1:{port}"),
             next_hop: SocketAddr::from(([127, 0, 0, 1], port)),
-            transport: Transport::Udp,
+            transport: Proto::Udp,
             failure_domain: "lab".into(),
             health: HealthSettings::default(),
             line: 1,
@@ -194,7 +194,7 @@ pub struct Selection {
 /// Where the proxy listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen {
-    pub transport: Transport,
+    pub transport: Proto,
     pub addr: SocketAddr,
 }
 

@@ -6,7 +6,7 @@ mod state_props;
 mod state_unit;
 mod store_props;
 
-use crate::config::Transport;
+use crate::config::Proto;
 use crate::routing::{HealthSettings, Target, TargetKind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ pub(super) fn sip_target(id: &str, port: u16) -> Arc<Target> {
         kind: TargetKind::Sip,
         uri: format!("sip:127.0.0.1:{port}"),
         next_hop: format!("127.0.0.1:{port}").parse().unwrap(),
-        transport: Transport::Udp,
+        transport: Proto::Udp,
         failure_domain: "lab".into(),
         health: settings(),
         line: 1,
