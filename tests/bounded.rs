@@ -2,6 +2,7 @@
 //! Calls whose caller vanished, targets that never answer, half-sent TCP messages and stalled
 //! trickles all end, and every table returns to empty. Counts are bounded; no timing assertions
 //! (waits are liveness bounds only).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! Arbitrary bytes and mutations of a valid emergency INVITE (byte flips, cuts, splices, repeated
 //! headers) are sent over UDP loopback; then a good call must still complete and nothing may be
 //! left in flight. Case count is bounded (PROPTEST_CASES overrides it for longer local runs).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 

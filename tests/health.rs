@@ -5,6 +5,7 @@
 //! Probe intervals are short here (100 ms) so the tests are quick; bounds on waiting are liveness
 //! bounds, never timing assertions. Whether a call waited on a timer is read from the proxy's
 //! outcome counters.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! (SIGHUP has its own test binary, `reload_signal.rs`: a signal reaches the whole process.)
 //!
 //! Waits are liveness bounds, never timing assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! SIGHUP reloads the rules. Its own test binary: a signal reaches every test of a process.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! change to the event is printed, bounded only loosely); the webhook gets POSTs and retries.
 //!
 //! Bounds on waiting are liveness bounds, never timing assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 #[path = "telemetry/exposition.rs"]
