@@ -1,6 +1,5 @@
 //! The codec under libFuzzer: parse, every accessor, the editor, the response builder, framing, the
 //! salvage path and the strict checks. Any panic is a bug (the proxy runs them on hostile input).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 #![no_main]
 
 use bytes::Bytes;
