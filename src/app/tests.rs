@@ -71,3 +71,48 @@ async fn shutdown_cancels_and_joins_every_task() {
     assert!(matches!(read.await, Ok(Ok(_))));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn shutdown_lets_a_call_in_flight_run_for_the_drain_limit_then_joins_it() {
+    // A target that takes the INVITE and never answers; timers far beyond the drain limit.
+    let psap = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rules = format!(
+        "listen = [\"udp:127.0.0.1:0\"]\n\n\
+         [defaults]\nattempt_timeout_ms = 60000\nring_timeout_ms = 60000\ncall_deadline_ms = 120000\n\n\
+         [health]\nprobe = false\n\n\
+         [[targets]]\nid = \"psap\"\nuri = \"sip:{}\"\nfailure_domain = \"a\"\n\n\
+         [default_route]\nchain = [\"psap\"]\n",
+        psap.local_addr().unwrap()
+    );
+    let (rules, _) = Rules::parse(&rules, "test.toml").unwrap();
+    let running = start(rules, &RunOptions::default()).await.unwrap();
+    let proxy = running.local_addr(Proto::Udp).unwrap();
+    let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = caller.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:911@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-drain-1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:+16175550123@carrier.example>;tag=caller1\r\n\
+         To: <sip:911@127.0.0.1>\r\n\
+         Call-ID: drain-1@test\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{local}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    caller.send_to(invite.as_bytes(), proxy).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let got = tokio::time::timeout(Duration::from_secs(10), psap.recv(&mut buf)).await;
+    assert!(matches!(got, Ok(Ok(_))), "the target got the INVITE");
+    assert_eq!(running.proxy.calls_in_flight(), 1);
+
+    // From here on the clock only moves when every task waits on it.
+    tokio::time::pause();
+    let began = tokio::time::Instant::now();
+    assert!(running.shutdown(DRAIN_LIMIT).await);
+    assert!(
+        began.elapsed() >= DRAIN_LIMIT,
+        "the call had the whole drain"
+    );
+    assert!(running.tasks.is_joined());
+}
