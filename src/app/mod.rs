@@ -113,7 +113,9 @@ impl Running {
             tracing::warn!(calls = left, "shutdown limit reached with calls in flight");
         }
         let joined = self.tasks.cancel_and_join(STOP_LIMIT).await;
-        if !joined {
+        if joined {
+            tracing::info!("stopped: every task ended");
+        } else {
             tracing::warn!(
                 tasks = self.tasks.len(),
                 "tasks still running after the stop limit"

@@ -84,12 +84,18 @@ impl TcpSide {
     }
 
     pub(super) fn start(&self, handler: Arc<dyn Handler>) {
-        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+        // A poisoned lock still holds the listener: take it anyway rather than never accept.
+        let taken = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(listener) = taken else {
             return;
         };
         let shared = self.shared.clone();
         let stop = self.stop.clone();
-        self.shared.clone().tasks.spawn(async move {
+        self.shared.tasks.spawn(async move {
             loop {
                 let accepted = tokio::select! {
                     r = listener.accept() => r,
