@@ -4,6 +4,7 @@
 //! call path), so the README's claim about the ratio can be checked.
 //!
 //! Run: `cargo bench --bench codec` (figures are only comparable within one run on one machine).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark may panic on a broken fixture
 
 mod common;
 

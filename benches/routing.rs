@@ -3,6 +3,7 @@
 //! Massachusetts rules (a dozen source-trunk and caller-prefix routes tried before a match).
 //!
 //! Run: `cargo bench --bench routing`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark may panic on a broken fixture
 
 mod common;
 

@@ -18,17 +18,34 @@
 //!   a scheduler that dedups per target, caps and jitters them. Pure machine in `testcall/machine.rs`.
 //! - `metrics`     — Prometheus counters, gauges and the call setup histogram (`GET /metrics`).
 //! - `events`      — alert events (health, operator, reload, undelivered): a never-blocking bus,
-//!   the `GET /events` stream and the webhook. Imports nothing of the crate.
+//!   the `GET /events` stream and the webhook.
 //! - `admin`       — the operator's HTTP endpoint: target status, the enable switch, `/reload`,
 //!   metrics and the event stream.
-//! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure).
-//! - `app`         — wiring: builds every part from the rules and runs them; the only module that
-//!   knows them all. `app::reload` swaps in a new rules file (SIGHUP, file watcher, `/reload`).
+//! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure);
+//!   also home of [`config::Proto`], the transport protocol every layer names.
+//! - `tasks`       — [`tasks::Tasks`]: the one task tracker and cancellation token every background
+//!   task runs on.
+//! - `app`         — wiring: creates and owns the event bus, the metrics registry and the tasks,
+//!   builds every part from the rules and runs them; graceful shutdown drains calls, then cancels
+//!   and joins every task. The only module that knows them all. `app::reload` swaps in a new rules
+//!   file (SIGHUP, file watcher, `/reload`).
 //!
-//! Dependency direction: `sip` and `config` import nothing of the crate; `transaction` uses only
-//! `sip`; `routing` never imports `health`; `health` never imports `transport`.
-
-#![forbid(unsafe_code)]
+//! Dependency direction (each module imports only those listed; `main` uses `app` and `routing`):
+//!
+//! - `sip`, `config`, `events` and `tasks` import nothing of the crate;
+//! - `transaction` uses `sip`; `routing` uses `config` and `sip` (never `health`);
+//! - `transport` uses `config`, `sip` and `tasks`: it reports up through its `Handler` and knows
+//!   neither the rules nor the proxy;
+//! - `health` uses `config`, `routing` and `tasks`; never `transport` (probes leave through the
+//!   `ProbeTransport` seam);
+//! - `metrics` reads `health`, `events` and `routing` at scrape time; never `proxy` (the proxy
+//!   hands in its `CallFigures`);
+//! - `proxy` uses every module but `admin` and `app`; `admin` uses `events`, `health`, `metrics`
+//!   and `tasks`, never `proxy`;
+//! - only `app` (and `main`) import `app`.
+//!
+//! Check: `grep -rnE 'crate::(proxy|app)\b' src/metrics src/transport src/health src/admin` prints
+//! nothing.
 
 pub mod admin;
 pub mod app;
@@ -39,6 +56,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod sip;
+pub mod tasks;
 pub mod testcall;
 pub mod transaction;
 pub mod transport;

@@ -1,4 +1,5 @@
 //! Admin safety at startup: off loopback, the admin endpoint needs a bearer token.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 

@@ -2,11 +2,12 @@
 //! Calls whose caller vanished, targets that never answer, half-sent TCP messages and stalled
 //! trickles all end, and every table returns to empty. Counts are bounded; no timing assertions
 //! (waits are liveness bounds only).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
 use common::*;
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

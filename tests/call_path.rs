@@ -2,11 +2,12 @@
 //! Each scenario runs with the caller on UDP and on TCP (answering points on UDP, as in the lab).
 //! No assertion here is about wall-clock time: which target answered and *why* the proxy failed over
 //! (its outcome counters) say whether a timer or a transport error moved the call.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
 use common::*;
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use sosrouter::proxy::OutcomeKind;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -2,13 +2,14 @@
 //! Arbitrary bytes and mutations of a valid emergency INVITE (byte flips, cuts, splices, repeated
 //! headers) are sent over UDP loopback; then a good call must still complete and nothing may be
 //! left in flight. Case count is bounded (PROPTEST_CASES overrides it for longer local runs).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 

@@ -5,11 +5,12 @@
 //! Probe intervals are short here (100 ms) so the tests are quick; bounds on waiting are liveness
 //! bounds, never timing assertions. Whether a call waited on a timer is read from the proxy's
 //! outcome counters.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
 use common::*;
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use sosrouter::health::State;
 use sosrouter::proxy::OutcomeKind;
 use std::time::Duration;

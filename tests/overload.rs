@@ -1,11 +1,12 @@
 //! Emergency-first admission over loopback: a flood of non-emergency INVITEs from one source while
 //! emergency calls from another keep completing; per-source rate limits; the trunk ACL. Counts are
 //! bounded; nothing here measures time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
 use common::*;
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -4,11 +4,12 @@
 //! (SIGHUP has its own test binary, `reload_signal.rs`: a signal reaches the whole process.)
 //!
 //! Waits are liveness bounds, never timing assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
 use common::*;
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use sosrouter::health::{Outcome, State};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,9 +1,10 @@
 //! SIGHUP reloads the rules. Its own test binary: a signal reaches every test of a process.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
 use common::*;
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +17,7 @@ async fn sighup_reloads_the_rules_file() {
     write_rules(&path, &text);
     let p = proxy_from_file(&path, None, None).await;
     // Installed before the signal is sent: without a handler SIGHUP would end the test process.
-    let _hup = sosrouter::app::reload_on_sighup(p.reloader.clone()).unwrap();
+    sosrouter::app::reload_on_sighup(p.reloader.clone(), &p.tasks).unwrap();
     write_rules(&path, &swap_primary_and_backup(&text));
     let status = std::process::Command::new("kill")
         .args(["-HUP", &std::process::id().to_string()])

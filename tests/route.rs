@@ -1,12 +1,13 @@
 //! `sosrouter route` agrees with the proxy: for the same rules and the same call, the plan it
 //! prints starts with the target the proxy sends the INVITE to, and with a target down (readiness
 //! read from the running proxy's admin endpoint) it lists the targets in the order the proxy tries them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
 use common::*;
 use sosrouter::app::route::{RouteArgs, route};
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use sosrouter::health::Outcome;
 use sosrouter::routing::{Rules, WhatIf};
 use std::time::Duration;

@@ -3,13 +3,14 @@
 //! change to the event is printed, bounded only loosely); the webhook gets POSTs and retries.
 //!
 //! Bounds on waiting are liveness bounds, never timing assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 #[path = "telemetry/exposition.rs"]
 mod exposition;
 
 use common::*;
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use sosrouter::events::Kind;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -58,7 +59,7 @@ async fn metrics_parse_strictly_and_count_known_calls() {
     let p = start(&lab_rules(a.addr, b.addr, g.addr, NO_TIMERS), None).await;
     let admin = p.admin.unwrap();
     let sip = p.local_addr(Proto::Udp).unwrap();
-    let mut events = p.proxy.counters.events.subscribe();
+    let mut events = p.events.subscribe();
 
     // Before any call: every family is there, at zero.
     let (head, body) = get(admin, "/metrics").await;
@@ -146,7 +147,7 @@ async fn metrics_parse_strictly_and_count_known_calls() {
     assert_eq!(m.get(r#"sosrouter_reloads_total{result="ok"}"#), 0.0);
     assert_eq!(m.types["sosrouter_calls_in_flight"], "gauge");
 
-    p.proxy.counters.metrics.reload(false);
+    p.metrics.reload(false);
     let (_, body) = get(admin, "/metrics").await;
     let m = exposition::parse(&body).unwrap();
     assert_eq!(m.get(r#"sosrouter_reloads_total{result="error"}"#), 1.0);
@@ -301,7 +302,7 @@ async fn the_webhook_gets_each_event_and_retries_a_failed_post() {
     assert_eq!(first["new"], "disabled");
     let second: serde_json::Value = serde_json::from_str(&got[2].1).unwrap();
     assert_eq!(second["new"], "enabled");
-    let stats = p.proxy.counters.events.webhook_stats().unwrap();
+    let stats = p.events.webhook_stats().unwrap();
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(stats.delivered.load(Relaxed), 2);
     assert_eq!(stats.failed_tries.load(Relaxed), 1);

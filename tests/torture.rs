@@ -1,12 +1,13 @@
 //! RFC 4475 torture messages (files in `tests/torture/`) sent to a running proxy over UDP loopback.
 //! Every message must be answered the way the table below says, or dropped when no response can be
 //! addressed (responses); afterwards no call is stuck and a good emergency call still completes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
 use bytes::Bytes;
 use common::*;
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 

@@ -3,6 +3,7 @@
 //! Handlers never see the socket: they map a parsed [`Request`] to a [`Response`].
 
 use super::auth::Token;
+use crate::tasks::Tasks;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,15 +137,18 @@ pub fn dispatch(handlers: &[Arc<dyn Handler>], req: &Request) -> Response {
 }
 
 /// Accepts connections forever, one task per connection, one request per connection. No token.
+/// The connection tasks run on a task set of their own (for tests and embedding).
 pub async fn serve_with(listener: TcpListener, handlers: Vec<Arc<dyn Handler>>) {
-    serve_with_auth(listener, handlers, None).await
+    serve_with_auth(listener, handlers, None, Tasks::new()).await
 }
 
-/// As [`serve_with`]; with a token, mutating requests must carry it (see `auth`).
+/// As [`serve_with`]; with a token, mutating requests must carry it (see `auth`). Connection tasks
+/// run on `tasks` (so shutdown cancels and joins them).
 pub async fn serve_with_auth(
     listener: TcpListener,
     handlers: Vec<Arc<dyn Handler>>,
     token: Option<Token>,
+    tasks: Tasks,
 ) {
     let handlers: Arc<[Arc<dyn Handler>]> = handlers.into();
     let token = Arc::new(token);
@@ -153,7 +157,7 @@ pub async fn serve_with_auth(
             Ok((stream, peer)) => {
                 let handlers = handlers.clone();
                 let token = token.clone();
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     if let Err(e) = connection(stream, &handlers, token.as_ref().as_ref()).await {
                         debug!(%peer, error = %e, "admin connection ended with an error");
                     }

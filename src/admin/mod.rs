@@ -44,7 +44,8 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Health) {
 
 /// As [`serve`]; with a token, POSTs need `Authorization: Bearer <token>` (401 otherwise).
 pub async fn serve_auth(listener: tokio::net::TcpListener, health: Health, token: Option<Token>) {
-    serve_with_auth(listener, vec![Arc::new(HealthRoutes::new(health))], token).await
+    let routes: Vec<Arc<dyn Handler>> = vec![Arc::new(HealthRoutes::new(health))];
+    serve_with_auth(listener, routes, token, crate::tasks::Tasks::new()).await
 }
 
 /// `/status` and `/targets/{id}/enable|disable`.
@@ -68,7 +69,10 @@ impl Handler for HealthRoutes {
             let targets = self.health.snapshot();
             return Some(Response::json(
                 200,
-                &serde_json::json!({ "targets": targets }),
+                &serde_json::json!({
+                    "targets": targets,
+                    "systemic": self.health.systemic_status(),
+                }),
             ));
         }
         let rest = req.path.strip_prefix("/targets/")?;

@@ -1,14 +1,21 @@
 //! Wiring: builds every part from the rules and runs them. The only module that knows them all.
 //!
+//! The app creates and owns what the parts share: the event bus, the metrics registry and the
+//! [`Tasks`] every background task runs on (receive loops, TCP connections, call tasks, the
+//! prober, the health applier, the sweep, the rules watcher, SIGHUP, the webhook, the admin
+//! server, the undelivered-record writer). [`Running::shutdown`] cancels and joins them all.
+//!
 //! - `reload` — the [`Reloader`]: read, validate and swap in a new rules file (one at a time).
 //! - `watch`  — reload triggers: SIGHUP and the rules-file watcher (the admin route is the third).
 //! - `route`  — `sosrouter route`: options and a running proxy's readiness -> the what-if answer.
 
-use crate::config::{Severity, Transport as Proto};
+use crate::config::Proto;
+use crate::events::Bus;
 use crate::health::{Health, ProbeTransport};
-use crate::metrics;
-use crate::proxy::{Dispatcher, Proxy, ProxyConfig};
+use crate::metrics::{self, Metrics};
+use crate::proxy::{Dispatcher, Proxy, ProxyConfig, Services};
 use crate::routing::{Listen, Rules};
+use crate::tasks::Tasks;
 use crate::transport::{Destination, Transport, TransportConfig};
 use anyhow::{Context, anyhow};
 use arc_swap::ArcSwap;
@@ -19,6 +26,8 @@ use std::time::Duration;
 
 pub mod reload;
 pub mod route;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 pub use reload::{Refused, Reloaded, Reloader, RulesStatus};
@@ -26,6 +35,10 @@ pub use watch::{WatchSettings, reload_on_sighup, watch_file};
 
 /// How long a graceful shutdown waits for calls in flight before it stops anyway.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// After the drain, how long shutdown waits for every cancelled task to end (a blocking reload
+/// or the undelivered writer's last write may still be under way).
+pub const STOP_LIMIT: Duration = Duration::from_secs(1);
 
 /// What `sosrouter run` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -52,12 +65,16 @@ pub struct Running {
     pub transport: Transport,
     pub rules: Arc<ArcSwap<Rules>>,
     pub health: Health,
+    /// Alert events (health, operator, reload, undelivered).
+    pub events: Bus,
+    /// The labelled metrics of the call path and reloads (`/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Every background task of this proxy; [`Running::shutdown`] cancels and joins them.
+    pub tasks: Tasks,
     /// The admin endpoint's address, when one was asked for.
     pub admin: Option<SocketAddr>,
     /// Replaces the running rules: the admin route, SIGHUP and the file watcher all use it.
     pub reloader: Reloader,
-    prober: tokio::task::JoinHandle<()>,
-    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Probes leave through the proxy's own sockets (so replies come back to its receive loops).
@@ -81,15 +98,13 @@ impl Running {
         self.transport.local_addr(proto)
     }
 
-    /// Stops taking new calls, lets calls in flight finish (at most `limit`), then returns.
-    pub async fn shutdown(&self, limit: Duration) {
-        self.prober.abort();
-        if let Some(w) = &self.watcher {
-            w.abort();
-        }
+    /// Stops taking new calls (503 and Retry-After, TCP accept closed), lets calls in flight finish
+    /// for at most `drain`, then cancels every task and waits at most [`STOP_LIMIT`] for them all
+    /// to end. Returns true when every task ended (then `self.tasks.is_joined()`).
+    pub async fn shutdown(&self, drain: Duration) -> bool {
         self.proxy.set_draining();
         self.transport.stop_accepting();
-        let until = tokio::time::Instant::now() + limit;
+        let until = tokio::time::Instant::now() + drain;
         while self.proxy.calls_in_flight() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -97,6 +112,16 @@ impl Running {
         if left > 0 {
             tracing::warn!(calls = left, "shutdown limit reached with calls in flight");
         }
+        let joined = self.tasks.cancel_and_join(STOP_LIMIT).await;
+        if joined {
+            tracing::info!("stopped: every task ended");
+        } else {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "tasks still running after the stop limit"
+            );
+        }
+        joined
     }
 }
 
@@ -118,26 +143,6 @@ pub fn parse_listen(s: &str) -> anyhow::Result<Listen> {
         .parse()
         .with_context(|| format!("listen address `{s}`: bad IP:PORT"))?;
     Ok(Listen { transport, addr })
-}
-
-/// Loads the rules, reporting warnings; refuses with every error.
-pub fn load_rules(path: &std::path::Path) -> anyhow::Result<Rules> {
-    match Rules::load(path) {
-        Ok((rules, warnings)) => {
-            for w in warnings {
-                tracing::warn!("{w}");
-            }
-            Ok(rules)
-        }
-        Err(diags) => {
-            let text: Vec<String> = diags
-                .iter()
-                .filter(|d| d.severity == Severity::Error)
-                .map(|d| d.to_string())
-                .collect();
-            Err(anyhow!("rules refused:\n{}", text.join("\n")))
-        }
-    }
 }
 
 /// Reads `opts.rules_path` (refusing it with every error) and starts the proxy on it, so that
@@ -166,13 +171,29 @@ async fn start_hashed(
     hash: Option<u64>,
     opts: &RunOptions,
 ) -> anyhow::Result<Running> {
+    let tasks = Tasks::new();
+    let started = start_on(rules, hash, opts, tasks.clone()).await;
+    if started.is_err() {
+        // Whatever was started before the failure stops with it.
+        tasks.cancel_and_join(STOP_LIMIT).await;
+    }
+    started
+}
+
+async fn start_on(
+    rules: Rules,
+    hash: Option<u64>,
+    opts: &RunOptions,
+    tasks: Tasks,
+) -> anyhow::Result<Running> {
     let listen = if opts.listen.is_empty() {
         rules.listen.clone()
     } else {
         opts.listen.clone()
     };
+    let first = |p: Proto| listen.iter().find(|l| l.transport == p).map(|l| l.addr);
     let tcfg = TransportConfig::from_spec(&rules.protection.limits);
-    let transport = Transport::bind(&listen, tcfg)
+    let transport = Transport::bind(first(Proto::Udp), first(Proto::Tcp), tcfg, tasks.clone())
         .await
         .context("cannot bind the listen addresses")?;
     let health = Health::new(&rules);
@@ -184,14 +205,27 @@ async fn start_hashed(
         limits: tcfg.limits,
         undelivered_path: opts.undelivered_path.clone(),
     };
-    health.start_applier();
-    let proxy = Proxy::new(rules.clone(), health.clone(), transport.clone(), cfg);
-    let events = proxy.counters.events.clone();
-    proxy.counters.metrics.prepare_rules(&rules.load());
+    let events = Bus::default();
+    let metrics = Arc::new(Metrics::default());
+    metrics.prepare_rules(&rules.load());
+    health.start_applier(&tasks);
     health.set_change_sink(health_events(events.clone()));
+    start_test_calls(&rules, &health, &tasks);
     if let Some(url) = &opts.webhook {
-        events.start_webhook(url).map_err(|e| anyhow!(e))?;
+        tasks.spawn(events.start_webhook(url).map_err(|e| anyhow!(e))?);
     }
+    let services = Services {
+        metrics: metrics.clone(),
+        events: events.clone(),
+        tasks: tasks.clone(),
+    };
+    let proxy = Proxy::new(
+        rules.clone(),
+        health.clone(),
+        transport.clone(),
+        cfg,
+        services,
+    );
     transport.start(Arc::new(Dispatcher(proxy.clone())));
     for t in &targets {
         if t.transport == Proto::Udp {
@@ -199,7 +233,7 @@ async fn start_hashed(
         }
     }
     let sweeper = Arc::downgrade(&proxy);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
@@ -212,7 +246,7 @@ async fn start_hashed(
             tracing::info!(transport = %l.transport, addr = %a, "listening");
         }
     }
-    let prober = health.spawn_prober(Arc::new(ProbeVia(transport.clone())));
+    health.spawn_prober(Arc::new(ProbeVia(transport.clone())), &tasks);
     let reloader = Reloader::new(
         opts.rules_path.clone(),
         rules.clone(),
@@ -220,17 +254,22 @@ async fn start_hashed(
         health.clone(),
         transport.clone(),
         bound_listen,
-        (proxy.counters.metrics.clone(), events.clone()),
+        (metrics.clone(), events.clone()),
     );
-    let watcher = opts
-        .watch_rules
-        .map(|settings| watch_file(reloader.clone(), settings));
+    if let Some(settings) = opts.watch_rules {
+        watch_file(reloader.clone(), settings, &tasks);
+    }
     let admin = match opts.admin {
         Some(addr) => {
-            let (p, h) = (Arc::downgrade(&proxy), health.clone());
+            let (p, h, m, ev) = (
+                Arc::downgrade(&proxy),
+                health.clone(),
+                metrics.clone(),
+                events.clone(),
+            );
             let scrape = move || {
                 p.upgrade()
-                    .map_or_else(String::new, |p| metrics::render(&p, &h))
+                    .map_or_else(String::new, |p| metrics::render(&p.figures(), &m, &h, &ev))
             };
             let handlers: Vec<Arc<dyn crate::admin::Handler>> = vec![
                 Arc::new(crate::admin::RulesRoutes::new(
@@ -241,7 +280,7 @@ async fn start_hashed(
                 Arc::new(crate::admin::MetricsRoute::new(scrape)),
                 Arc::new(crate::admin::EventsRoute::new(events.clone())),
             ];
-            Some(start_admin(addr, opts, handlers).await?)
+            Some(start_admin(addr, opts, handlers, &tasks).await?)
         }
         None => None,
     };
@@ -250,11 +289,53 @@ async fn start_hashed(
         transport,
         rules,
         health,
+        events,
+        metrics,
+        tasks,
         admin,
         reloader,
-        prober,
-        watcher,
     })
+}
+
+/// Test calls (RFC 6881 §15): health asks for them (suspicion, recovery), the test-call module places
+/// them on its own sockets, and every verdict goes back to health over its channel.
+fn start_test_calls(rules: &Arc<ArcSwap<Rules>>, health: &Health, tasks: &Tasks) {
+    use crate::health::{Observation, SuspectWhy, TestResult, TestWhy};
+    use crate::testcall::{Plan, TestCalls, TestReason, Verdict};
+    let now = rules.load();
+    let settings = now.test_calls.clone();
+    let (calls, mut reports) = TestCalls::spawn(Plan::new(settings.clone(), now.targets.clone()));
+    let current = rules.clone();
+    let sink = Arc::new(move |id: &str, why: TestWhy| {
+        let reason = match why {
+            TestWhy::Recovery => TestReason::Recovering,
+            TestWhy::Suspect(SuspectWhy::Overdue) => TestReason::Overdue,
+            TestWhy::Suspect(SuspectWhy::FailedCall) => TestReason::FailedCalls,
+            TestWhy::Suspect(SuspectWhy::Domain) => TestReason::DomainSuspect,
+            TestWhy::Suspect(SuspectWhy::ShortCalls) => TestReason::ShortCalls,
+        };
+        if let Some(t) = current.load().target(id) {
+            calls.request(t.clone(), reason);
+        }
+    });
+    health.set_test_calls(sink, settings.enabled);
+    let health = health.clone();
+    tasks.spawn(async move {
+        while let Some(r) = reports.recv().await {
+            let result = match &r.verdict {
+                Verdict::Good => TestResult::Good,
+                Verdict::MediaFailed => TestResult::MediaFailed,
+                Verdict::CallPathFailed(_) => TestResult::CallPathFailed,
+                Verdict::Inconclusive(_) => TestResult::Inconclusive,
+                Verdict::NotPlaced(why) => {
+                    tracing::warn!(target = %r.target, why = %why, "test call not placed");
+                    continue;
+                }
+            };
+            tracing::info!(target = %r.target, reason = ?r.reason, verdict = ?r.verdict, "test call");
+            health.observe(&r.target, Observation::TestCall(result));
+        }
+    });
 }
 
 /// Health transitions and operator switches as alert events.
@@ -286,6 +367,7 @@ async fn start_admin(
     addr: SocketAddr,
     opts: &RunOptions,
     handlers: Vec<Arc<dyn crate::admin::Handler>>,
+    tasks: &Tasks,
 ) -> anyhow::Result<SocketAddr> {
     let env = std::env::var("SOSROUTER_ADMIN_TOKEN").ok();
     let token = crate::admin::load_token(opts.admin_token_file.as_deref(), env.as_deref())?;
@@ -299,16 +381,22 @@ async fn start_admin(
         .with_context(|| format!("cannot bind the admin address {addr}"))?;
     let bound = l.local_addr()?;
     let authed = token.is_some();
-    tokio::spawn(crate::admin::serve_with_auth(l, handlers, token));
+    tasks.spawn(crate::admin::serve_with_auth(
+        l,
+        handlers,
+        token,
+        tasks.clone(),
+    ));
     tracing::info!(addr = %bound, token = authed, "admin endpoint listening");
     Ok(bound)
 }
 
-/// `sosrouter run`: starts, serves until SIGINT or SIGTERM, drains.
+/// `sosrouter run`: starts, serves until SIGINT or SIGTERM, drains (at most [`DRAIN_LIMIT`]),
+/// then stops and joins every task (at most [`STOP_LIMIT`] more).
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let running = start_from_file(&opts).await?;
-    let _hup =
-        reload_on_sighup(running.reloader.clone()).context("cannot install the SIGHUP handler")?;
+    reload_on_sighup(running.reloader.clone(), &running.tasks)
+        .context("cannot install the SIGHUP handler")?;
     wait_for_signal().await?;
     tracing::info!("shutting down: new calls refused, calls in flight finishing");
     running.shutdown(DRAIN_LIMIT).await;

@@ -13,7 +13,7 @@
 //! 6. swap the snapshot in one `ArcSwap::store`. Calls in flight keep the plan they started with:
 //!    each call loaded its own `Arc<Rules>` when it began (`proxy/task.rs`).
 
-use crate::config::{Severity, Transport as Proto};
+use crate::config::{Proto, Severity};
 use crate::health::Health;
 use crate::routing::{Listen, Rules};
 use crate::transport::Transport;
@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
@@ -136,6 +136,13 @@ pub(super) fn file_hash(path: &Path) -> Option<u64> {
     std::fs::read(path).ok().map(|b| content_hash(&b))
 }
 
+/// Takes a lock even when a thread panicked while holding it: every value these locks guard is
+/// whole after each statement (a reload that panicked half-way leaves the old rules running), so
+/// one panic must not turn every later `/status` and reload into a panic too.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Shared reload entry point. Cheap to clone.
 #[derive(Clone)]
 pub struct Reloader {
@@ -200,20 +207,20 @@ impl Reloader {
     }
 
     pub fn status(&self) -> RulesStatus {
-        self.inner.status.lock().expect("status lock").clone()
+        lock(&self.inner.status).clone()
     }
 
     /// Hash of the file content last tried (see `Inner::last_tried`).
     pub fn last_tried(&self) -> Option<u64> {
-        *self.inner.last_tried.lock().expect("last_tried lock")
+        *lock(&self.inner.last_tried)
     }
 
     /// Reloads the rules file; `trigger` names who asked ("sighup", "file change", "admin") for
     /// the log. Blocking (reads a file): call it from `spawn_blocking` or a short sync handler.
     pub fn reload(&self, trigger: &str) -> Result<Reloaded, Refused> {
-        let _one_at_a_time = self.inner.reload.lock().expect("reload lock");
+        let _one_at_a_time = lock(&self.inner.reload);
         let result = self.load_and_swap();
-        let mut status = self.inner.status.lock().expect("status lock");
+        let mut status = lock(&self.inner.status);
         self.inner.metrics.reload(result.is_ok());
         let detail = match &result {
             Ok(r) => format!("version {} ({}), trigger {trigger}", r.version, r.hash),
@@ -250,7 +257,7 @@ impl Reloader {
     fn load_and_swap(&self) -> Result<Reloaded, Refused> {
         let inner = &*self.inner;
         let read = read_rules(&inner.path);
-        *inner.last_tried.lock().expect("last_tried lock") = read.hash;
+        *lock(&inner.last_tried) = read.hash;
         let (new, warnings) = read.result?;
         let hash = read.hash.unwrap_or_default(); // Some whenever the file parsed
         if let Some(bound) = &inner.bound_listen
@@ -284,7 +291,7 @@ impl Reloader {
         inner.health.rekey(&new);
         inner.metrics.prepare_rules(&new);
         inner.rules.store(Arc::new(new));
-        let version = inner.status.lock().expect("status lock").version + 1;
+        let version = lock(&inner.status).version + 1;
         Ok(Reloaded {
             version,
             hash: hex(hash),
@@ -323,6 +330,21 @@ impl crate::admin::RulesControl for Reloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_poisoned_lock_is_taken_anyway() {
+        let m = Arc::new(Mutex::new(7));
+        let m2 = m.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = m2.lock();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(m.is_poisoned());
+        *lock(&m) += 1;
+        assert_eq!(*lock(&m), 8);
+    }
 
     #[test]
     fn fnv1a_matches_the_published_test_vectors() {

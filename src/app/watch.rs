@@ -7,8 +7,8 @@
 //! second costs nothing.
 
 use super::reload::{Reloader, file_hash};
+use crate::tasks::Tasks;
 use std::time::{Duration, SystemTime};
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 /// How the file watcher polls. Defaults: 1 s between polls, reload once stable for 500 ms.
@@ -30,23 +30,27 @@ impl Default for WatchSettings {
     }
 }
 
-/// Runs one reload on a blocking thread. Errors are logged by the reloader itself.
-async fn reload(reloader: &Reloader, trigger: &'static str) {
+/// Runs one reload on a blocking thread (tracked: shutdown waits for a reload under way). Errors
+/// are logged by the reloader itself.
+async fn reload(reloader: &Reloader, tasks: &Tasks, trigger: &'static str) {
     let r = reloader.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || r.reload(trigger)).await {
+    if let Err(e) = tasks.spawn_blocking(move || r.reload(trigger)).await {
         warn!(error = %e, trigger, "reload task failed");
     }
 }
 
-/// Reloads on every SIGHUP. Fails only when the signal handler cannot be installed.
-pub fn reload_on_sighup(reloader: Reloader) -> std::io::Result<JoinHandle<()>> {
+/// Reloads on every SIGHUP, on `tasks` until it is cancelled. Fails only when the signal handler
+/// cannot be installed.
+pub fn reload_on_sighup(reloader: Reloader, tasks: &Tasks) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup())?;
-    Ok(tokio::spawn(async move {
+    let t = tasks.clone();
+    tasks.spawn(async move {
         while hup.recv().await.is_some() {
-            reload(&reloader, "sighup").await;
+            reload(&reloader, &t, "sighup").await;
         }
-    }))
+    });
+    Ok(())
 }
 
 /// What the watcher saw of the file: modification time and content hash.
@@ -65,8 +69,11 @@ fn look(reloader: &Reloader) -> Seen {
 ///    to do;
 /// 3. otherwise look again every `stable / 5` until mtime and hash have not moved for `stable`;
 ///    then reload once. A refused file is not retried until its content changes again.
-pub fn watch_file(reloader: Reloader, settings: WatchSettings) -> JoinHandle<()> {
-    tokio::spawn(async move {
+///
+/// Runs on `tasks` until it is cancelled.
+pub fn watch_file(reloader: Reloader, settings: WatchSettings, tasks: &Tasks) {
+    let t = tasks.clone();
+    tasks.spawn(async move {
         let step = (settings.stable / 5).max(Duration::from_millis(10));
         loop {
             tokio::time::sleep(settings.poll).await;
@@ -87,8 +94,8 @@ pub fn watch_file(reloader: Reloader, settings: WatchSettings) -> JoinHandle<()>
                 }
             }
             if seen.1.is_some() && seen.1 != reloader.last_tried() {
-                reload(&reloader, "file change").await;
+                reload(&reloader, &t, "file change").await;
             }
         }
-    })
+    });
 }

@@ -54,18 +54,18 @@ pub fn read(text: &str, file: &str) -> Result<(RulesFile, Vec<Diagnostic>), Vec<
     }
 }
 
-/// Transport toward a target or of a listen address.
+/// The transport protocol toward a target or of a listen address (`udp` or `tcp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
+pub enum Proto {
     Udp,
     Tcp,
 }
 
-impl fmt::Display for Transport {
+impl fmt::Display for Proto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
         })
     }
 }

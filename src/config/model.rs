@@ -1,7 +1,7 @@
 //! The rules file as read and checked: plain data, every value already valid, every cross-reference
 //! resolved. `routing` compiles it into the snapshot the proxy reads.
 
-use super::Transport;
+use super::Proto;
 use super::values::Cidr;
 use super::walk::Pos;
 use std::net::SocketAddr;
@@ -109,7 +109,7 @@ pub struct TargetSpec {
     pub id: String,
     pub endpoint: Endpoint,
     /// As written; `None` for tel targets (they use their gateway's) and when left to the default, udp.
-    pub transport: Option<Transport>,
+    pub transport: Option<Proto>,
     /// One or more tags: every shared element the target depends on.
     pub failure_domain: Vec<String>,
     pub description: Option<String>,
@@ -145,7 +145,7 @@ pub struct RouteSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RulesFile {
-    pub listen: Vec<(Transport, SocketAddr)>,
+    pub listen: Vec<(Proto, SocketAddr)>,
     /// `[defaults]` with every unset key filled from [`defaults`].
     pub defaults: TimerSpec,
     /// `[health]` with every unset key filled from [`defaults`].

@@ -2,7 +2,7 @@
 //! `[overload]` (shedding and per-source rate limits) and `[[acl]]` (trunk allowlists per listen
 //! address). Every key has a default, so a file without them is protected out of the box.
 
-use super::Transport;
+use super::Proto;
 use super::read::checked;
 use super::values::{self, Cidr};
 use super::walk::{Ctx, Span};
@@ -82,7 +82,7 @@ pub enum UnlistedEmergency {
 /// One `[[acl]]` table: the sources allowed to send calls to one listen address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AclSpec {
-    pub transport: Transport,
+    pub transport: Proto,
     pub listen: SocketAddr,
     pub allow: Vec<Cidr>,
     pub emergency_from_unlisted: UnlistedEmergency,
@@ -129,7 +129,7 @@ const DAY_MS: u64 = 86_400_000;
 pub(crate) fn read_protection(
     ctx: &mut Ctx,
     doc: &DeTable,
-    listen: &[(Transport, SocketAddr, Span)],
+    listen: &[(Proto, SocketAddr, Span)],
 ) -> ProtectionSpec {
     let mut p = ProtectionSpec::default();
     if let Some((t, _)) = ctx.table(doc, "limits") {
@@ -216,7 +216,7 @@ fn read_acl(
     ctx: &mut Ctx,
     t: &DeTable,
     span: &Span,
-    listen: &[(Transport, SocketAddr, Span)],
+    listen: &[(Proto, SocketAddr, Span)],
 ) -> Option<AclSpec> {
     let Some((listen_s, lsp)) = ctx.string(t, "listen") else {
         ctx.error(

@@ -1,7 +1,7 @@
 //! Reading the document: every table's keys and values, each checked where it stands. Cross-references
 //! are checked afterwards in `validate`.
 
-use super::Transport;
+use super::Proto;
 use super::model::{Endpoint, HealthSpec, TargetSpec, TimerSpec, defaults};
 use super::routes::{ReadRoute, read_route};
 use super::values;
@@ -64,7 +64,7 @@ pub(crate) struct ReadTarget {
 }
 
 pub(crate) struct ReadFile {
-    pub listen: Vec<(Transport, SocketAddr, Span)>,
+    pub listen: Vec<(Proto, SocketAddr, Span)>,
     pub defaults: TimerSpec,
     pub health: HealthSpec,
     pub emergency_numbers: Vec<String>,
@@ -147,7 +147,7 @@ pub(crate) fn checked<T>(ctx: &mut Ctx, span: &Span, r: Result<T, String>) -> Op
     r.map_err(|m| ctx.error(span, m)).ok()
 }
 
-fn read_listen(ctx: &mut Ctx, doc: &DeTable) -> Vec<(Transport, SocketAddr, Span)> {
+fn read_listen(ctx: &mut Ctx, doc: &DeTable) -> Vec<(Proto, SocketAddr, Span)> {
     let Some((list, span)) = ctx.string_list(doc, "listen") else {
         if get(doc, "listen").is_none() {
             ctx.error(

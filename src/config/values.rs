@@ -1,6 +1,6 @@
 //! The small value syntaxes of the rules file. Each parser returns a message fit for an operator.
 
-use super::Transport;
+use super::Proto;
 use std::net::{IpAddr, SocketAddr};
 
 /// SIP's default port when a URI names none (RFC 3261 §19.1.2).
@@ -23,16 +23,16 @@ pub fn parse_code(s: &str) -> Result<(u16, u16), String> {
     }
 }
 
-pub fn parse_transport(s: &str) -> Result<Transport, String> {
+pub fn parse_transport(s: &str) -> Result<Proto, String> {
     match s {
-        "udp" => Ok(Transport::Udp),
-        "tcp" => Ok(Transport::Tcp),
+        "udp" => Ok(Proto::Udp),
+        "tcp" => Ok(Proto::Tcp),
         _ => Err(format!("transport `{s}` is not \"udp\" or \"tcp\"")),
     }
 }
 
 /// `udp:127.0.0.1:5060` or `tcp:[::1]:5060`.
-pub fn parse_listen(s: &str) -> Result<(Transport, SocketAddr), String> {
+pub fn parse_listen(s: &str) -> Result<(Proto, SocketAddr), String> {
     let (t, addr) = s
         .split_once(':')
         .ok_or_else(|| format!("`{s}` is not transport:ip:port (e.g. \"udp:127.0.0.1:5060\")"))?;

@@ -195,9 +195,13 @@ impl Bus {
         self.inner.published.load(Ordering::Relaxed)
     }
 
-    /// Starts POSTing every event to `url` (http:// only). Needs a tokio runtime. Err: a bad URL, or
-    /// a webhook already started.
-    pub fn start_webhook(&self, url: &str) -> Result<(), String> {
+    /// Makes the webhook: from now on every event is queued for `url` (http:// only), and the
+    /// returned future, which the caller spawns (and owns), POSTs them. Err: a bad URL, or a webhook
+    /// already made.
+    pub fn start_webhook(
+        &self,
+        url: &str,
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, String> {
         let url = WebhookUrl::parse(url)?;
         let queue = Arc::new(Queue::new(WEBHOOK_QUEUE));
         let stats = Arc::new(WebhookStats::default());
@@ -210,8 +214,7 @@ impl Bus {
             return Err("a webhook is already running".to_string());
         }
         tracing::info!(url = %url, "event webhook started");
-        tokio::spawn(webhook::run(url, queue, stats));
-        Ok(())
+        Ok(webhook::run(url, queue, stats))
     }
 
     /// The webhook's counters, when one runs.

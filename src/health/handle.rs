@@ -15,6 +15,7 @@ use super::state::{
 use super::{Observation, Outcome, TestWhy};
 use crate::config::SuspicionSpec;
 use crate::routing::{Readiness, Rules, Target, TargetId, TargetKind};
+use crate::tasks::Tasks;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use serde::Serialize;
@@ -447,13 +448,13 @@ impl Health {
 
     /// Starts the one task that applies call outcomes (call once, inside a runtime). It holds only a
     /// weak reference: it ends when the last `Health` handle is dropped.
-    pub fn start_applier(&self) {
+    pub fn start_applier(&self, tasks: &Tasks) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Box<str>, Observation)>();
         if self.inner.outcomes.set(tx).is_err() {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some((id, obs)) = rx.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
                 Health { inner }.apply_observation(&id, obs);

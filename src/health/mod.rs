@@ -10,7 +10,8 @@
 //! - `probe`  — OPTIONS built with `rsip`, the [`ProbeTransport`] seam, replies and timeouts.
 //! - `prober` — the one background task that schedules probes with jitter.
 //!
-//! Wiring: `Health::new(&rules)`; `health.spawn_prober(transport)`; the proxy's receive loop calls
+//! Wiring: `Health::new(&rules)`; `health.start_applier(&tasks)`;
+//! `health.spawn_prober(transport, &tasks)`; the proxy's receive loop calls
 //! `health.on_probe_response(branch, status)` for responses with [`is_probe_branch`] and
 //! `health.on_transport_error(addr)`; the call path calls `health.report(id, outcome)`; a reload
 //! calls `health.rekey(&rules)`.

@@ -7,7 +7,7 @@
 
 use super::Health;
 use super::state::{Event, ProbeFailure};
-use crate::config::Transport;
+use crate::config::Proto;
 use crate::routing::{Target, TargetId};
 use bytes::Bytes;
 use rsip::headers::UntypedHeader;
@@ -29,8 +29,8 @@ pub fn is_probe_branch(branch: &[u8]) -> bool {
 /// out and counts as failed, which is what a lost datagram would do too).
 pub trait ProbeTransport: Send + Sync + 'static {
     /// Our address for the Via sent-by of a probe over `transport`.
-    fn local_addr(&self, transport: Transport) -> SocketAddr;
-    fn send(&self, transport: Transport, to: SocketAddr, bytes: Bytes);
+    fn local_addr(&self, transport: Proto) -> SocketAddr;
+    fn send(&self, transport: Proto, to: SocketAddr, bytes: Bytes);
 }
 
 /// A probe sent and not yet answered.
@@ -73,8 +73,8 @@ pub fn build_options(target: &Target, local: SocketAddr, ids: &ProbeIds) -> Stri
         ..Default::default()
     });
     let via_transport = match target.transport {
-        Transport::Udp => rsip::Transport::Udp,
-        Transport::Tcp => rsip::Transport::Tcp,
+        Proto::Udp => rsip::Transport::Udp,
+        Proto::Tcp => rsip::Transport::Tcp,
     };
     let via = rsip::typed::Via {
         version: rsip::Version::V2,

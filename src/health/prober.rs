@@ -12,10 +12,10 @@
 use super::Health;
 use super::probe::{ProbeIds, ProbeTransport, build_options};
 use crate::routing::{HealthSettings, TargetId};
+use crate::tasks::Tasks;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, trace};
 
@@ -40,11 +40,11 @@ pub fn next_delay(s: &HealthSettings) -> Duration {
 }
 
 impl Health {
-    /// Starts the prober on the current tokio runtime. Call once, after the proxy's sockets are
-    /// bound. The task runs until the returned handle is aborted (at shutdown).
-    pub fn spawn_prober(&self, transport: Arc<dyn ProbeTransport>) -> JoinHandle<()> {
+    /// Starts the prober on `tasks`. Call once, after the proxy's sockets are bound. The task runs
+    /// until `tasks` is cancelled (at shutdown).
+    pub fn spawn_prober(&self, transport: Arc<dyn ProbeTransport>, tasks: &Tasks) {
         let health = self.clone();
-        tokio::spawn(async move { health.run_prober(transport).await })
+        tasks.spawn(async move { health.run_prober(transport).await });
     }
 
     async fn run_prober(self, transport: Arc<dyn ProbeTransport>) {

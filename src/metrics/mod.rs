@@ -12,14 +12,15 @@
 //!
 //! - `text`      — the exposition writer and label escaping.
 //! - `histogram` — fixed-bucket latency histogram on atomics.
-//! - `scrape`    — the whole `/metrics` page from [`Metrics`], the proxy counters and health.
+//! - `scrape`    — the whole `/metrics` page from [`Metrics`], the proxy's [`CallFigures`], health
+//!   and the event bus.
 
 mod histogram;
 mod scrape;
 pub mod text;
 
 pub use histogram::{BOUNDS_SECONDS, Histogram};
-pub use scrape::render;
+pub use scrape::{CallFigures, render};
 pub use text::{CONTENT_TYPE, Exposition};
 
 use dashmap::DashMap;

@@ -1,50 +1,64 @@
-//! The whole `/metrics` page. The only part of `metrics` that reads other modules: the proxy's
-//! plain counters, health's per-target snapshot and the event bus, all read at scrape time so the
-//! call path pays nothing for them.
+//! The whole `/metrics` page. The only part of `metrics` that reads other modules: health's
+//! per-target snapshot and the event bus, read at scrape time so the call path pays nothing for
+//! them; the proxy's plain counters come in as [`CallFigures`] (metrics never imports the proxy).
 
+use super::Metrics;
 use super::text::Exposition;
+use crate::events::Bus;
 use crate::health::{Health, State};
-use crate::proxy::Proxy;
 use std::sync::atomic::Ordering;
 
+/// The proxy's plain counters at scrape time (`Proxy::figures`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallFigures {
+    /// Initial INVITEs that started a call.
+    pub calls: u64,
+    /// Calls whose server transaction is still owned by a call task.
+    pub in_flight: u64,
+    /// Calls no target answered.
+    pub undelivered: u64,
+    /// Received messages that did not parse.
+    pub parse_errors: u64,
+    /// Responses that matched nothing.
+    pub stray_responses: u64,
+}
+
 /// Renders every family, in a fixed order.
-pub fn render(proxy: &Proxy, health: &Health) -> String {
-    let c = &proxy.counters;
+pub fn render(calls: &CallFigures, metrics: &Metrics, health: &Health, bus: &Bus) -> String {
     let mut e = Exposition::default();
-    c.metrics.render_into(&mut e);
-    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    metrics.render_into(&mut e);
     e.single(
         "sosrouter_calls_received_total",
         "counter",
         "Initial INVITEs that started a call.",
-        n(&c.calls),
+        calls.calls,
     );
     e.single(
         "sosrouter_calls_in_flight",
         "gauge",
         "Calls whose server transaction is still owned by a call task.",
-        proxy.calls_in_flight(),
+        calls.in_flight,
     );
     e.single(
         "sosrouter_undelivered_calls_total",
         "counter",
         "Calls no target answered (written to the undelivered record).",
-        n(&c.undelivered),
+        calls.undelivered,
     );
     e.single(
         "sosrouter_parse_errors_total",
         "counter",
         "Received SIP messages that did not parse and were dropped.",
-        n(&c.parse_errors),
+        calls.parse_errors,
     );
     e.single(
         "sosrouter_stray_responses_total",
         "counter",
         "Responses that matched no call, relay or probe and were dropped.",
-        n(&c.stray_responses),
+        calls.stray_responses,
     );
     render_targets(&mut e, health);
-    render_events(&mut e, &c.events);
+    render_events(&mut e, bus);
     e.finish()
 }
 
@@ -118,7 +132,7 @@ fn render_targets(e: &mut Exposition, health: &Health) {
     }
 }
 
-fn render_events(e: &mut Exposition, bus: &crate::events::Bus) {
+fn render_events(e: &mut Exposition, bus: &Bus) {
     e.single(
         "sosrouter_events_published_total",
         "counter",

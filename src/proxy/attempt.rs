@@ -2,7 +2,7 @@
 
 use super::call::Forwarded;
 use super::call::{AttemptRecord, ms};
-use crate::config::Transport as Proto;
+use crate::config::Proto;
 use crate::routing::Target;
 use crate::sip::build::Leg;
 use crate::transaction::Retransmit;

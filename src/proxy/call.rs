@@ -37,7 +37,7 @@
 //! is never answered with a failure.
 
 use super::attempt::{Attempt, Phase};
-use crate::config::Transport as Proto;
+use crate::config::Proto;
 use crate::health::Outcome;
 use crate::routing::{FailoverCodes, Target, TargetId, Timers};
 use crate::sip::{Editor, Message, build};

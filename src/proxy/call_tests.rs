@@ -64,6 +64,7 @@ fn setup(n: usize, timers: Timers) -> CallSetup {
         caller_reliable: false,
         to_tag: "px".into(),
         routes_removed: 0,
+        overdue: vec![],
         build_invite: Box::new(|_t: &Target, b: &str, _p| Forwarded {
             bytes: Bytes::from(forwarded(b)),
             request_uri: Bytes::from_static(b"urn:service:sos"),
@@ -152,7 +153,7 @@ fn simulate(scripts: &[Script], timers: Timers) -> Sim {
                     }
                 }
                 Action::Report(t, o) => sim.reports.push((t.to_string(), o)),
-                Action::Listen(..) | Action::Undelivered(_) => {}
+                Action::Listen(..) | Action::Undelivered(_) | Action::FirstProvisional(..) => {}
             }
         }
         if call.is_finished(now) {
@@ -452,7 +453,7 @@ fn a_target_that_dies_while_ringing_fails_over_at_once() {
 /// and the CANCEL and ACK of each attempt are well formed without parsing what we sent.
 mod forwarding_props {
     use super::*;
-    use crate::config::Transport as Proto;
+    use crate::config::Proto;
     use crate::proxy::forward::{self, Inbound, Local};
     use crate::transport::ConnId;
 

@@ -2,7 +2,7 @@
 //! 5658), loose-route processing of Route headers we own, and the next hop of an in-dialog request.
 
 use super::call::Forwarded;
-use crate::config::Transport as Proto;
+use crate::config::Proto;
 use crate::sip::{Editor, Message, Source, Uri};
 use crate::transport::{ConnId, Destination};
 use std::net::{IpAddr, SocketAddr};

@@ -17,10 +17,13 @@ mod relay;
 mod task;
 pub mod undelivered;
 
-use crate::config::Transport as Proto;
+use crate::config::Proto;
+use crate::events::Bus;
 use crate::health::Health;
+use crate::metrics::{CallFigures, Metrics};
 use crate::routing::Rules;
 use crate::sip::{Limits, Message, build};
+use crate::tasks::Tasks;
 use crate::transaction::ServerKey;
 use crate::transport::{Handler, Incoming, Transport};
 use arc_swap::ArcSwap;
@@ -62,7 +65,7 @@ struct Branch {
     addr: SocketAddr,
 }
 
-/// Counters read by tests and (later) metrics.
+/// Plain counters, read by tests and by `/metrics` (through [`Proxy::figures`]).
 #[derive(Debug, Default)]
 pub struct Counters {
     pub parse_errors: AtomicU64,
@@ -72,12 +75,17 @@ pub struct Counters {
     pub outcomes: [AtomicU64; OutcomeKind::COUNT],
     /// Calls no target answered.
     pub undelivered: AtomicU64,
-    /// Labelled metrics of the call path (`/metrics`). Created here so `Proxy::new` keeps its
-    /// signature; the wiring shares this `Arc` with the admin endpoint.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Where the call path publishes alert events (undelivered calls); the wiring gives clones to
-    /// health, the admin endpoint and the webhook.
-    pub events: crate::events::Bus,
+}
+
+/// What the wiring creates, owns and lends the proxy.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// Labelled metrics of the call path (`/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Where the call path publishes alert events (undelivered calls).
+    pub events: Bus,
+    /// Where call tasks and the undelivered-record writer run; shutdown cancels and joins them.
+    pub tasks: Tasks,
 }
 
 /// Attempt outcome kinds, for counting.
@@ -129,6 +137,9 @@ pub struct Proxy {
     /// Set on shutdown: new calls are refused with 503 so the caller's network tries another proxy.
     draining: std::sync::atomic::AtomicBool,
     pub counters: Counters,
+    metrics: Arc<Metrics>,
+    events: Bus,
+    tasks: Tasks,
     /// Admission control: ACL, overload shedding, per-source rate limits (see `overload.rs`).
     pub protection: Protection,
 }
@@ -152,12 +163,13 @@ impl Proxy {
         health: Health,
         transport: Transport,
         cfg: ProxyConfig,
+        services: Services,
     ) -> Arc<Proxy> {
         let local = Local {
             udp: transport.local_addr(Proto::Udp),
             tcp: transport.local_addr(Proto::Tcp),
         };
-        let undelivered = undelivered::Sink::new(cfg.undelivered_path.clone());
+        let undelivered = undelivered::Sink::new(cfg.undelivered_path.clone(), &services.tasks);
         Arc::new(Proxy {
             rules,
             health,
@@ -171,6 +183,9 @@ impl Proxy {
             undelivered,
             draining: Default::default(),
             counters: Counters::default(),
+            metrics: services.metrics,
+            events: services.events,
+            tasks: services.tasks,
             protection: Protection::default(),
         })
     }
@@ -181,6 +196,19 @@ impl Proxy {
             .retain(|_, e| !matches!(e, ServerEntry::Done { until, .. } if *until <= now));
         self.relays.sweep(now);
         self.protection.sweep(now);
+    }
+
+    /// The plain counters `/metrics` shows beside the labelled ones.
+    pub fn figures(&self) -> CallFigures {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = &self.counters;
+        CallFigures {
+            calls: n(&c.calls),
+            in_flight: self.calls_in_flight() as u64,
+            undelivered: n(&c.undelivered),
+            parse_errors: n(&c.parse_errors),
+            stray_responses: n(&c.stray_responses),
+        }
     }
 
     /// Current table sizes (each a full count over the map's shards: not for the hot path).

@@ -17,7 +17,7 @@
 //! timers here, is exact, and is read with one atomic load. CPU or queue delay would be noisier and
 //! lag the flood; a call count reacts on the very INVITE that crosses the limit.
 
-use crate::config::{ProtectionSpec, Transport as Proto, UnlistedEmergency};
+use crate::config::{ProtectionSpec, Proto, UnlistedEmergency};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use std::net::IpAddr;

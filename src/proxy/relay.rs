@@ -3,7 +3,7 @@
 //! The branch is derived from the incoming one, so a retransmission is forwarded identically.
 
 use super::forward::{Inbound, Local};
-use crate::config::Transport as Proto;
+use crate::config::Proto;
 use crate::sip::{Editor, Message};
 use crate::transaction::{TIMEOUT_64T1, derived_branch};
 use crate::transport::{Destination, Transport};

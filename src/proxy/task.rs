@@ -4,7 +4,7 @@
 use super::call::{Action, Call, CallSetup, CallState};
 use super::forward::{self, Inbound};
 use super::{Branch, Proxy, ServerEntry, undelivered};
-use crate::config::Transport as Proto;
+use crate::config::Proto;
 use crate::metrics::{AttemptOutcome, CallOutcome, FailoverReason};
 use crate::routing::{self, CallFacts, Target};
 use crate::sip::Message;
@@ -94,7 +94,8 @@ pub(super) fn spawn_call(proxy: Arc<Proxy>, msg: Message, inb: Inbound, key: Ser
             ..Tally::default()
         },
     };
-    tokio::spawn(run(ctx, setup, key, rx).instrument(span));
+    let tasks = ctx.proxy.tasks.clone();
+    tasks.spawn(run(ctx, setup, key, rx).instrument(span));
 }
 
 struct Ctx {
@@ -249,7 +250,7 @@ impl Ctx {
         if t.attempts > 0 {
             // No failure reported just before this attempt: the deadline cut the last one short.
             let why = t.last_failure.take().unwrap_or(FailoverReason::Deadline);
-            self.proxy.counters.metrics.failover(why);
+            self.proxy.metrics.failover(why);
         }
         t.attempts += 1;
         t.last_failure = None;
@@ -264,7 +265,7 @@ impl Ctx {
             t.last_progress = Some(id.clone());
         }
         t.last_failure = kind.failover_reason().or(t.last_failure);
-        self.proxy.counters.metrics.attempt(id, kind);
+        self.proxy.metrics.attempt(id, kind);
     }
 
     /// Counts the call's outcome once, when it leaves `Routing`.
@@ -274,7 +275,7 @@ impl Ctx {
             return;
         }
         t.counted = true;
-        let m = &self.proxy.counters.metrics;
+        let m = &self.proxy.metrics;
         let outcome = match state {
             CallState::Answered => {
                 if let Some(a) = t.arrived {
@@ -297,6 +298,6 @@ impl Ctx {
             .join("; ");
         let call_id = String::from_utf8_lossy(invite.call_id());
         let ev = crate::events::Event::undelivered(&self.route, &call_id, &reason);
-        self.proxy.counters.events.publish(ev);
+        self.proxy.events.publish(ev);
     }
 }

@@ -1,28 +1,46 @@
 //! The undelivered-call record: every call no target answered, appended as one JSON line and synced,
 //! so a PSAP can call the person back. Written by one thread fed over a channel: the call path never
-//! waits on the disk.
+//! waits on the disk. At shutdown the thread writes what is queued, then ends.
 
+use crate::tasks::Tasks;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc;
 
 pub struct Sink {
-    tx: Option<mpsc::Sender<serde_json::Value>>,
+    /// `None` tells the writer to stop (sent at shutdown).
+    tx: Option<mpsc::Sender<Option<serde_json::Value>>>,
 }
 
 impl Sink {
-    pub fn new(path: Option<PathBuf>) -> Sink {
+    /// Starts the writer thread (when there is a file to write). A task on `tasks` stops it when
+    /// shutdown begins and ends when the thread has written what was queued before that.
+    pub fn new(path: Option<PathBuf>, tasks: &Tasks) -> Sink {
         let Some(path) = path else {
             return Sink { tx: None };
         };
-        let (tx, rx) = mpsc::channel::<serde_json::Value>();
-        std::thread::spawn(move || {
-            for rec in rx {
-                if let Err(e) = append(&path, &rec) {
-                    tracing::error!(path = %path.display(), error = %e, record = %rec, "cannot write undelivered record");
+        let (tx, rx) = mpsc::channel::<Option<serde_json::Value>>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let writer = std::thread::Builder::new()
+            .name("undelivered".to_string())
+            .spawn(move || {
+                let _done = done_tx; // dropped, so `done_rx` wakes, when this thread ends
+                while let Ok(Some(rec)) = rx.recv() {
+                    if let Err(e) = append(&path, &rec) {
+                        tracing::error!(path = %path.display(), error = %e, record = %rec, "cannot write undelivered record");
+                    }
                 }
-            }
+            });
+        if let Err(e) = writer {
+            tracing::error!(error = %e, "cannot start the undelivered-record writer; records are only logged");
+            return Sink { tx: None };
+        }
+        let (stop, token) = (tx.clone(), tasks.token().clone());
+        tasks.spawn_watching(async move {
+            token.cancelled().await;
+            let _ = stop.send(None);
+            let _ = done_rx.await;
         });
         Sink { tx: Some(tx) }
     }
@@ -31,7 +49,7 @@ impl Sink {
     pub fn record(&self, rec: serde_json::Value) {
         tracing::error!(record = %rec, "undelivered call");
         if let Some(tx) = &self.tx {
-            let _ = tx.send(rec);
+            let _ = tx.send(Some(rec));
         }
     }
 }

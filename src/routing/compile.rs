@@ -2,7 +2,7 @@
 //! has already refused anything that would not compile.
 
 use super::{FailoverCodes, HealthSettings, Listen, Route, Rules, Target, TargetKind, Timers};
-use crate::config::{Endpoint, HealthSpec, RouteSpec, RulesFile, TimerSpec, Transport};
+use crate::config::{Endpoint, HealthSpec, Proto, RouteSpec, RulesFile, TimerSpec};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ pub(super) fn compile(file: RulesFile, source: &str) -> Rules {
             kind,
             uri,
             next_hop,
-            transport: transport.unwrap_or(Transport::Udp),
+            transport: transport.unwrap_or(Proto::Udp),
             failure_domain: t.failure_domain.clone(),
             health: health(&t.health.or(&file.health)),
             line: t.pos.line,

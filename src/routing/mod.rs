@@ -7,7 +7,7 @@
 //! `facts` (reading a call's facts from an INVITE), `target` (Request-URI per target), `plan` (the
 //! failover order), `check` (`sosrouter check`), `whatif` (`sosrouter route`). The file format is checked in `crate::config`.
 
-use crate::config::{Conditions, Diagnostic, Transport};
+use crate::config::{Conditions, Diagnostic, Proto};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -75,7 +75,7 @@ pub struct Target {
     pub uri: String,
     /// Where requests for this target are sent (for Tel targets: the gateway's address). IP literals only.
     pub next_hop: SocketAddr,
-    pub transport: Transport,
+    pub transport: Proto,
     /// Failure-domain tags, e.g. ["psap-site-a", "ngcs-east-firewall"]: what the target shares fate
     /// with. Used by the lint in `check` and by health's domain suspicion.
     pub failure_domain: Vec<String>,
@@ -104,7 +104,7 @@ impl Target {
             kind: TargetKind::Sip,
             uri: format!("sip:127.0.0.1:{port}"),
             next_hop: SocketAddr::from(([127, 0, 0, 1], port)),
-            transport: Transport::Udp,
+            transport: Proto::Udp,
             failure_domain: vec!["lab".into()],
             health: HealthSettings::default(),
             line: 1,
@@ -200,7 +200,7 @@ pub struct Selection {
 /// Where the proxy listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen {
-    pub transport: Transport,
+    pub transport: Proto,
     pub addr: SocketAddr,
 }
 

@@ -82,7 +82,7 @@ fn lab_topology_is_primary_backup_then_business_line_over_udp() {
     let line = rules.target("business-line").unwrap();
     assert_eq!(line.uri, "sip:127.0.0.1:5073");
     assert!(matches!(&line.kind, TargetKind::Tel { gateway, .. } if &**gateway == "pstn-gateway"));
-    assert!(rules.targets.iter().all(|t| t.transport == Transport::Udp));
+    assert!(rules.targets.iter().all(|t| t.transport == Proto::Udp));
     assert_ne!(
         rules.target("psap-primary").unwrap().failure_domain,
         line.failure_domain

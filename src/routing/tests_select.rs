@@ -261,9 +261,9 @@ fn tel_targets_use_their_gateway_and_health_defaults_apply() {
     let r = rules();
     let line = r.target("line").unwrap();
     assert_eq!(line.next_hop, "127.0.0.1:5073".parse().unwrap());
-    assert_eq!(line.transport, Transport::Tcp);
+    assert_eq!(line.transport, Proto::Tcp);
     assert_eq!(line.uri, "sip:127.0.0.1:5073");
-    assert_eq!(r.target("a").unwrap().transport, Transport::Udp);
+    assert_eq!(r.target("a").unwrap().transport, Proto::Udp);
     assert_eq!(
         r.target("b").unwrap().next_hop,
         "[::1]:5072".parse().unwrap()

@@ -12,7 +12,7 @@
 use super::message::{self, Ids, InviteParts};
 use super::rtp;
 use super::{Details, PathFailure, Verdict};
-use crate::config::{TestCallMedia, Transport};
+use crate::config::{Proto, TestCallMedia};
 use crate::sip::{Limits, Message, Method, build};
 use crate::transaction::{Retransmit, T2};
 use bytes::Bytes;
@@ -30,7 +30,7 @@ pub const LINGER: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct Setup {
     pub request_uri: String,
-    pub transport: Transport,
+    pub transport: Proto,
     /// Our SIP socket (Via, Contact, From).
     pub local: SocketAddr,
     /// Our RTP socket (the SDP offer).
@@ -107,8 +107,8 @@ impl TestCall {
         let invite = Message::parse(bytes.clone(), &Limits::default())
             .map_err(|e| format!("our test INVITE does not parse: {e}"))?;
         out.push(Action::Sip(bytes.clone()));
-        let retransmit = (setup.transport == Transport::Udp)
-            .then(|| (Retransmit::new(now, Duration::MAX), bytes));
+        let retransmit =
+            (setup.transport == Proto::Udp).then(|| (Retransmit::new(now, Duration::MAX), bytes));
         Ok(TestCall {
             timeout_at: now + setup.timeout,
             setup,
@@ -235,8 +235,8 @@ impl TestCall {
                 self.give(Verdict::of_final(status), now, out);
                 match self.setup.transport {
                     // Only UDP retransmits finals.
-                    Transport::Tcp => self.phase = Phase::Done,
-                    Transport::Udp => self.linger(now),
+                    Proto::Tcp => self.phase = Phase::Done,
+                    Proto::Udp => self.linger(now),
                 }
             }
             return;
@@ -405,7 +405,7 @@ impl TestCall {
         }
         out.push(Action::Sip(bye.clone()));
         self.retransmit =
-            (self.setup.transport == Transport::Udp).then(|| (Retransmit::new(now, T2), bye));
+            (self.setup.transport == Proto::Udp).then(|| (Retransmit::new(now, T2), bye));
         self.phase = Phase::Bye {
             deadline: now + BYE_WAIT,
         };

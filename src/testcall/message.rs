@@ -1,7 +1,7 @@
 //! The requests a test call sends (INVITE with its SDP offer, ACK for a 2xx, BYE) and reading the
 //! media address out of the answer. CANCEL and the ACK of a non-2xx come from `crate::sip::build`.
 
-use crate::config::Transport;
+use crate::config::Proto;
 use crate::sip::{HeaderName, Message};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -42,15 +42,15 @@ fn host_port(a: SocketAddr) -> String {
     }
 }
 
-fn via(transport: Transport, local: SocketAddr, branch: &str) -> String {
+fn via(transport: Proto, local: SocketAddr, branch: &str) -> String {
     let t = match transport {
-        Transport::Udp => "UDP",
-        Transport::Tcp => "TCP",
+        Proto::Udp => "UDP",
+        Proto::Tcp => "TCP",
     };
     format!("SIP/2.0/{t} {};branch={branch};rport", host_port(local))
 }
 
-fn contact(transport: Transport, local: SocketAddr) -> String {
+fn contact(transport: Proto, local: SocketAddr) -> String {
     format!("<sip:sosrouter@{};transport={transport}>", host_port(local))
 }
 
@@ -68,7 +68,7 @@ pub fn sdp_offer(rtp: SocketAddr, session: u64) -> String {
 /// What the INVITE needs besides the ids.
 pub struct InviteParts<'a> {
     pub request_uri: &'a str,
-    pub transport: Transport,
+    pub transport: Proto,
     pub local: SocketAddr,
     pub rtp: SocketAddr,
 }

@@ -9,7 +9,7 @@
 use super::machine::{Action, Setup, TestCall};
 use super::message::Ids;
 use super::{Details, PathFailure, Verdict};
-use crate::config::{TestCallMedia, Transport};
+use crate::config::{Proto, TestCallMedia};
 use crate::routing::{Target, TestCallSettings};
 use crate::sip::{Limits, Message, frame_len};
 use bytes::{Buf, Bytes, BytesMut};
@@ -112,7 +112,7 @@ async fn open(target: &Target, p: &CallParams) -> Result<(Sip, SocketAddr), Verd
     let to = target.next_hop;
     let local_err = |e: io::Error| Verdict::NotPlaced(format!("SIP socket: {e}"));
     match target.transport {
-        Transport::Udp => {
+        Proto::Udp => {
             let s = UdpSocket::bind(bind_addr(p.bind_ip, to))
                 .await
                 .map_err(local_err)?;
@@ -120,7 +120,7 @@ async fn open(target: &Target, p: &CallParams) -> Result<(Sip, SocketAddr), Verd
             let local = s.local_addr().map_err(local_err)?;
             Ok((Sip::Udp(s), local))
         }
-        Transport::Tcp => {
+        Proto::Tcp => {
             let path = |why: String| Verdict::CallPathFailed(PathFailure::Transport(why));
             let connect = async {
                 let socket = match to {

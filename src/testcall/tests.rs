@@ -3,7 +3,7 @@
 use super::machine::{BYE_WAIT, ECHO_WAIT, LINGER};
 use super::message::{Ids, answer_media};
 use super::*;
-use crate::config::{TestCallMedia, Transport};
+use crate::config::{Proto, TestCallMedia};
 use crate::sip::{Limits, Message, Method, build};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ fn parse(b: Bytes) -> Message {
     Message::parse(b, &Limits::default()).unwrap()
 }
 
-fn setup(transport: Transport, media: TestCallMedia) -> Setup {
+fn setup(transport: Proto, media: TestCallMedia) -> Setup {
     Setup {
         request_uri: "urn:service:test.sos".into(),
         transport,
@@ -62,7 +62,7 @@ struct Run {
     out: Vec<Action>,
 }
 
-fn start(transport: Transport, media: TestCallMedia) -> Run {
+fn start(transport: Proto, media: TestCallMedia) -> Run {
     let t0 = Instant::now();
     let mut out = Vec::new();
     let call = TestCall::start(setup(transport, media), t0, &mut out).unwrap();
@@ -136,7 +136,7 @@ impl Run {
 
 #[test]
 fn invite_is_a_test_call_with_an_offer() {
-    let r = start(Transport::Udp, TestCallMedia::Require);
+    let r = start(Proto::Udp, TestCallMedia::Require);
     let inv = &r.invite;
     assert_eq!(inv.method(), Some(Method::Invite));
     assert_eq!(inv.request_uri(), Some(&b"urn:service:test.sos"[..]));
@@ -157,7 +157,7 @@ impl Run {
 
 #[test]
 fn answered_with_echo_is_good_then_bye() {
-    let mut r = start(Transport::Udp, TestCallMedia::Require);
+    let mut r = start(Proto::Udp, TestCallMedia::Require);
     r.respond(100, None, Duration::from_millis(10));
     r.respond(200, Some(RTP_AT), Duration::from_millis(50));
     assert_eq!(r.sent(), vec!["ACK"]);
@@ -195,7 +195,7 @@ fn answered_with_echo_is_good_then_bye() {
 
 #[test]
 fn all_echoes_back_ends_the_media_check_early() {
-    let mut r = start(Transport::Udp, TestCallMedia::Require);
+    let mut r = start(Proto::Udp, TestCallMedia::Require);
     r.respond(200, Some(RTP_AT), Duration::ZERO);
     r.tick(Duration::from_millis(80));
     let at = r.t0 + Duration::from_millis(81);
@@ -208,7 +208,7 @@ fn all_echoes_back_ends_the_media_check_early() {
 
 #[test]
 fn answered_without_echo_is_media_failed() {
-    let mut r = start(Transport::Udp, TestCallMedia::Require);
+    let mut r = start(Proto::Udp, TestCallMedia::Require);
     r.respond(200, Some(RTP_AT), Duration::ZERO);
     // Foreign RTP from elsewhere does not count.
     let stray = super::rtp::packet(99, 0);
@@ -225,12 +225,12 @@ fn answered_without_echo_is_media_failed() {
 
 #[test]
 fn media_ignored_or_not_offered_is_good_at_once() {
-    let mut r = start(Transport::Udp, TestCallMedia::Ignore);
+    let mut r = start(Proto::Udp, TestCallMedia::Ignore);
     r.respond(200, Some(RTP_AT), Duration::ZERO);
     assert_eq!(r.verdicts(), vec![Verdict::Good]);
     assert!(r.rtp().is_empty());
     assert_eq!(r.sent(), vec!["ACK", "BYE"]);
-    let mut r = start(Transport::Udp, TestCallMedia::Require);
+    let mut r = start(Proto::Udp, TestCallMedia::Require);
     r.respond(200, None, Duration::ZERO);
     assert_eq!(r.verdicts(), vec![Verdict::Good]);
     assert!(!r.call.details().media_checked);
@@ -246,7 +246,7 @@ fn finals_are_classified_and_acked() {
         (408, Verdict::CallPathFailed(PathFailure::Status(408))),
         (503, Verdict::CallPathFailed(PathFailure::Status(503))),
     ] {
-        let mut r = start(Transport::Udp, TestCallMedia::Require);
+        let mut r = start(Proto::Udp, TestCallMedia::Require);
         r.respond(code, None, Duration::from_millis(30));
         assert_eq!(r.verdicts(), vec![want.clone()], "{code}");
         assert_eq!(r.sent(), vec!["ACK"], "{code}");
@@ -266,7 +266,7 @@ fn finals_are_classified_and_acked() {
 
 #[test]
 fn silence_retransmits_then_fails_without_cancel() {
-    let mut r = start(Transport::Udp, TestCallMedia::Require);
+    let mut r = start(Proto::Udp, TestCallMedia::Require);
     let mut at = Duration::ZERO;
     while at < Duration::from_secs(4) {
         at += Duration::from_millis(100);
@@ -296,7 +296,7 @@ fn silence_retransmits_then_fails_without_cancel() {
 
 #[test]
 fn ringing_without_answer_is_cancelled() {
-    let mut r = start(Transport::Tcp, TestCallMedia::Require);
+    let mut r = start(Proto::Tcp, TestCallMedia::Require);
     r.respond(180, None, Duration::from_millis(100));
     r.tick(Duration::from_secs(4));
     assert_eq!(r.sent(), vec!["CANCEL"], "no retransmission over TCP");
@@ -311,7 +311,7 @@ fn ringing_without_answer_is_cancelled() {
 
 #[test]
 fn transport_error_fails_the_call_path_at_once() {
-    let mut r = start(Transport::Udp, TestCallMedia::Require);
+    let mut r = start(Proto::Udp, TestCallMedia::Require);
     r.call
         .on_transport_error("connection refused", r.t0, &mut r.out);
     assert!(matches!(
@@ -323,7 +323,7 @@ fn transport_error_fails_the_call_path_at_once() {
 
 #[test]
 fn remote_bye_is_answered_and_spares_ours() {
-    let mut r = start(Transport::Udp, TestCallMedia::Require);
+    let mut r = start(Proto::Udp, TestCallMedia::Require);
     r.respond(200, Some(RTP_AT), Duration::ZERO);
     let bye: &'static str = "BYE sip:sosrouter@127.0.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKpsap\r\n\
          From: <urn:service:test.sos>;tag=psap\r\nTo: <sip:sosrouter@127.0.0.1:40000>;tag=ft\r\n\
@@ -340,7 +340,7 @@ fn remote_bye_is_answered_and_spares_ours() {
 
 #[test]
 fn other_calls_and_branches_are_ignored() {
-    let mut r = start(Transport::Udp, TestCallMedia::Require);
+    let mut r = start(Proto::Udp, TestCallMedia::Require);
     let text = String::from_utf8_lossy(&reply(&r.invite, 503, None)).replace("tc-1", "other");
     r.call.on_sip(parse(Bytes::from(text)), r.t0, &mut r.out);
     let text = String::from_utf8_lossy(&reply(&r.invite, 503, None))
@@ -418,7 +418,7 @@ proptest::proptest! {
     /// ends within timeout + echo wait + BYE wait + linger of quiet time.
     #[test]
     fn one_verdict_and_always_ends(events in proptest::collection::vec(ev(), 0..40), tcp in proptest::bool::ANY) {
-        let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+        let transport = if tcp { Proto::Tcp } else { Proto::Udp };
         let mut r = start(transport, TestCallMedia::Require);
         let mut at = Duration::ZERO;
         let mut answered = false;

@@ -4,7 +4,7 @@
 
 use super::tests::reply;
 use super::*;
-use crate::config::{TestCallMedia, Transport};
+use crate::config::{Proto, TestCallMedia};
 use crate::routing::{Target, TestCallSettings};
 use crate::sip::{Limits, Message, Method, build, frame_len};
 use bytes::{Bytes, BytesMut};
@@ -128,7 +128,7 @@ async fn tcp_psap(how: Behaviour) -> Psap {
     Psap { sip, calls }
 }
 
-fn target(id: &str, at: SocketAddr, transport: Transport) -> Target {
+fn target(id: &str, at: SocketAddr, transport: Proto) -> Target {
     let mut t = Target::for_test(id, at.port());
     t.transport = transport;
     t
@@ -164,7 +164,7 @@ async fn call(t: &Target, p: &CallParams) -> (Verdict, Details) {
 #[tokio::test]
 async fn udp_answer_with_echo_is_good() {
     let psap = udp_psap(Behaviour::Answer { echo: true }).await;
-    let (v, d) = call(&target("p", psap.sip, Transport::Udp), &params(4000)).await;
+    let (v, d) = call(&target("p", psap.sip, Proto::Udp), &params(4000)).await;
     assert_eq!(v, Verdict::Good, "{d:?}");
     assert_eq!((d.status, d.rtp_sent), (Some(200), 5));
     assert!(d.rtp_echoed >= 1 && d.media_checked, "{d:?}");
@@ -174,7 +174,7 @@ async fn udp_answer_with_echo_is_good() {
 #[tokio::test]
 async fn udp_answer_without_echo_is_media_failed() {
     let psap = udp_psap(Behaviour::Answer { echo: false }).await;
-    let (v, d) = call(&target("p", psap.sip, Transport::Udp), &params(4000)).await;
+    let (v, d) = call(&target("p", psap.sip, Proto::Udp), &params(4000)).await;
     assert_eq!(v, Verdict::MediaFailed, "{d:?}");
     assert_eq!((d.rtp_sent, d.rtp_echoed), (5, 0));
 }
@@ -182,17 +182,17 @@ async fn udp_answer_without_echo_is_media_failed() {
 #[tokio::test]
 async fn busy_is_inconclusive_and_503_fails_the_call_path() {
     let psap = udp_psap(Behaviour::Reply(486)).await;
-    let (v, _) = call(&target("p", psap.sip, Transport::Udp), &params(4000)).await;
+    let (v, _) = call(&target("p", psap.sip, Proto::Udp), &params(4000)).await;
     assert_eq!(v, Verdict::Inconclusive(486));
     let psap = udp_psap(Behaviour::Reply(503)).await;
-    let (v, _) = call(&target("p", psap.sip, Transport::Udp), &params(4000)).await;
+    let (v, _) = call(&target("p", psap.sip, Proto::Udp), &params(4000)).await;
     assert_eq!(v, Verdict::CallPathFailed(PathFailure::Status(503)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn silence_fails_the_call_path_after_the_timeout() {
     let psap = udp_psap(Behaviour::Silent).await;
-    let t = target("p", psap.sip, Transport::Udp);
+    let t = target("p", psap.sip, Proto::Udp);
     let (v, d) = call(&t, &params(4000)).await;
     assert_eq!(v, Verdict::CallPathFailed(PathFailure::NoResponse));
     assert!(d.elapsed_ms >= 4000, "{d:?}");
@@ -208,14 +208,14 @@ async fn closed_port_fails_the_call_path_at_once() {
         .local_addr()
         .unwrap();
     // A timeout far longer than the guard: only the ICMP error can end this call in time.
-    let (v, d) = call(&target("p", port, Transport::Udp), &params(600_000)).await;
+    let (v, d) = call(&target("p", port, Proto::Udp), &params(600_000)).await;
     assert!(
         matches!(v, Verdict::CallPathFailed(PathFailure::Transport(_))),
         "{v:?} {d:?}"
     );
     eprintln!("closed UDP port: {v} after {} ms", d.elapsed_ms);
     // TCP: the connection is refused.
-    let (v, _) = call(&target("p", port, Transport::Tcp), &params(600_000)).await;
+    let (v, _) = call(&target("p", port, Proto::Tcp), &params(600_000)).await;
     assert!(
         matches!(v, Verdict::CallPathFailed(PathFailure::Transport(_))),
         "{v:?}"
@@ -227,17 +227,17 @@ async fn bind_ip_is_the_source_of_sip_and_rtp() {
     let psap = udp_psap(Behaviour::Answer { echo: true }).await;
     let mut p = params(4000);
     p.bind_ip = Some("127.0.0.1".parse().unwrap());
-    let (v, d) = call(&target("p", psap.sip, Transport::Udp), &p).await;
+    let (v, d) = call(&target("p", psap.sip, Proto::Udp), &p).await;
     assert_eq!(v, Verdict::Good, "{d:?}");
     let tcp = tcp_psap(Behaviour::Answer { echo: true }).await;
-    let (v, d) = call(&target("p", tcp.sip, Transport::Tcp), &p).await;
+    let (v, d) = call(&target("p", tcp.sip, Proto::Tcp), &p).await;
     assert_eq!(v, Verdict::Good, "{d:?}");
 }
 
 #[tokio::test]
 async fn tcp_answer_with_echo_is_good() {
     let psap = tcp_psap(Behaviour::Answer { echo: true }).await;
-    let (v, d) = call(&target("p", psap.sip, Transport::Tcp), &params(4000)).await;
+    let (v, d) = call(&target("p", psap.sip, Proto::Tcp), &params(4000)).await;
     assert_eq!(v, Verdict::Good, "{d:?}");
     assert!(d.rtp_echoed >= 1);
     assert_eq!(d.bye_status, Some(200));
@@ -269,7 +269,7 @@ async fn scheduler_dedups_per_target_and_caps_in_flight() {
     let targets: Vec<Arc<Target>> = psaps
         .iter()
         .enumerate()
-        .map(|(i, p)| Arc::new(target(&format!("t{i}"), p.sip, Transport::Udp)))
+        .map(|(i, p)| Arc::new(target(&format!("t{i}"), p.sip, Proto::Udp)))
         .collect();
     let mut plan = Plan::new(settings(2, 1000), targets.clone());
     plan.jitter = Duration::ZERO;
@@ -318,7 +318,7 @@ async fn scheduler_dedups_per_target_and_caps_in_flight() {
 #[tokio::test(start_paused = true)]
 async fn scheduler_periodic_and_disabled() {
     let psap = udp_psap(Behaviour::Reply(486)).await;
-    let t = Arc::new(target("p", psap.sip, Transport::Udp));
+    let t = Arc::new(target("p", psap.sip, Proto::Udp));
     let mut s = (*settings(8, 1000)).clone();
     s.interval = Some(Duration::from_secs(10));
     let mut plan = Plan::new(Arc::new(s.clone()), vec![t.clone()]);

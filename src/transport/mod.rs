@@ -8,9 +8,9 @@ mod tcp;
 mod tcp_read;
 mod udp;
 
-use crate::config::{LimitsSpec, Transport as Proto};
-use crate::routing::Listen;
+use crate::config::{LimitsSpec, Proto};
 use crate::sip::Limits;
+use crate::tasks::Tasks;
 use bytes::Bytes;
 use std::io;
 use std::net::SocketAddr;
@@ -117,17 +117,14 @@ struct Inner {
 }
 
 impl Transport {
-    /// Binds every listen address. Fails when one cannot be bound (the proxy must not half-start).
-    /// At most one UDP and one TCP listen address are supported; the first of each is used.
-    pub async fn bind(listen: &[Listen], cfg: TransportConfig) -> io::Result<Transport> {
-        let udp_addr = listen
-            .iter()
-            .find(|l| l.transport == Proto::Udp)
-            .map(|l| l.addr);
-        let tcp_addr = listen
-            .iter()
-            .find(|l| l.transport == Proto::Tcp)
-            .map(|l| l.addr);
+    /// Binds the UDP and the TCP listen address (either may be absent, not both). Fails when one
+    /// cannot be bound (the proxy must not half-start).
+    pub async fn bind(
+        udp_addr: Option<SocketAddr>,
+        tcp_addr: Option<SocketAddr>,
+        cfg: TransportConfig,
+        tasks: Tasks,
+    ) -> io::Result<Transport> {
         if udp_addr.is_none() && tcp_addr.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -135,11 +132,11 @@ impl Transport {
             ));
         }
         let udp = match udp_addr {
-            Some(a) => Some(udp::UdpSide::bind(a)?),
+            Some(a) => Some(udp::UdpSide::bind(a, tasks.clone())?),
             None => None,
         };
         let tcp = match tcp_addr {
-            Some(a) => Some(tcp::TcpSide::bind(a, cfg).await?),
+            Some(a) => Some(tcp::TcpSide::bind(a, cfg, tasks).await?),
             None => None,
         };
         Ok(Transport {

@@ -3,7 +3,8 @@
 //! A refused, reset or timed-out connection toward a target is reported as unreachable at once.
 
 use super::{Handler, TransportConfig};
-use crate::config::Transport as Proto;
+use crate::config::Proto;
+use crate::tasks::Tasks;
 use bytes::Bytes;
 use dashmap::DashMap;
 use socket2::{SockRef, TcpKeepalive};
@@ -45,6 +46,7 @@ struct Shared {
     /// Accepted (inbound) connections per source IP, for `tcp_connections_per_source`.
     per_source: DashMap<IpAddr, usize>,
     next_id: AtomicU64,
+    tasks: Tasks,
 }
 
 pub(super) struct TcpSide {
@@ -55,7 +57,11 @@ pub(super) struct TcpSide {
 }
 
 impl TcpSide {
-    pub(super) async fn bind(addr: SocketAddr, cfg: TransportConfig) -> io::Result<TcpSide> {
+    pub(super) async fn bind(
+        addr: SocketAddr,
+        cfg: TransportConfig,
+        tasks: Tasks,
+    ) -> io::Result<TcpSide> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         Ok(TcpSide {
@@ -67,6 +73,7 @@ impl TcpSide {
                 by_addr: DashMap::new(),
                 per_source: DashMap::new(),
                 next_id: AtomicU64::new(1),
+                tasks,
             }),
             stop: Arc::new(Notify::new()),
         })
@@ -77,12 +84,18 @@ impl TcpSide {
     }
 
     pub(super) fn start(&self, handler: Arc<dyn Handler>) {
-        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+        // A poisoned lock still holds the listener: take it anyway rather than never accept.
+        let taken = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(listener) = taken else {
             return;
         };
         let shared = self.shared.clone();
         let stop = self.stop.clone();
-        tokio::spawn(async move {
+        self.shared.tasks.spawn(async move {
             loop {
                 let accepted = tokio::select! {
                     r = listener.accept() => r,
@@ -167,7 +180,8 @@ impl Shared {
     /// Starts an outbound connection; messages sent meanwhile wait in its queue.
     fn connect(self: Arc<Self>, to: SocketAddr, handler: Arc<dyn Handler>) -> ConnId {
         let (id, rx) = self.register(to);
-        tokio::spawn(async move {
+        let tasks = self.tasks.clone();
+        tasks.spawn(async move {
             let timeout = self.cfg.tcp_connect_timeout;
             match tokio::time::timeout(timeout, TcpStream::connect(to)).await {
                 Ok(Ok(stream)) => {
@@ -201,7 +215,8 @@ impl Shared {
         let (mut rd, mut wr) = stream.into_split();
         // A peer that stops reading must not pin the writer task and its queue forever.
         let stall = self.cfg.tcp_idle_timeout;
-        tokio::spawn(async move {
+        let tasks = self.tasks.clone();
+        tasks.spawn(async move {
             while let Some(data) = rx.recv().await {
                 match tokio::time::timeout(stall, wr.write_all(&data)).await {
                     Ok(Ok(())) => {}
@@ -216,7 +231,7 @@ impl Shared {
                 }
             }
         });
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let reason = super::tcp_read::read_loop(&mut rd, peer, id, &self.cfg, &*handler).await;
             tracing::debug!(peer = %peer, reason = %reason, "tcp connection closed");
             self.forget(id);

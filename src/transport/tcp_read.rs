@@ -6,7 +6,7 @@
 //! an idle timeout, but it cannot stretch one message past `tcp_message_deadline`.
 
 use super::{ConnId, Handler, Incoming, TransportConfig};
-use crate::config::Transport as Proto;
+use crate::config::Proto;
 use crate::sip::frame_len;
 use bytes::BytesMut;
 use std::net::SocketAddr;

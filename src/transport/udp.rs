@@ -5,7 +5,8 @@
 //! fail over at once" needs exactly that, and an unconnected socket never sees it.
 
 use super::{Handler, Incoming};
-use crate::config::Transport as Proto;
+use crate::config::Proto;
+use crate::tasks::Tasks;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -19,6 +20,7 @@ pub(super) struct UdpSide {
     local: SocketAddr,
     /// Connected sockets by target address. Created once per target, never removed (targets are few).
     connected: DashMap<SocketAddr, Arc<UdpSocket>>,
+    tasks: Tasks,
 }
 
 fn reuse_socket(local: SocketAddr) -> io::Result<Socket> {
@@ -40,7 +42,7 @@ impl UdpSide {
     /// sockets on the port are counted (`/proc/net/udp`): a fixed port already in use is refused;
     /// for port 0, where the kernel may hand out a port another reuseport socket holds, another
     /// port is picked.
-    pub(super) fn bind(addr: SocketAddr) -> io::Result<UdpSide> {
+    pub(super) fn bind(addr: SocketAddr, tasks: Tasks) -> io::Result<UdpSide> {
         for _ in 0..16 {
             let s = reuse_socket(addr)?;
             let main = UdpSocket::from_std(s.into())?;
@@ -59,6 +61,7 @@ impl UdpSide {
                 main: Arc::new(main),
                 local,
                 connected: DashMap::new(),
+                tasks,
             });
         }
         Err(io::Error::new(
@@ -76,7 +79,8 @@ impl UdpSide {
             .map_or(2, |n| n.get())
             .min(4);
         for _ in 0..loops {
-            tokio::spawn(recv_loop(self.main.clone(), None, handler.clone(), max));
+            self.tasks
+                .spawn(recv_loop(self.main.clone(), None, handler.clone(), max));
         }
     }
 
@@ -106,7 +110,8 @@ impl UdpSide {
             .or_insert_with(|| sock.clone())
             .clone();
         if Arc::ptr_eq(&entry, &sock) {
-            tokio::spawn(recv_loop(sock, Some(target), handler.clone(), max));
+            self.tasks
+                .spawn(recv_loop(sock, Some(target), handler.clone(), max));
         }
         Ok(entry)
     }
@@ -122,7 +127,7 @@ impl UdpSide {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // The socket buffer is full: finish the send asynchronously rather than block a loop.
                 let main = self.main.clone();
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let r = match conn {
                         Some(s) => s.send(&data).await,
                         None => main.send_to(&data, to).await,
@@ -233,14 +238,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_listener_on_a_fixed_port_is_refused_and_port_zero_never_shares() {
-        let first = UdpSide::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let again = UdpSide::bind(first.local_addr());
+        let first = UdpSide::bind("127.0.0.1:0".parse().unwrap(), Tasks::new()).unwrap();
+        let again = UdpSide::bind(first.local_addr(), Tasks::new());
         let err = again
             .err()
             .expect("a second listener on the same port must be refused");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         for _ in 0..50 {
-            let other = UdpSide::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let other = UdpSide::bind("127.0.0.1:0".parse().unwrap(), Tasks::new()).unwrap();
             assert_ne!(other.local_addr().port(), first.local_addr().port());
         }
     }

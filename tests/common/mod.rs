@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use bytes::{Bytes, BytesMut};
-use sosrouter::config::Transport as Proto;
+use sosrouter::config::Proto;
 use sosrouter::sip::{HeaderName, Limits, Message, frame_len};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -6,7 +6,7 @@ mod state_props;
 mod state_unit;
 mod store_props;
 
-use crate::config::Transport;
+use crate::config::Proto;
 use crate::routing::{HealthSettings, Target, TargetKind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +31,8 @@ pub(super) fn sip_target(id: &str, port: u16) -> Arc<Target> {
         kind: TargetKind::Sip,
         uri: format!("sip:127.0.0.1:{port}"),
         next_hop: format!("127.0.0.1:{port}").parse().unwrap(),
-        transport: Transport::Udp,
-        failure_domain: "lab".into(),
+        transport: Proto::Udp,
+        failure_domain: vec!["lab".into()],
         health: settings(),
         line: 1,
     })
@@ -48,7 +48,7 @@ pub(super) fn tel_target(id: &str, gateway: &Target) -> Arc<Target> {
         uri: gateway.uri.clone(),
         next_hop: gateway.next_hop,
         transport: gateway.transport,
-        failure_domain: "pstn".into(),
+        failure_domain: vec!["pstn".into()],
         health: settings(),
         line: 1,
     })

@@ -1,7 +1,7 @@
 //! The prober against a fake transport, under paused tokio time.
 
 use super::{sip_target, tel_target};
-use crate::config::Transport;
+use crate::config::Proto;
 use crate::health::{Health, ProbeIds, ProbeTransport, State, build_options, is_probe_branch};
 use crate::routing::{Readiness, Target};
 use bytes::Bytes;
@@ -27,10 +27,10 @@ fn branch_of(text: &str) -> String {
 }
 
 impl ProbeTransport for Fake {
-    fn local_addr(&self, _: Transport) -> SocketAddr {
+    fn local_addr(&self, _: Proto) -> SocketAddr {
         "127.0.0.1:5060".parse().unwrap()
     }
-    fn send(&self, _: Transport, to: SocketAddr, bytes: Bytes) {
+    fn send(&self, _: Proto, to: SocketAddr, bytes: Bytes) {
         let text = String::from_utf8(bytes.to_vec()).unwrap();
         let code = self.reply.lock().unwrap().get(&to).copied();
         if let Some(code) = code {
@@ -64,7 +64,7 @@ fn start(targets: &[Arc<Target>]) -> (Health, Arc<Fake>, Instant) {
     let fake = Arc::new(Fake::default());
     fake.health.set(h.clone()).unwrap();
     let t0 = Instant::now();
-    h.spawn_prober(fake.clone());
+    h.spawn_prober(fake.clone(), &crate::tasks::Tasks::new());
     (h, fake, t0)
 }
 

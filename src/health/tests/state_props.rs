@@ -26,6 +26,7 @@ fn thresholds() -> impl Strategy<Value = Thresholds> {
         up_after_probe_successes: u,
         down_after_call_failures: c,
         probed,
+        test_calls: false,
     })
 }
 
@@ -40,6 +41,8 @@ fn is_ok(e: &Event) -> bool {
         Event::ProbeOk(_) => true,
         Event::ProbeFailed(_) => false,
         Event::Call(o) => !o.is_failure(),
+        Event::Suspect(_) => false,
+        Event::TestCall(r) => *r == crate::health::TestResult::Good,
     }
 }
 
@@ -68,6 +71,7 @@ proptest! {
         let mut m = Machine::new(t0);
         let mut history: Vec<Event> = Vec::new(); // since the last transition
         let mut last_call_failed = false;
+        let mut down_by_probes = true;
         for (i, ev) in events.iter().enumerate() {
             let before = m.state();
             let now = t0 + Duration::from_millis(i as u64);
@@ -85,38 +89,53 @@ proptest! {
                 prop_assert_eq!((t.from, t.to), (before, m.state()));
                 prop_assert_eq!(m.since(), now);
                 match (before, m.state()) {
-                    (State::Up, State::Down) => prop_assert!(
+                    (State::Up | State::Suspect, State::Down) => prop_assert!(
                         (is_probe(ev) && probe_fails >= th.down_after_probe_failures)
                             || (is_call(ev) && call_fails >= th.down_after_call_failures),
                         "early down: {:?}", history),
+                    // Rule 2: doubt from a failed call; any progress ends it.
+                    (State::Up, State::Suspect) => prop_assert!(is_call(ev) && !is_ok(ev)),
+                    (State::Suspect, State::Up) => prop_assert!(is_call(ev) && is_ok(ev)),
                     (State::Down, State::Recovering) => prop_assert!(
                         (is_probe(ev) && probe_oks >= th.up_after_probe_successes)
-                            || (!th.probed && is_call(ev) && is_ok(ev)),
-                        "early probation: {:?}", history),
+                            || (is_call(ev) && is_ok(ev)),
+                        "early recovery: {:?}", history),
+                    // Rule 4: back up on call evidence; on probes only when probes took it down
+                    // and no call failed since.
                     (State::Recovering, State::Up) => prop_assert!(
                         (is_call(ev) && is_ok(ev))
                             || (is_probe(ev) && probe_oks >= th.up_after_probe_successes
-                                && !prev_call_failed),
+                                && !prev_call_failed && down_by_probes),
                         "early up: {:?}", history),
                     (State::Recovering, State::Down) => prop_assert!(!is_ok(ev)),
                     other => prop_assert!(false, "forbidden transition {:?}", other),
                 }
-                history.clear();
+                if m.state() == State::Down {
+                    down_by_probes = is_probe(ev);
+                }
+                let suspicion_only = matches!(
+                    (before, m.state()),
+                    (State::Up, State::Suspect) | (State::Suspect, State::Up)
+                );
+                if !suspicion_only {
+                    history.clear();
+                }
             } else {
                 match m.state() {
-                    State::Up => {
+                    State::Up | State::Suspect => {
                         prop_assert!(probe_fails < th.down_after_probe_failures, "late down");
                         prop_assert!(call_fails < th.down_after_call_failures, "late down");
                     }
                     State::Down => {
-                        prop_assert!(probe_oks < th.up_after_probe_successes, "late probation");
-                        prop_assert!(th.probed || !(is_call(ev) && is_ok(ev)), "late probation");
+                        prop_assert!(probe_oks < th.up_after_probe_successes, "late recovery");
+                        prop_assert!(!(is_call(ev) && is_ok(ev)), "late recovery");
                     }
                     State::Recovering => {
-                        prop_assert!(history.iter().all(is_ok), "failure kept probation");
-                        prop_assert!(history.iter().all(is_probe), "call kept probation");
+                        prop_assert!(history.iter().all(is_ok), "failure kept recovering");
+                        prop_assert!(history.iter().all(is_probe), "call kept recovering");
                         prop_assert!(
-                            last_call_failed || probe_oks < th.up_after_probe_successes,
+                            last_call_failed || !down_by_probes
+                                || probe_oks < th.up_after_probe_successes,
                             "late up"
                         );
                     }
@@ -150,7 +169,7 @@ proptest! {
                 m.on_event(fail, &th, t0);
             }
             m.on_event(ok, &th, t0);
-            prop_assert_eq!(m.state(), State::Up);
+            prop_assert_eq!(m.state(), State::Up, "a success ends suspicion too");
         }
     }
 }

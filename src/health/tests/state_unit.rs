@@ -15,6 +15,7 @@ fn th() -> Thresholds {
         up_after_probe_successes: 2,
         down_after_call_failures: 3,
         probed: true,
+        test_calls: false,
     }
 }
 
