@@ -107,7 +107,14 @@ async fn timeouts_take_it_down_after_the_threshold_and_replies_bring_it_back() {
     fake.replies(t.next_hop, Some(200));
     sleep(Duration::from_millis(2500)).await; // two good probes
     assert_eq!(h.status("a").unwrap().state, State::Recovering);
-    assert_eq!(h.readiness("a"), Readiness::Ready, "probation is ready");
+    // Recovering without test calls is half-open: one call at a time may try it.
+    assert_eq!(h.readiness("a"), Readiness::NotReady);
+    let mut trials = Vec::new();
+    assert_eq!(h.readiness_for_call("a", &mut trials), Readiness::Ready);
+    assert_eq!(h.readiness_for_call("a", &mut trials), Readiness::NotReady, "one trial at a time");
+    h.observe("a", crate::health::Observation::TrialOver);
+    assert_eq!(h.readiness_for_call("a", &mut trials), Readiness::Ready);
+    h.observe("a", crate::health::Observation::TrialOver);
     sleep(Duration::from_millis(2500)).await; // two more, no call: graduates
     assert_eq!(h.status("a").unwrap().state, State::Up);
 }
@@ -169,8 +176,8 @@ async fn tel_targets_share_their_gateways_probe() {
     // Calls are per target: a failed call to one number does not touch the gateway or the other.
     h.report("tel1", crate::health::Outcome::FailureResponse(480));
     assert_eq!(h.readiness("tel1"), Readiness::NotReady);
-    assert_eq!(h.readiness("tel2"), Readiness::Ready);
-    assert_eq!(h.readiness("gw"), Readiness::Ready);
+    assert_eq!(h.status("tel2").unwrap().state, State::Recovering);
+    assert_eq!(h.status("gw").unwrap().state, State::Recovering);
 }
 
 #[tokio::test(start_paused = true)]

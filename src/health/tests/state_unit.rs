@@ -1,7 +1,10 @@
 //! Explicit event sequences through the pure machine.
 
 use crate::health::Outcome;
-use crate::health::state::{Event, Machine, ProbeFailure, Reason, State, Thresholds, Transition};
+use crate::health::TestResult;
+use crate::health::state::{
+    Event, Machine, ProbeFailure, Reason, State, SuspectWhy, Thresholds, Transition,
+};
 use std::time::{Duration, Instant};
 
 const OK: Event = Event::ProbeOk(200);
@@ -37,7 +40,8 @@ fn starts_up_with_startup_reason() {
     let m = Machine::new(Instant::now());
     assert_eq!(m.state(), State::Up);
     assert_eq!(m.last_reason(), Reason::Startup);
-    assert!(State::Up.is_ready() && State::Recovering.is_ready() && !State::Down.is_ready());
+    assert!(State::Up.is_ready() && State::Suspect.is_ready());
+    assert!(!State::Recovering.is_ready() && !State::Down.is_ready());
 }
 
 #[test]
@@ -86,7 +90,11 @@ fn call_progress_resets_call_failure_run_but_probe_success_does_not() {
         &th(),
         &[CALL_503, CALL_503, CALL_OK, CALL_503, CALL_503],
     );
-    assert!(states.iter().all(|s| *s == State::Up));
+    // A failed call makes it suspect at once; progress clears that; two failures never take it down.
+    assert_eq!(
+        states,
+        [State::Suspect, State::Suspect, State::Up, State::Suspect, State::Suspect]
+    );
     let mut m = Machine::new(Instant::now());
     let states = run(&mut m, &th(), &[CALL_503, CALL_503, OK, CALL_503]);
     assert_eq!(states.last(), Some(&State::Down));
@@ -166,10 +174,58 @@ fn unprobed_target_comes_back_through_calls() {
 }
 
 #[test]
-fn probed_target_does_not_leave_down_on_a_call() {
+fn a_real_calls_progress_brings_a_down_target_back_through_recovering() {
     let mut m = Machine::new(Instant::now());
-    run(&mut m, &th(), &[TIMEOUT, TIMEOUT, CALL_OK, CALL_OK]);
+    let states = run(&mut m, &th(), &[TIMEOUT, TIMEOUT, CALL_OK, CALL_OK]);
+    assert_eq!(
+        &states[1..],
+        [State::Down, State::Recovering, State::Up].as_slice()
+    );
+}
+
+#[test]
+fn down_on_call_evidence_never_returns_on_probes_alone() {
+    let mut m = Machine::new(Instant::now());
+    let mut ev = vec![CALL_503, CALL_503, CALL_503];
+    ev.extend([OK; 20]);
+    let states = run(&mut m, &th(), &ev);
+    assert_eq!(states[2], State::Down);
+    assert_eq!(m.state(), State::Recovering, "probes move it to recovering, never up");
+    // A good test call (or a real call's progress) brings it back.
+    let t = m.on_event(Event::TestCall(TestResult::Good), &th(), Instant::now());
+    assert_eq!(t.map(|t| t.to), Some(State::Up));
+}
+
+#[test]
+fn a_failed_test_call_takes_it_down_an_inconclusive_one_opens_half_open_trials() {
+    let mut th = th();
+    th.test_calls = true;
+    let mut m = Machine::new(Instant::now());
+    m.on_event(Event::TestCall(TestResult::CallPathFailed), &th, Instant::now());
     assert_eq!(m.state(), State::Down);
+    run(&mut m, &th, &[OK, OK]);
+    assert_eq!(m.state(), State::Recovering);
+    assert!(!m.half_open(&th), "test calls decide");
+    m.on_event(Event::TestCall(TestResult::Inconclusive), &th, Instant::now());
+    assert!(m.half_open(&th), "inconclusive: one real call at a time");
+    m.on_event(Event::TestCall(TestResult::MediaFailed), &th, Instant::now());
+    assert_eq!(m.state(), State::Down);
+}
+
+#[test]
+fn overdue_and_domain_make_an_up_target_suspect_and_progress_clears_it() {
+    let mut m = Machine::new(Instant::now());
+    let t = m.on_event(Event::Call(Outcome::Overdue), &th(), Instant::now());
+    assert_eq!(t.map(|t| (t.from, t.to)), Some((State::Up, State::Suspect)));
+    assert_eq!(m.last_reason(), Reason::Suspected(SuspectWhy::Overdue));
+    run(&mut m, &th(), &[CALL_OK]);
+    assert_eq!(m.state(), State::Up);
+    m.on_event(Event::Suspect(SuspectWhy::Domain), &th(), Instant::now());
+    assert_eq!(m.state(), State::Suspect);
+    // Cut short by the deadline or cancelled: no evidence either way.
+    m.on_event(Event::Call(Outcome::CutByDeadline), &th(), Instant::now());
+    m.on_event(Event::Call(Outcome::CancelledByCaller), &th(), Instant::now());
+    assert_eq!(m.state(), State::Suspect);
 }
 
 #[test]

@@ -150,3 +150,75 @@ fn health_is_clone_send_sync_debug() {
     let h = Health::from_targets(&[sip_target("a", 5071)]);
     assert!(format!("{h:?}").contains("targets: 1"));
 }
+
+/// What happens to the one target in the half-open invariant test.
+#[derive(Debug, Clone)]
+enum Step {
+    Probe(bool),
+    /// A call is routed (and, if it gets the target, holds it until it ends).
+    CallStarts,
+    /// The oldest call in flight ends with this outcome on the target (progress or not).
+    CallEnds(bool),
+    Test(u8),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => any::<bool>().prop_map(Step::Probe),
+        3 => Just(Step::CallStarts),
+        3 => any::<bool>().prop_map(Step::CallEnds),
+        1 => (0u8..4).prop_map(Step::Test),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Issue #11 invariant: a recovering target never has more than one real call in flight.
+    /// Calls are routed through `readiness_for_call`; a call that got the target while it was
+    /// recovering holds it until the call ends (`TrialOver`), whatever happens meanwhile.
+    #[test]
+    fn invariant5_a_recovering_target_never_has_more_than_one_real_call(
+        test_calls: bool,
+        steps in proptest::collection::vec(step(), 0..300),
+    ) {
+        let t = sip_target("t0", 5070);
+        let h = Health::from_targets(std::slice::from_ref(&t));
+        if test_calls {
+            h.set_test_calls(Arc::new(|_: &str, _| {}), true);
+        }
+        // Calls in flight: whether each took the target while it was recovering.
+        let mut calls: std::collections::VecDeque<(bool, Vec<crate::routing::TargetId>)> =
+            Default::default();
+        for s in steps {
+            match s {
+                Step::Probe(ok) => {
+                    let ev = if ok { Event::ProbeOk(200) } else { Event::ProbeFailed(ProbeFailure::Timeout) };
+                    h.apply_probe_result("t0", ev);
+                }
+                Step::CallStarts => {
+                    let recovering = h.status("t0").unwrap().state == State::Recovering;
+                    let mut trials = Vec::new();
+                    let r = h.readiness_for_call("t0", &mut trials);
+                    calls.push_back((recovering && r == Readiness::Ready, trials));
+                }
+                Step::CallEnds(progress) => {
+                    if let Some((_, trials)) = calls.pop_front() {
+                        let o = if progress { Outcome::Progress(180) } else { Outcome::AttemptTimeout };
+                        h.report("t0", o);
+                        for id in trials {
+                            h.observe(&id, crate::health::Observation::TrialOver);
+                        }
+                    }
+                }
+                Step::Test(r) => {
+                    use crate::health::TestResult::*;
+                    let r = [Good, CallPathFailed, MediaFailed, Inconclusive][r as usize];
+                    h.observe("t0", crate::health::Observation::TestCall(r));
+                }
+            }
+            let trial_calls = calls.iter().filter(|(took, _)| *took).count();
+            prop_assert!(trial_calls <= 1, "{} real calls on a recovering target", trial_calls);
+        }
+    }
+}
