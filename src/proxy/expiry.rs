@@ -115,7 +115,10 @@ mod tests {
         let w = Wheel::new(now());
         let t0 = now();
         for i in 0..10_000u32 {
-            w.schedule(t0 + Duration::from_millis(100 + u64::from(i % 1000) * 32), i);
+            w.schedule(
+                t0 + Duration::from_millis(100 + u64::from(i % 1000) * 32),
+                i,
+            );
         }
         tokio::time::advance(Duration::from_millis(100)).await;
         let due = w.take_due(now());

@@ -8,9 +8,9 @@
 
 pub mod attempt;
 pub mod call;
-mod expiry;
 #[cfg(test)]
 mod call_tests;
+mod expiry;
 pub mod forward;
 mod overload;
 mod relay;
@@ -220,9 +220,10 @@ impl Proxy {
     }
 
     fn expire_server(&self, key: ServerKey, now: Instant) {
-        let gone = self
-            .server
-            .remove_if(&key, |_, e| matches!(e, ServerEntry::Done { until, .. } if *until <= now));
+        let gone = self.server.remove_if(
+            &key,
+            |_, e| matches!(e, ServerEntry::Done { until, .. } if *until <= now),
+        );
         if gone.is_some() {
             return;
         }
@@ -255,7 +256,13 @@ impl Proxy {
     }
 
     /// A call ended: its server transaction becomes a finished entry, expired by the wheel.
-    fn finish_call(&self, key: ServerKey, last: Option<Bytes>, resend: Option<Resend>, now: Instant) {
+    fn finish_call(
+        &self,
+        key: ServerKey,
+        last: Option<Bytes>,
+        resend: Option<Resend>,
+        now: Instant,
+    ) {
         let until = now + crate::transaction::TIMEOUT_64T1;
         let first = resend.map_or(until, |r| r.timer.due_at().min(r.stop).min(until));
         self.server.insert(
@@ -558,7 +565,11 @@ impl Handler for Dispatcher {
         // Taken, not copied: an unreachable target fails every attempt to it that got no response,
         // so a branch needs telling once (before this, each ICMP was sent to every call that ever
         // tried the target and was still alive, ~1 000 channel messages per error under the soak).
-        let branches = this.by_addr.remove(&addr).map(|(_, v)| v).unwrap_or_default();
+        let branches = this
+            .by_addr
+            .remove(&addr)
+            .map(|(_, v)| v)
+            .unwrap_or_default();
         let owners: Vec<_> = branches
             .iter()
             .filter_map(|k| this.branches.get(k).map(|b| b.tx.clone()))
