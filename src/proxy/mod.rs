@@ -264,6 +264,8 @@ impl Proxy {
         now: Instant,
     ) {
         let until = now + crate::transaction::TIMEOUT_64T1;
+        // Kept 32 s: an exact-size copy (responses are built with room to spare, ~2x their length).
+        let last = last.map(|b| Bytes::copy_from_slice(&b));
         let first = resend.map_or(until, |r| r.timer.due_at().min(r.stop).min(until));
         self.server.insert(
             key.clone(),
