@@ -510,3 +510,57 @@ async fn tcp_invites_up_to_the_size_limit_are_forwarded() {
     );
     assert_eq!(b.count("INVITE") + g.count("INVITE"), 0, "no failover");
 }
+
+/// A finished call toward a UDP caller that does not ACK: the call's task retires at once (nothing left
+/// to settle), and the finished-transaction table retransmits the final (timer G), answers a
+/// retransmitted INVITE with it, and stops at the caller's ACK.
+#[tokio::test]
+async fn retired_call_still_retransmits_its_final_until_the_ack() {
+    let (a, b, g) = (dead_port().await, dead_port().await, dead_port().await);
+    let p = proxy(&lab_rules(a, b, g, FAST_TIMERS), None).await;
+    let mut uac = Uac::new(Proto::Udp, caller_addr(&p, Proto::Udp)).await;
+    let inv = uac.invite("urn:service:sos", "retire-1", "z9hG4bK-retire1");
+    uac.send(&inv).await;
+    let out = uac.await_final(WAIT).await;
+    let code = out.final_code;
+    assert!(code >= 300, "undelivered: {code}");
+    eventually(WAIT, "call task retired", || p.proxy.calls_in_flight() == 0).await;
+    let again = uac.recv(WAIT).await.expect("timer G retransmission");
+    assert_eq!(again.status(), Some(code));
+    uac.send(&inv).await;
+    let mut answered = false;
+    for _ in 0..3 {
+        if uac.recv(WAIT).await.and_then(|m| m.status()) == Some(code) {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "a retransmitted INVITE gets the final");
+    let to = again
+        .header(sosrouter::sip::HeaderName::To)
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .expect("To");
+    let ack = String::from_utf8_lossy(&inv)
+        .replace(
+            "INVITE urn:service:sos SIP/2.0",
+            "ACK urn:service:sos SIP/2.0",
+        )
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .replace("To: <urn:service:sos>", &format!("To: {to}"));
+    let ack = ack
+        .split("Content-Type")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    uac.send(format!("{ack}Content-Length: 0\r\n\r\n").as_bytes())
+        .await;
+    // Timer G runs to T2 = 4 s: after the ACK, nothing more within 9 s (the next would be due by then).
+    let mut extra = 0;
+    while let Some(m) = uac.recv(Duration::from_secs(9)).await {
+        if m.status() == Some(code) {
+            extra += 1;
+        }
+        assert!(extra <= 1, "retransmissions went on after the ACK");
+    }
+    assert_eq!(p.proxy.calls_in_flight(), 0);
+}

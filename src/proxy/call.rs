@@ -717,3 +717,18 @@ fn status_of(resp: &Bytes) -> Option<u16> {
 pub(crate) fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
+
+// ---- Memory (#12 part 4): lets the shell retire a call whose only work left is timer G/H. ----
+impl Call {
+    /// The call has ended and nothing is left to settle but the retransmission of its non-2xx final
+    /// to an unreliable caller: that schedule (timer G, and H as its end), so the shell can hand the
+    /// final to the dispatcher's finished-transaction table and drop the call's state.
+    pub fn final_retransmit_only(&self, now: Instant) -> Option<(Retransmit, Instant)> {
+        let ended = self.ended_at?;
+        let settling = self.attempts.iter().any(|a| a.is_settling());
+        if settling && now < ended + LINGER {
+            return None;
+        }
+        self.final_retransmit
+    }
+}

@@ -11,6 +11,7 @@ pub mod call;
 #[cfg(test)]
 mod call_tests;
 mod dialogs;
+mod expiry;
 pub mod forward;
 mod overload;
 mod relay;
@@ -56,7 +57,27 @@ enum ServerEntry {
     #[allow(dead_code)] // the guard is held for its Drop
     Active(mpsc::UnboundedSender<CallEvent>, overload::InFlight),
     /// The call ended; retransmissions are answered with `last` (or absorbed) until `until`.
-    Done { until: Instant, last: Option<Bytes> },
+    /// `resend`: timer G/H of a non-2xx final to an unreliable caller, taken over from the call so the
+    /// call's state (its INVITE, attempts, channel, task) is freed as soon as nothing else is left.
+    Done {
+        until: Instant,
+        last: Option<Bytes>,
+        resend: Option<Resend>,
+    },
+}
+
+/// Retransmission of a final response until the caller's ACK (timers G and H, RFC 3261 §17.2.1).
+#[derive(Debug, Clone, Copy)]
+struct Resend {
+    to: crate::transport::Destination,
+    timer: crate::transaction::Retransmit,
+    stop: Instant,
+}
+
+/// What the expiry wheel fires: the key of a table entry to check (see `Proxy::expire`).
+enum Due {
+    Server(ServerKey),
+    Relay(Bytes),
 }
 
 /// A client branch of a call: who owns it and where it went (for transport errors).
@@ -130,9 +151,14 @@ pub struct Proxy {
     cfg: ProxyConfig,
     server: DashMap<ServerKey, ServerEntry>,
     branches: DashMap<Bytes, Branch>,
+    /// Branches by target address not yet told of a transport error: ICMP attribution costs
+    /// O(attempts to that target), and each branch hears of it once.
+    by_addr: DashMap<SocketAddr, std::collections::HashSet<Bytes>>,
     relays: relay::Relays,
     /// Answered calls until their BYE (short-call signal for health).
     answered: dialogs::Answered,
+    /// Per-entry expiry of finished transactions and relays (and timer G of retired calls).
+    expiry: Arc<expiry::Wheel<Due>>,
     undelivered: undelivered::Sink,
     /// Set on shutdown: new calls are refused with 503 so the caller's network tries another proxy.
     draining: std::sync::atomic::AtomicBool,
@@ -170,7 +196,8 @@ impl Proxy {
             tcp: transport.local_addr(Proto::Tcp),
         };
         let undelivered = undelivered::Sink::new(cfg.undelivered_path.clone(), &services.tasks);
-        Arc::new(Proxy {
+        let expiry = Arc::new(expiry::Wheel::new(tokio::time::Instant::now().into_std()));
+        let proxy = Arc::new(Proxy {
             rules,
             health,
             transport,
@@ -178,8 +205,10 @@ impl Proxy {
             cfg,
             server: DashMap::new(),
             branches: DashMap::new(),
+            by_addr: DashMap::new(),
             relays: relay::Relays::default(),
             answered: dialogs::Answered::new(100_000),
+            expiry: expiry.clone(),
             undelivered,
             draining: Default::default(),
             counters: Counters::default(),
@@ -187,14 +216,19 @@ impl Proxy {
             events: services.events,
             tasks: services.tasks,
             protection: Protection::default(),
-        })
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            proxy
+                .tasks
+                .spawn(drive_expiry(expiry, Arc::downgrade(&proxy)));
+        }
+        proxy
     }
 
-    /// Removes finished server and relay entries. Called every second by the wiring.
+    /// Expires what is due (finished transactions, relays; per entry, see `expiry.rs`) and reaps idle
+    /// rate-limit entries. The expiry task does the first on its own; the wiring calls this every second.
     pub fn sweep(&self, now: Instant) {
-        self.server
-            .retain(|_, e| !matches!(e, ServerEntry::Done { until, .. } if *until <= now));
-        self.relays.sweep(now);
+        self.expire(now);
         self.protection.sweep(now);
     }
 
@@ -208,6 +242,97 @@ impl Proxy {
             undelivered: n(&c.undelivered),
             parse_errors: n(&c.parse_errors),
             stray_responses: n(&c.stray_responses),
+        }
+    }
+
+    /// Handles every wheel item due at `now`: each costs one lookup in its table.
+    fn expire(&self, now: Instant) {
+        for item in self.expiry.take_due(now) {
+            match item {
+                Due::Server(key) => self.expire_server(key, now),
+                Due::Relay(branch) => {
+                    if let Some(until) = self.relays.expire(&branch, now) {
+                        self.expiry.schedule(until, Due::Relay(branch));
+                    }
+                }
+            }
+        }
+    }
+
+    fn expire_server(&self, key: ServerKey, now: Instant) {
+        let gone = self.server.remove_if(
+            &key,
+            |_, e| matches!(e, ServerEntry::Done { until, .. } if *until <= now),
+        );
+        if gone.is_some() {
+            return;
+        }
+        let mut send = None;
+        let next = match self.server.get_mut(&key).as_deref_mut() {
+            Some(ServerEntry::Done {
+                until,
+                last,
+                resend,
+            }) => {
+                if let Some(r) = resend {
+                    if now >= r.stop {
+                        *resend = None;
+                    } else if r.timer.fire(now) {
+                        send = last.clone().map(|b| (r.to, b));
+                    }
+                }
+                let due = resend.map(|r| r.timer.due_at().min(r.stop));
+                Some(due.map_or(*until, |d| d.min(*until)))
+            }
+            // Active again (a new call reused the key) or gone: its own owner schedules it.
+            _ => None,
+        };
+        if let Some((to, b)) = send {
+            self.transport.send(to, b);
+        }
+        if let Some(next) = next {
+            self.expiry.schedule(next, Due::Server(key));
+        }
+    }
+
+    /// A call ended: its server transaction becomes a finished entry, expired by the wheel.
+    fn finish_call(
+        &self,
+        key: ServerKey,
+        last: Option<Bytes>,
+        resend: Option<Resend>,
+        now: Instant,
+    ) {
+        let until = now + crate::transaction::TIMEOUT_64T1;
+        // Kept 32 s: an exact-size copy (responses are built with room to spare, ~2x their length).
+        let last = last.map(|b| Bytes::copy_from_slice(&b));
+        let first = resend.map_or(until, |r| r.timer.due_at().min(r.stop).min(until));
+        self.server.insert(
+            key.clone(),
+            ServerEntry::Done {
+                until,
+                last,
+                resend,
+            },
+        );
+        self.expiry.schedule(first, Due::Server(key));
+    }
+
+    /// A call listens on `branch` for responses from `addr`.
+    fn add_branch(&self, branch: Bytes, tx: mpsc::UnboundedSender<CallEvent>, addr: SocketAddr) {
+        self.branches.insert(branch.clone(), Branch { tx, addr });
+        self.by_addr.entry(addr).or_default().insert(branch);
+    }
+
+    fn remove_branch(&self, branch: &Bytes) {
+        let Some((_, b)) = self.branches.remove(branch) else {
+            return;
+        };
+        if let dashmap::mapref::entry::Entry::Occupied(mut e) = self.by_addr.entry(b.addr) {
+            e.get_mut().remove(branch);
+            if e.get().is_empty() {
+                e.remove();
+            }
         }
     }
 
@@ -344,9 +469,12 @@ impl Proxy {
     }
 
     fn on_ack(self: &Arc<Self>, msg: Message, inb: Inbound, key: ServerKey) {
-        let owner = self.server.get(&key).map(|e| match e.value() {
+        let owner = self.server.get_mut(&key).map(|mut e| match e.value_mut() {
             ServerEntry::Active(tx, _) => Some(tx.clone()),
-            ServerEntry::Done { .. } => None,
+            ServerEntry::Done { resend, .. } => {
+                *resend = None; // the caller has our final: timer G stops
+                None
+            }
         });
         match owner {
             Some(Some(tx)) => {
@@ -432,8 +560,32 @@ impl Proxy {
             }
             return;
         };
-        self.relays
+        let kept = self
+            .relays
             .forward(&msg, &inb, &self.local, dst, popped, mf, &self.transport);
+        if let Some((branch, until)) = kept {
+            self.expiry.schedule(until, Due::Relay(branch));
+        }
+    }
+}
+
+/// The expiry task: sleeps until the wheel's next item (or an earlier one is scheduled), then expires
+/// what is due. Ends when the proxy is dropped.
+async fn drive_expiry(wheel: Arc<expiry::Wheel<Due>>, proxy: std::sync::Weak<Proxy>) {
+    use tokio::time::{Instant as TInstant, sleep_until};
+    // At most this long asleep, so the task notices that the proxy is gone.
+    const NAP: std::time::Duration = std::time::Duration::from_secs(1);
+    loop {
+        let now = TInstant::now();
+        let wake = wheel
+            .next_due()
+            .map_or(now + NAP, |d| TInstant::from_std(d).min(now + NAP));
+        tokio::select! {
+            _ = sleep_until(wake) => {}
+            _ = wheel.sooner.notified() => {}
+        }
+        let Some(p) = proxy.upgrade() else { return };
+        p.expire(TInstant::now().into_std());
     }
 }
 
@@ -460,11 +612,17 @@ impl Handler for Dispatcher {
 
     fn on_unreachable(&self, proto: Proto, addr: SocketAddr) {
         let this = &self.0;
-        let owners: Vec<_> = this
-            .branches
+        // Taken, not copied: an unreachable target fails every attempt to it that got no response,
+        // so a branch needs telling once (before this, each ICMP was sent to every call that ever
+        // tried the target and was still alive, ~1 000 channel messages per error under the soak).
+        let branches = this
+            .by_addr
+            .remove(&addr)
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        let owners: Vec<_> = branches
             .iter()
-            .filter(|b| b.addr == addr)
-            .map(|b| b.tx.clone())
+            .filter_map(|k| this.branches.get(k).map(|b| b.tx.clone()))
             .collect();
         for tx in owners {
             let _ = tx.send(CallEvent::Unreachable(addr));

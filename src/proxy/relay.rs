@@ -16,7 +16,8 @@ struct Relay {
     until: Instant,
 }
 
-/// Branch → where the response goes. Entries live 64*T1 (timer F), then the sweeper removes them.
+/// Branch → where the response goes. Entries live 64*T1 (timer F), then the proxy's expiry wheel
+/// removes them (one wheel item per insertion: see `Proxy::expire`).
 #[derive(Default)]
 pub(super) struct Relays {
     map: DashMap<Bytes, Relay>,
@@ -33,7 +34,7 @@ impl Relays {
         popped: usize,
         mf: u32,
         transport: &Transport,
-    ) {
+    ) -> Option<(Bytes, Instant)> {
         let via = msg.top_via().ok();
         let in_branch = via.as_ref().and_then(|v| v.branch).unwrap_or_default();
         let sent_by = via.as_ref().map(|v| v.host).unwrap_or_default();
@@ -49,14 +50,16 @@ impl Relays {
             e.ensure_content_length();
         }
         let out = e.finish();
-        if !is_ack {
-            let until = Instant::now() + TIMEOUT_64T1;
+        let kept = (!is_ack).then(|| {
+            let until = tokio::time::Instant::now().into_std() + TIMEOUT_64T1;
             let reply = inb.reply_to();
-            self.map
-                .insert(Bytes::from(branch.into_bytes()), Relay { reply, until });
-        }
+            let key = Bytes::from(branch.into_bytes());
+            self.map.insert(key.clone(), Relay { reply, until });
+            (key, until)
+        });
         tracing::trace!(to = %dst.addr, "in-dialog request relayed");
         transport.send(dst, out);
+        kept
     }
 
     /// Sends a response back through the relay that owns its branch. False when none does.
@@ -80,7 +83,12 @@ impl Relays {
         self.map.len()
     }
 
-    pub(super) fn sweep(&self, now: Instant) {
-        self.map.retain(|_, r| r.until > now);
+    /// Removes the relay of `branch` if it has expired. Some(until): it was refreshed since (a
+    /// retransmission), check again then.
+    pub(super) fn expire(&self, branch: &Bytes, now: Instant) -> Option<Instant> {
+        if self.map.remove_if(branch, |_, r| r.until <= now).is_some() {
+            return None;
+        }
+        self.map.get(branch).map(|r| r.until)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::call::{Action, Call, CallSetup, CallState};
 use super::forward::{self, Inbound};
-use super::{Branch, Proxy, ServerEntry, undelivered};
+use super::{Proxy, ServerEntry, undelivered};
 use crate::config::Proto;
 use crate::metrics::{AttemptOutcome, CallOutcome, FailoverReason};
 use crate::routing::{self, CallFacts, Target};
@@ -139,8 +139,15 @@ async fn run(
     let mut call = Call::start(setup, now(), &mut out);
     ctx.execute(&mut out, &invite);
     ctx.count_outcome(call.state());
+    let mut resend = None;
     loop {
         if call.is_finished(now()) {
+            break;
+        }
+        // Only timer G/H left: the dispatcher's table retransmits the final; the call's state goes.
+        if let Some((timer, stop)) = call.final_retransmit_only(now()) {
+            let to = ctx.inb.reply_to();
+            resend = Some(super::Resend { to, timer, stop });
             break;
         }
         let wake = call.next_wake();
@@ -166,7 +173,7 @@ async fn run(
         ctx.count_outcome(call.state());
     }
     for b in &ctx.branches {
-        ctx.proxy.branches.remove(b);
+        ctx.proxy.remove_branch(b);
     }
     for id in ctx.trials.drain(..) {
         ctx.proxy
@@ -179,13 +186,7 @@ async fn run(
         super::call::CallState::Answered => None,
         _ => call.last_to_caller(),
     };
-    ctx.proxy.server.insert(
-        key,
-        ServerEntry::Done {
-            until: now() + TIMEOUT_64T1,
-            last,
-        },
-    );
+    ctx.proxy.finish_call(key, last, resend, now());
     tracing::debug!(state = ?call.state(), "call ended");
 }
 
@@ -201,7 +202,7 @@ impl Ctx {
                 Action::Listen(branch, addr) => {
                     let k = Bytes::from(branch.into_bytes());
                     let tx = self.tx.clone();
-                    self.proxy.branches.insert(k.clone(), Branch { tx, addr });
+                    self.proxy.add_branch(k.clone(), tx, addr);
                     self.branches.push(k);
                     self.count_attempt_start();
                 }

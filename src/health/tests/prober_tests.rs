@@ -111,7 +111,11 @@ async fn timeouts_take_it_down_after_the_threshold_and_replies_bring_it_back() {
     assert_eq!(h.readiness("a"), Readiness::NotReady);
     let mut trials = Vec::new();
     assert_eq!(h.readiness_for_call("a", &mut trials), Readiness::Ready);
-    assert_eq!(h.readiness_for_call("a", &mut trials), Readiness::NotReady, "one trial at a time");
+    assert_eq!(
+        h.readiness_for_call("a", &mut trials),
+        Readiness::NotReady,
+        "one trial at a time"
+    );
     h.observe("a", crate::health::Observation::TrialOver);
     assert_eq!(h.readiness_for_call("a", &mut trials), Readiness::Ready);
     h.observe("a", crate::health::Observation::TrialOver);

@@ -93,7 +93,13 @@ fn call_progress_resets_call_failure_run_but_probe_success_does_not() {
     // A failed call makes it suspect at once; progress clears that; two failures never take it down.
     assert_eq!(
         states,
-        [State::Suspect, State::Suspect, State::Up, State::Suspect, State::Suspect]
+        [
+            State::Suspect,
+            State::Suspect,
+            State::Up,
+            State::Suspect,
+            State::Suspect
+        ]
     );
     let mut m = Machine::new(Instant::now());
     let states = run(&mut m, &th(), &[CALL_503, CALL_503, OK, CALL_503]);
@@ -190,7 +196,11 @@ fn down_on_call_evidence_never_returns_on_probes_alone() {
     ev.extend([OK; 20]);
     let states = run(&mut m, &th(), &ev);
     assert_eq!(states[2], State::Down);
-    assert_eq!(m.state(), State::Recovering, "probes move it to recovering, never up");
+    assert_eq!(
+        m.state(),
+        State::Recovering,
+        "probes move it to recovering, never up"
+    );
     // A good test call (or a real call's progress) brings it back.
     let t = m.on_event(Event::TestCall(TestResult::Good), &th(), Instant::now());
     assert_eq!(t.map(|t| t.to), Some(State::Up));
@@ -201,14 +211,26 @@ fn a_failed_test_call_takes_it_down_an_inconclusive_one_opens_half_open_trials()
     let mut th = th();
     th.test_calls = true;
     let mut m = Machine::new(Instant::now());
-    m.on_event(Event::TestCall(TestResult::CallPathFailed), &th, Instant::now());
+    m.on_event(
+        Event::TestCall(TestResult::CallPathFailed),
+        &th,
+        Instant::now(),
+    );
     assert_eq!(m.state(), State::Down);
     run(&mut m, &th, &[OK, OK]);
     assert_eq!(m.state(), State::Recovering);
     assert!(!m.half_open(&th), "test calls decide");
-    m.on_event(Event::TestCall(TestResult::Inconclusive), &th, Instant::now());
+    m.on_event(
+        Event::TestCall(TestResult::Inconclusive),
+        &th,
+        Instant::now(),
+    );
     assert!(m.half_open(&th), "inconclusive: one real call at a time");
-    m.on_event(Event::TestCall(TestResult::MediaFailed), &th, Instant::now());
+    m.on_event(
+        Event::TestCall(TestResult::MediaFailed),
+        &th,
+        Instant::now(),
+    );
     assert_eq!(m.state(), State::Down);
 }
 
@@ -224,7 +246,11 @@ fn overdue_and_domain_make_an_up_target_suspect_and_progress_clears_it() {
     assert_eq!(m.state(), State::Suspect);
     // Cut short by the deadline or cancelled: no evidence either way.
     m.on_event(Event::Call(Outcome::CutByDeadline), &th(), Instant::now());
-    m.on_event(Event::Call(Outcome::CancelledByCaller), &th(), Instant::now());
+    m.on_event(
+        Event::Call(Outcome::CancelledByCaller),
+        &th(),
+        Instant::now(),
+    );
     assert_eq!(m.state(), State::Suspect);
 }
 
