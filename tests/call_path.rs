@@ -425,10 +425,9 @@ async fn invites_at_the_header_limit_are_forwarded() {
 
 /// A fake answering point's TCP side on the UDP one's port: answers every INVITE 100/180/200 on the
 /// connection it came on, and counts them with their size.
-async fn tcp_psap(addr: std::net::SocketAddr) -> Arc<Mutex<Vec<usize>>> {
+async fn tcp_psap(l: tokio::net::TcpListener) -> Arc<Mutex<Vec<usize>>> {
     use sosrouter::sip::{Message, frame_len};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     tokio::spawn(async move {
@@ -466,8 +465,15 @@ async fn tcp_psap(addr: std::net::SocketAddr) -> Arc<Mutex<Vec<usize>>> {
 /// same address (RFC 3261 §18.1.1) instead of being lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_invites_up_to_the_size_limit_are_forwarded() {
-    let a = Uas::start(Behaviour::Answer).await;
-    let a_tcp = tcp_psap(a.addr).await;
+    // A TCP port whose number is free on UDP too (the answering point listens on both).
+    let (a, l) = loop {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            break (Uas::start_on(&format!("127.0.0.1:{port}"), Behaviour::Answer).await, l);
+        }
+    };
+    let a_tcp = tcp_psap(l).await;
     let b = Uas::start(Behaviour::Answer).await;
     let g = Uas::start(Behaviour::Answer).await;
     let p = proxy(&lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS), None).await;
