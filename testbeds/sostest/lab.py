@@ -346,7 +346,9 @@ class Run:
         d = self.new_ap_dir(name, port, scen)
         # -m bounds SIPp "calls", which here include the proxy's OPTIONS probes (one per second).
         argv = ["sipp", "-sf", os.path.join(SCEN, scen), "-i", c.ap_ip, "-p", str(port), "-t", c.ap_t,
-                "-buff_size", c.sipp_buff, "-d", c.ring_ms, "-m", "10000000", "-timeout", f"{int(secs)}s", "-nostdin",
+                "-buff_size", c.sipp_buff, "-d", c.ring_ms, "-m", "10000000",
+                # Echo RTP (RFC 6849 style loopback) so sosrouter's test calls find the media path good.
+                "-rtp_echo", "-mp", str(30000 + (port % 1000) * 8), "-timeout", f"{int(secs)}s", "-nostdin",
                 "-recv_timeout", "40000", "-trace_logs", "-log_file", "ap.log", "-trace_stat", "-stf", "stat.csv",
                 "-fd", "1", "-trace_err", "-error_file", "errors.log", "-trace_screen", "-screen_file", "screen.log"]
         self.register_ap(name, self.g.start(f"ap-{name}", argv, os.path.join(d, "stdout.txt"), secs + 10, cwd=d), d)
