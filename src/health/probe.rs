@@ -39,8 +39,6 @@ pub(super) struct Pending {
     /// The probed (SIP) target; results also go to the Tel targets sharing it.
     pub(super) host: TargetId,
     pub(super) to: SocketAddr,
-    /// After this the probe is a failure (`probe_timeout` after sending).
-    pub(super) deadline: Instant,
     pub(super) alive_codes: Vec<(u16, u16)>,
 }
 
@@ -158,26 +156,25 @@ impl Health {
         self.fail_pending(|p| p.to == addr, ProbeFailure::TransportError);
     }
 
-    /// Fails every pending probe whose deadline is at or before `now`.
-    pub(super) fn expire_probes(&self, now: Instant) {
-        self.fail_pending(|p| p.deadline <= now, ProbeFailure::Timeout);
+    /// The probe with this branch reached its deadline: a failure if still pending (a reply or a
+    /// transport error may have resolved it already).
+    pub(super) fn expire_probe(&self, branch: &str) {
+        if let Some((_, p)) = self.inner.pending.remove(branch) {
+            self.apply_probe_result(&p.host, Event::ProbeFailed(ProbeFailure::Timeout));
+        }
     }
 
-    /// The earliest deadline of the pending probes, for the prober's next wake-up.
-    pub(super) fn next_probe_deadline(&self) -> Option<Instant> {
-        self.inner.pending.iter().map(|p| p.deadline).min()
-    }
-
-    /// Registers a probe as pending, then counts it as sent.
-    pub(super) fn add_pending(&self, branch: String, target: &Target, now: Instant) {
+    /// Registers a probe as pending, then counts it as sent. Returns its deadline.
+    pub(super) fn add_pending(&self, branch: String, target: &Target, now: Instant) -> Instant {
+        let deadline = now + target.health.probe_timeout.max(Duration::from_millis(1));
         let pending = Pending {
             host: target.id.clone(),
             to: target.next_hop,
-            deadline: now + target.health.probe_timeout.max(Duration::from_millis(1)),
             alive_codes: target.health.alive_codes.clone(),
         };
         self.inner.pending.insert(branch, pending);
         self.count_probe_sent(&target.id);
+        deadline
     }
 
     fn fail_pending(&self, which: impl Fn(&Pending) -> bool, why: ProbeFailure) {

@@ -34,9 +34,10 @@ fn pos<T>(list: &[T], f: impl Fn(&T) -> bool) -> Option<Option<u32>> {
 
 /// `Some(hits)` when every condition holds; the same test as `matching::matches`, without strings.
 pub(super) fn holds(c: &Conditions, call: &CallFacts, dest: &Dest<'_>) -> Option<Hits> {
-    let service_urn = pos(&c.service_urns, |p| {
-        matches!(dest, Dest::Service(urn) if urn_under(urn, p))
-    })?;
+    let service_urn = pos(
+        &c.service_urns,
+        |p| matches!(dest, Dest::Service(urn) if urn_under(urn, p)),
+    )?;
     let dialled = pos(&c.dialled, |d| matches!(dest, Dest::Number(n) if d == n))?;
     let source = pos(&c.sources, |b| b.contains(call.source))?;
     let caller_prefix = pos(&c.caller_prefixes, |p| {

@@ -23,9 +23,9 @@ mod target;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_select;
-#[cfg(test)]
 mod tests_index;
+#[cfg(test)]
+mod tests_select;
 #[cfg(test)]
 mod tests_whatif;
 pub mod whatif;
@@ -227,7 +227,8 @@ impl std::fmt::Display for Why {
         let c = &self.route.conditions;
         write!(f, "route `{}`:", self.route.id)?;
         let mut sep = " ";
-        let pick = |list_len: usize, i: Option<u32>| i.map(|i| i as usize).filter(|&i| i < list_len);
+        let pick =
+            |list_len: usize, i: Option<u32>| i.map(|i| i as usize).filter(|&i| i < list_len);
         if let Some(i) = pick(c.service_urns.len(), h.service_urn) {
             write!(f, "{sep}service matched service_urns {}", c.service_urns[i])?;
             sep = "; ";
@@ -241,7 +242,11 @@ impl std::fmt::Display for Why {
             sep = "; ";
         }
         if let Some(i) = pick(c.caller_prefixes.len(), h.caller_prefix) {
-            write!(f, "{sep}caller matched caller_prefixes {}", c.caller_prefixes[i])?;
+            write!(
+                f,
+                "{sep}caller matched caller_prefixes {}",
+                c.caller_prefixes[i]
+            )?;
             sep = "; ";
         }
         for (name, value) in &c.headers {
@@ -338,7 +343,12 @@ impl Rules {
         self.selected(&self.default_route, None, emergency)
     }
 
-    fn selected(&self, route: &Arc<Route>, hits: Option<index::Hits>, emergency: bool) -> Selection {
+    fn selected(
+        &self,
+        route: &Arc<Route>,
+        hits: Option<index::Hits>,
+        emergency: bool,
+    ) -> Selection {
         Selection {
             route: route.clone(),
             emergency,

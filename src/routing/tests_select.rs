@@ -237,8 +237,16 @@ fn a_route_without_conditions_matches_every_call() {
     let c = call("sip:bob@127.0.0.1", "127.0.0.1");
     let sel = r.select(&c);
     assert_eq!(&*sel.route.id, "all");
-    assert!(sel.explain(&c).contains("no conditions"), "{}", sel.explain(&c));
-    assert!(sel.reason.to_string().contains("no conditions"), "{}", sel.reason);
+    assert!(
+        sel.explain(&c).contains("no conditions"),
+        "{}",
+        sel.explain(&c)
+    );
+    assert!(
+        sel.reason.to_string().contains("no conditions"),
+        "{}",
+        sel.reason
+    );
 }
 
 #[test]
