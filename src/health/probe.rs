@@ -136,7 +136,7 @@ impl Health {
         let Ok(branch) = std::str::from_utf8(branch) else {
             return;
         };
-        let Some((_, p)) = self.inner.pending.remove(branch) else {
+        let Some((_, p)) = self.take_pending(branch) else {
             trace!(
                 branch,
                 status, "probe reply without a pending probe ignored"
@@ -153,13 +153,36 @@ impl Health {
 
     /// ICMP unreachable or TCP refused toward `addr`: every probe pending toward it fails now.
     pub fn on_transport_error(&self, addr: SocketAddr) {
-        self.fail_pending(|p| p.to == addr, ProbeFailure::TransportError);
+        let Some((_, branches)) = self.inner.pending_to.remove(&addr) else {
+            return;
+        };
+        for branch in branches {
+            if let Some((_, p)) = self.inner.pending.remove(&branch) {
+                self.apply_probe_result(&p.host, Event::ProbeFailed(ProbeFailure::TransportError));
+            }
+        }
+    }
+
+    /// Removes a pending probe (and its entry by destination).
+    fn take_pending(&self, branch: &str) -> Option<(String, Pending)> {
+        let taken = self.inner.pending.remove(branch)?;
+        if let Some(mut v) = self.inner.pending_to.get_mut(&taken.1.to) {
+            v.retain(|b| b != branch);
+            let empty = v.is_empty();
+            drop(v);
+            if empty {
+                self.inner
+                    .pending_to
+                    .remove_if(&taken.1.to, |_, v| v.is_empty());
+            }
+        }
+        Some(taken)
     }
 
     /// The probe with this branch reached its deadline: a failure if still pending (a reply or a
     /// transport error may have resolved it already).
     pub(super) fn expire_probe(&self, branch: &str) {
-        if let Some((_, p)) = self.inner.pending.remove(branch) {
+        if let Some((_, p)) = self.take_pending(branch) {
             self.apply_probe_result(&p.host, Event::ProbeFailed(ProbeFailure::Timeout));
         }
     }
@@ -172,24 +195,13 @@ impl Health {
             to: target.next_hop,
             alive_codes: target.health.alive_codes.clone(),
         };
+        self.inner
+            .pending_to
+            .entry(target.next_hop)
+            .or_default()
+            .push(branch.clone());
         self.inner.pending.insert(branch, pending);
         self.count_probe_sent(&target.id);
         deadline
-    }
-
-    fn fail_pending(&self, which: impl Fn(&Pending) -> bool, why: ProbeFailure) {
-        // Collect first, apply after: no guard of `pending` held while `entries` is touched.
-        let mut failed = Vec::new();
-        self.inner.pending.retain(|_, p| {
-            if which(p) {
-                failed.push(p.host.clone());
-                false
-            } else {
-                true
-            }
-        });
-        for host in failed {
-            self.apply_probe_result(&host, Event::ProbeFailed(why));
-        }
     }
 }
