@@ -34,17 +34,40 @@ fn pos<T>(list: &[T], f: impl Fn(&T) -> bool) -> Option<Option<u32>> {
 
 /// `Some(hits)` when every condition holds; the same test as `matching::matches`, without strings.
 pub(super) fn holds(c: &Conditions, call: &CallFacts, dest: &Dest<'_>) -> Option<Hits> {
+    holds_hinted(c, call, dest, NO_HINT)
+}
+
+/// No known caller-prefix hit.
+pub(super) const NO_HINT: u32 = u32::MAX;
+
+/// [`holds`], told by the index which caller prefix is the first that matches (`NO_HINT`: not
+/// known), so a route with many prefixes is not scanned again.
+pub(super) fn holds_hinted(
+    c: &Conditions,
+    call: &CallFacts,
+    dest: &Dest<'_>,
+    caller_hint: u32,
+) -> Option<Hits> {
     let service_urn = pos(
         &c.service_urns,
         |p| matches!(dest, Dest::Service(urn) if urn_under(urn, p)),
     )?;
     let dialled = pos(&c.dialled, |d| matches!(dest, Dest::Number(n) if d == n))?;
     let source = pos(&c.sources, |b| b.contains(call.source))?;
-    let caller_prefix = pos(&c.caller_prefixes, |p| {
+    let hinted = c.caller_prefixes.get(caller_hint as usize).filter(|p| {
         call.caller
             .as_deref()
             .is_some_and(|caller| caller.starts_with(p.as_str()))
-    })?;
+    });
+    let caller_prefix = if hinted.is_some() {
+        Some(caller_hint)
+    } else {
+        pos(&c.caller_prefixes, |p| {
+            call.caller
+                .as_deref()
+                .is_some_and(|caller| caller.starts_with(p.as_str()))
+        })?
+    };
     for (name, value) in &c.headers {
         let present = call
             .headers
@@ -67,7 +90,7 @@ pub(super) fn holds(c: &Conditions, call: &CallFacts, dest: &Dest<'_>) -> Option
 #[derive(Debug, Default, Clone)]
 struct Node {
     children: Vec<(u8, u32)>,
-    routes: Vec<u32>,
+    routes: Vec<(u32, u32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,7 +105,7 @@ impl Trie {
         }
     }
 
-    fn insert(&mut self, key: &[u8], route: u32) {
+    fn insert(&mut self, key: &[u8], route: (u32, u32)) {
         let mut at = 0usize;
         for &b in key {
             let next = self.nodes[at]
@@ -106,7 +129,7 @@ impl Trie {
     }
 
     /// Routes of every prefix of `key` (cost: the length of `key`, not the number of prefixes).
-    fn prefixes_of(&self, key: &[u8], out: &mut Vec<u32>) {
+    fn prefixes_of(&self, key: &[u8], out: &mut Vec<(u32, u32)>) {
         let mut at = 0usize;
         out.extend_from_slice(&self.nodes[at].routes);
         for &b in key {
@@ -175,8 +198,9 @@ impl Index {
                     ix.dialled.entry(d.clone()).or_default().push(i);
                 }
             } else if !c.caller_prefixes.is_empty() {
-                for p in &c.caller_prefixes {
-                    ix.callers.insert(p.as_bytes(), i);
+                for (k, p) in c.caller_prefixes.iter().enumerate() {
+                    let k = u32::try_from(k).unwrap_or(NO_HINT);
+                    ix.callers.insert(p.as_bytes(), (i, k));
                 }
             } else if let Some((name, value)) = c.headers.first() {
                 ix.headers
@@ -205,14 +229,15 @@ impl Index {
         ix
     }
 
-    /// Every route that may match `call`, in file order, without duplicates. A superset: each is
-    /// still checked with [`holds`].
-    pub(super) fn candidates(&self, call: &CallFacts, dest: &Dest<'_>) -> Vec<u32> {
-        let mut out = self.always.clone();
+    /// Every route that may match `call`, in file order, without duplicates, each with the first
+    /// caller prefix of its list that matched (or `NO_HINT`). A superset: each is still checked
+    /// with [`holds_hinted`].
+    pub(super) fn candidates(&self, call: &CallFacts, dest: &Dest<'_>) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = self.always.iter().map(|&r| (r, NO_HINT)).collect();
         match dest {
             Dest::Number(n) => {
                 if let Some(v) = self.dialled.get(*n) {
-                    out.extend_from_slice(v);
+                    out.extend(v.iter().map(|&r| (r, NO_HINT)));
                 }
             }
             Dest::Service(urn) => {
@@ -222,11 +247,11 @@ impl Index {
                         if b == b'.'
                             && let Some(v) = self.services.get(&urn[..i])
                         {
-                            out.extend_from_slice(v);
+                            out.extend(v.iter().map(|&r| (r, NO_HINT)));
                         }
                     }
                     if let Some(v) = self.services.get(urn.as_str()) {
-                        out.extend_from_slice(v);
+                        out.extend(v.iter().map(|&r| (r, NO_HINT)));
                     }
                 }
             }
@@ -242,7 +267,7 @@ impl Index {
                     .get(name.as_str())
                     .and_then(|m| m.get(value.trim_ascii()))
                 {
-                    out.extend_from_slice(v);
+                    out.extend(v.iter().map(|&r| (r, NO_HINT)));
                 }
             }
         }
@@ -252,12 +277,13 @@ impl Index {
                 if lv6 == v6
                     && let Some(v) = self.sources.get(&(v6, len, mask(bits, v6, len)))
                 {
-                    out.extend_from_slice(v);
+                    out.extend(v.iter().map(|&r| (r, NO_HINT)));
                 }
             }
         }
+        // Smallest prefix index first within a route: the first of its list that matched.
         out.sort_unstable();
-        out.dedup();
+        out.dedup_by_key(|c| c.0);
         out
     }
 }

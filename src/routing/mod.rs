@@ -318,11 +318,11 @@ impl Rules {
     pub fn select(&self, call: &CallFacts) -> Selection {
         let emergency = self.is_emergency(call);
         let dest = matching::dest(&call.request_uri);
-        for i in self.index.candidates(call, &dest) {
+        for (i, hint) in self.index.candidates(call, &dest) {
             let Some(route) = self.routes.get(i as usize) else {
                 continue;
             };
-            if let Some(hits) = index::holds(&route.conditions, call, &dest) {
+            if let Some(hits) = index::holds_hinted(&route.conditions, call, &dest, hint) {
                 return self.selected(route, Some(hits), emergency);
             }
         }
