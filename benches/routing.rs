@@ -91,6 +91,55 @@ fn massachusetts(c: &mut Criterion) {
     bench_rules(c, "massachusetts", &rules, &cases);
 }
 
+/// Rules of `routes` PSAP routes with `per_route` caller prefixes each (`+1NNNNPPP`), every route
+/// also matching `urn:service:sos`, as the scale testbed generates them.
+fn generated(routes: usize, per_route: usize) -> Rules {
+    let mut t = String::from(
+        "listen = [\"udp:127.0.0.1:5060\"]\n[[targets]]\nid = \"a\"\n\
+                              uri = \"sip:127.0.0.1:5071\"\nfailure_domain = \"x\"\n",
+    );
+    for r in 0..routes {
+        let prefixes: Vec<String> = (0..per_route)
+            .map(|p| format!("\"+1{r:04}{p:03}\""))
+            .collect();
+        t.push_str(&format!(
+            "[[routes]]\nid = \"r{r}\"\nchain = [\"a\"]\nservice_urns = [\"urn:service:sos\"]\n\
+             caller_prefixes = [{}]\n",
+            prefixes.join(", ")
+        ));
+    }
+    t.push_str("[default_route]\nchain = [\"a\"]\n");
+    match Rules::parse(&t, "generated.toml") {
+        Ok((rules, _)) => rules,
+        Err(errors) => panic!("generated rules do not load: {:?}", &errors[..1]),
+    }
+}
+
+/// `Rules::select` against the number of caller prefixes; the caller matches the LAST route's last
+/// prefix (the worst case of first-match). Goal (#17): 100 000 within 2x of 10.
+fn select_at_scale(c: &mut Criterion) {
+    let mut g = c.benchmark_group("select_prefixes");
+    for (routes, per_route) in [(1, 10), (10, 100), (1000, 100)] {
+        let rules = generated(routes, per_route);
+        let caller = format!("+1{:04}{:03}5551234", routes - 1, per_route - 1);
+        let call = CallFacts {
+            request_uri: b"urn:service:sos".to_vec(),
+            caller: Some(caller),
+            source: "192.0.2.77".parse::<IpAddr>().expect("an IP"),
+            headers: Vec::new(),
+        };
+        let want = format!("r{}", routes - 1);
+        assert_eq!(&*rules.select(&call).route.id, want.as_str());
+        g.bench_function(format!("{}", routes * per_route), |b| {
+            b.iter(|| rules.select(black_box(&call)))
+        });
+        g.bench_function(format!("linear/{}", routes * per_route), |b| {
+            b.iter(|| rules.select_linear(black_box(&call)))
+        });
+    }
+    g.finish();
+}
+
 /// Reading a call's facts from the parsed INVITE (done once per call before `select`).
 fn call_facts(c: &mut Criterion) {
     let msg = Message::parse(
@@ -109,6 +158,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = lab, massachusetts, call_facts
+    targets = lab, massachusetts, call_facts, select_at_scale
 }
 criterion_main!(benches);

@@ -470,7 +470,10 @@ async fn tcp_invites_up_to_the_size_limit_are_forwarded() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            break (Uas::start_on(&format!("127.0.0.1:{port}"), Behaviour::Answer).await, l);
+            break (
+                Uas::start_on(&format!("127.0.0.1:{port}"), Behaviour::Answer).await,
+                l,
+            );
         }
     };
     let a_tcp = tcp_psap(l).await;

@@ -81,8 +81,16 @@ async fn pings_answer_calls_fail_goes_down_by_call_outcomes_then_recovers() {
     for i in 0..20 {
         call_ok(&p, &format!("more-{i}")).await;
     }
-    assert_eq!(real_invites(&a), 1, "no real call went to the failing primary");
-    assert_eq!(b.count("INVITE"), 21, "every call was answered by the backup");
+    assert_eq!(
+        real_invites(&a),
+        1,
+        "no real call went to the failing primary"
+    );
+    assert_eq!(
+        b.count("INVITE"),
+        21,
+        "every call was answered by the backup"
+    );
 
     // Recovery: the primary answers again; a good test call brings it back, then real calls go to it.
     a.set_behaviour(Behaviour::Answer);

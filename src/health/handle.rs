@@ -40,6 +40,8 @@ pub(super) struct Inner {
     pub(super) topology: ArcSwap<Topology>,
     /// Probes sent and not yet answered, by Via branch.
     pub(super) pending: DashMap<String, Pending>,
+    /// Branches of the pending probes by destination, so a transport error costs per probe.
+    pub(super) pending_to: DashMap<std::net::SocketAddr, Vec<String>>,
     /// Wakes the prober when the target set changed (reload).
     pub(super) changed: Notify,
     /// Told of every transition and operator switch (alert events). Set once by the wiring.
@@ -257,6 +259,7 @@ impl Health {
             entries,
             topology: ArcSwap::from_pointee(Topology::new(targets)),
             pending: DashMap::new(),
+            pending_to: DashMap::new(),
             changed: Notify::new(),
             sink: OnceLock::new(),
             outcomes: OnceLock::new(),

@@ -39,8 +39,6 @@ pub(super) struct Pending {
     /// The probed (SIP) target; results also go to the Tel targets sharing it.
     pub(super) host: TargetId,
     pub(super) to: SocketAddr,
-    /// After this the probe is a failure (`probe_timeout` after sending).
-    pub(super) deadline: Instant,
     pub(super) alive_codes: Vec<(u16, u16)>,
 }
 
@@ -138,7 +136,7 @@ impl Health {
         let Ok(branch) = std::str::from_utf8(branch) else {
             return;
         };
-        let Some((_, p)) = self.inner.pending.remove(branch) else {
+        let Some((_, p)) = self.take_pending(branch) else {
             trace!(
                 branch,
                 status, "probe reply without a pending probe ignored"
@@ -155,44 +153,55 @@ impl Health {
 
     /// ICMP unreachable or TCP refused toward `addr`: every probe pending toward it fails now.
     pub fn on_transport_error(&self, addr: SocketAddr) {
-        self.fail_pending(|p| p.to == addr, ProbeFailure::TransportError);
+        let Some((_, branches)) = self.inner.pending_to.remove(&addr) else {
+            return;
+        };
+        for branch in branches {
+            if let Some((_, p)) = self.inner.pending.remove(&branch) {
+                self.apply_probe_result(&p.host, Event::ProbeFailed(ProbeFailure::TransportError));
+            }
+        }
     }
 
-    /// Fails every pending probe whose deadline is at or before `now`.
-    pub(super) fn expire_probes(&self, now: Instant) {
-        self.fail_pending(|p| p.deadline <= now, ProbeFailure::Timeout);
+    /// Removes a pending probe (and its entry by destination).
+    fn take_pending(&self, branch: &str) -> Option<(String, Pending)> {
+        let taken = self.inner.pending.remove(branch)?;
+        if let Some(mut v) = self.inner.pending_to.get_mut(&taken.1.to) {
+            v.retain(|b| b != branch);
+            let empty = v.is_empty();
+            drop(v);
+            if empty {
+                self.inner
+                    .pending_to
+                    .remove_if(&taken.1.to, |_, v| v.is_empty());
+            }
+        }
+        Some(taken)
     }
 
-    /// The earliest deadline of the pending probes, for the prober's next wake-up.
-    pub(super) fn next_probe_deadline(&self) -> Option<Instant> {
-        self.inner.pending.iter().map(|p| p.deadline).min()
+    /// The probe with this branch reached its deadline: a failure if still pending (a reply or a
+    /// transport error may have resolved it already).
+    pub(super) fn expire_probe(&self, branch: &str) {
+        if let Some((_, p)) = self.take_pending(branch) {
+            self.apply_probe_result(&p.host, Event::ProbeFailed(ProbeFailure::Timeout));
+        }
     }
 
-    /// Registers a probe as pending, then counts it as sent.
-    pub(super) fn add_pending(&self, branch: String, target: &Target, now: Instant) {
+    /// Registers a probe as pending, then counts it as sent. Returns its deadline.
+    pub(super) fn add_pending(&self, branch: String, target: &Target, now: Instant) -> Instant {
+        let deadline = now + target.health.probe_timeout.max(Duration::from_millis(1));
         let pending = Pending {
             host: target.id.clone(),
             to: target.next_hop,
-            deadline: now + target.health.probe_timeout.max(Duration::from_millis(1)),
             alive_codes: target.health.alive_codes.clone(),
         };
+        self.inner
+            .pending_to
+            .entry(target.next_hop)
+            .or_default()
+            .push(branch.clone());
         self.inner.pending.insert(branch, pending);
         self.count_probe_sent(&target.id);
-    }
-
-    fn fail_pending(&self, which: impl Fn(&Pending) -> bool, why: ProbeFailure) {
-        // Collect first, apply after: no guard of `pending` held while `entries` is touched.
-        let mut failed = Vec::new();
-        self.inner.pending.retain(|_, p| {
-            if which(p) {
-                failed.push(p.host.clone());
-                false
-            } else {
-                true
-            }
-        });
-        for host in failed {
-            self.apply_probe_result(&host, Event::ProbeFailed(why));
-        }
+        deadline
     }
 }

@@ -21,6 +21,10 @@ pub mod text;
 
 pub use histogram::{BOUNDS_SECONDS, Histogram};
 pub use scrape::{CallFigures, render};
+
+/// How late each health probe went out against its schedule (recorded by `health`'s prober,
+/// one process-wide prober, hence a static; written with the other metrics).
+pub static PROBE_LATENESS: Histogram = Histogram::new();
 pub use text::{CONTENT_TYPE, Exposition};
 
 use dashmap::DashMap;
@@ -278,6 +282,12 @@ impl Metrics {
             "Time from the INVITE's arrival to the first 2xx relayed to the caller.",
         );
         self.call_setup.render(e, "sosrouter_call_setup_seconds");
+        e.family(
+            "sosrouter_probe_lateness_seconds",
+            "histogram",
+            "How late each health probe was sent against its schedule.",
+        );
+        PROBE_LATENESS.render(e, "sosrouter_probe_lateness_seconds");
         e.family(
             "sosrouter_reloads_total",
             "counter",

@@ -43,13 +43,15 @@ pub(super) fn compile(file: RulesFile, source: &str) -> Rules {
     }
     let by_id = targets.iter().map(|t| (t.id.clone(), t.clone())).collect();
     let route = |r: &RouteSpec| Arc::new(compile_route(r, &file.defaults, &by_id));
+    let routes: Vec<Arc<Route>> = file.routes.iter().map(route).collect();
     Rules {
+        index: super::index::Index::build(&routes),
         listen: file
             .listen
             .iter()
             .map(|&(transport, addr)| Listen { transport, addr })
             .collect(),
-        routes: file.routes.iter().map(route).collect(),
+        routes,
         default_route: route(&file.default_route),
         targets,
         source: source.to_string(),

@@ -16,12 +16,15 @@ use std::time::Duration;
 mod check;
 mod compile;
 mod facts;
+mod index;
 mod matching;
 mod plan;
 mod target;
 mod testcalls;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_index;
 #[cfg(test)]
 mod tests_select;
 #[cfg(test)]
@@ -192,9 +195,75 @@ pub struct Selection {
     /// True when the call is an emergency call (service URN `urn:service:sos*`, or a dialled emergency
     /// number). Only emergency calls get the failover guarantees' priority treatment.
     pub emergency: bool,
-    /// Why this route matched, for logs and `sosrouter route` ("urn urn:service:sos.fire matched
-    /// service = urn:service:sos", "no route matched: default").
-    pub reason: String,
+    /// Why this route matched, typed (which pattern of each condition kind matched); formatted
+    /// only when displayed. [`Selection::explain`] gives the full text with the call's values.
+    pub reason: Why,
+}
+
+impl Selection {
+    /// The human-readable why, naming the call's values ("route `fire`: service
+    /// urn:service:sos.fire matched service_urns urn:service:sos.fire", "no route matched; default
+    /// route"). For `sosrouter route`, what-if and logs; not computed on the call path.
+    pub fn explain(&self, call: &CallFacts) -> String {
+        match self.reason.hits {
+            None => DEFAULT_WHY.to_string(),
+            Some(_) => {
+                let why = matching::matches(&self.route.conditions, call).unwrap_or_default();
+                format!("route `{}`: {why}", self.route.id)
+            }
+        }
+    }
+}
+
+const DEFAULT_WHY: &str = "no route matched; default route";
+
+/// Why a route was selected: the route and which of its patterns matched (`None`: the default
+/// route). Cheap to build; `Display` names the patterns (not the call's values).
+#[derive(Debug, Clone)]
+pub struct Why {
+    route: Arc<Route>,
+    hits: Option<index::Hits>,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(h) = self.hits else {
+            return f.write_str(DEFAULT_WHY);
+        };
+        let c = &self.route.conditions;
+        write!(f, "route `{}`:", self.route.id)?;
+        let mut sep = " ";
+        let pick =
+            |list_len: usize, i: Option<u32>| i.map(|i| i as usize).filter(|&i| i < list_len);
+        if let Some(i) = pick(c.service_urns.len(), h.service_urn) {
+            write!(f, "{sep}service matched service_urns {}", c.service_urns[i])?;
+            sep = "; ";
+        }
+        if let Some(i) = pick(c.dialled.len(), h.dialled) {
+            write!(f, "{sep}dialled {} matched dialled", c.dialled[i])?;
+            sep = "; ";
+        }
+        if let Some(i) = pick(c.sources.len(), h.source) {
+            write!(f, "{sep}source matched sources {}", c.sources[i])?;
+            sep = "; ";
+        }
+        if let Some(i) = pick(c.caller_prefixes.len(), h.caller_prefix) {
+            write!(
+                f,
+                "{sep}caller matched caller_prefixes {}",
+                c.caller_prefixes[i]
+            )?;
+            sep = "; ";
+        }
+        for (name, value) in &c.headers {
+            write!(f, "{sep}header {name}: {value} matched headers")?;
+            sep = "; ";
+        }
+        if sep == " " {
+            f.write_str(" no conditions (matches every call)")?;
+        }
+        Ok(())
+    }
 }
 
 /// Where the proxy listens.
@@ -221,6 +290,8 @@ pub struct Rules {
     /// `[test_calls]` and each target's test Request-URI (see `crate::testcall`).
     pub test_calls: Arc<TestCallSettings>,
     by_id: HashMap<Arc<str>, Arc<Target>>,
+    /// Candidate routes of a call (built from `routes` at compile time).
+    index: index::Index,
     /// Dialled numbers that make a call emergency, matched exactly (see `[emergency]`).
     emergency_numbers: Vec<String>,
 }
@@ -251,24 +322,50 @@ impl Rules {
         self.by_id.get(id)
     }
 
-    /// The route for a call: the first route in file order whose conditions all match, else the default.
+    /// The route for a call: the first route in file order whose conditions all match, else the
+    /// default. Only the candidates the index yields are tested, so the cost does not grow with the
+    /// number of routes and prefixes.
     pub fn select(&self, call: &CallFacts) -> Selection {
         let emergency = self.is_emergency(call);
-        for route in &self.routes {
-            if let Some(why) = matching::matches(&route.conditions, call) {
-                let reason = format!("route `{}`: {why}", route.id);
-                return Selection {
-                    route: route.clone(),
-                    emergency,
-                    reason,
-                };
+        let dest = matching::dest(&call.request_uri);
+        for (i, hint) in self.index.candidates(call, &dest) {
+            let Some(route) = self.routes.get(i as usize) else {
+                continue;
+            };
+            if let Some(hits) = index::holds_hinted(&route.conditions, call, &dest, hint) {
+                return self.selected(route, Some(hits), emergency);
             }
         }
-        let reason = "no route matched; default route".to_string();
+        self.selected(&self.default_route, None, emergency)
+    }
+
+    /// The reference: every route in file order, each tested with the full matcher. Same answer
+    /// as [`Rules::select`] (proved by a property test), at a cost that grows with the rules.
+    pub fn select_linear(&self, call: &CallFacts) -> Selection {
+        let emergency = self.is_emergency(call);
+        let dest = matching::dest(&call.request_uri);
+        for route in &self.routes {
+            if matching::matches(&route.conditions, call).is_some() {
+                let hits = index::holds(&route.conditions, call, &dest).unwrap_or_default();
+                return self.selected(route, Some(hits), emergency);
+            }
+        }
+        self.selected(&self.default_route, None, emergency)
+    }
+
+    fn selected(
+        &self,
+        route: &Arc<Route>,
+        hits: Option<index::Hits>,
+        emergency: bool,
+    ) -> Selection {
         Selection {
-            route: self.default_route.clone(),
+            route: route.clone(),
             emergency,
-            reason,
+            reason: Why {
+                route: route.clone(),
+                hits,
+            },
         }
     }
 

@@ -94,13 +94,17 @@ fn service_urns_match_themselves_and_deeper_labels_only() {
     assert_eq!(at("urn:service:sosx"), "default");
     assert_eq!(at("urn:service:sos.firefighter"), "sos");
     assert_eq!(at("urn:service:counseling"), "default");
-    let sel = r.select(&call("urn:service:sos.fire", "127.0.0.1"));
+    let c = call("urn:service:sos.fire", "127.0.0.1");
+    let sel = r.select(&c);
     assert!(sel.emergency);
+    let why = sel.explain(&c);
     assert!(
-        sel.reason
-            .contains("service urn:service:sos.fire matched service_urns urn:service:sos.fire"),
-        "{}",
-        sel.reason
+        why.contains("service urn:service:sos.fire matched service_urns urn:service:sos.fire"),
+        "{why}"
+    );
+    assert_eq!(
+        sel.reason.to_string(),
+        "route `fire`: service matched service_urns urn:service:sos.fire"
     );
 }
 
@@ -143,9 +147,14 @@ fn conditions_of_different_kinds_must_all_match() {
         route_of(&r, &call("sip:911@127.0.0.1", "::ffff:192.0.2.9")),
         "trunk-v4"
     );
-    let sel = r.select(&call("sip:911@127.0.0.1", "192.0.2.9"));
+    let c = call("sip:911@127.0.0.1", "192.0.2.9");
+    let sel = r.select(&c);
     assert_eq!(
-        sel.reason,
+        sel.reason.to_string(),
+        "route `trunk-v4`: dialled 911 matched dialled; source matched sources 192.0.2.0/24"
+    );
+    assert_eq!(
+        sel.explain(&c),
         "route `trunk-v4`: dialled 911 matched dialled; source 192.0.2.9 matched sources 192.0.2.0/24"
     );
 }
@@ -210,9 +219,11 @@ fn the_first_matching_route_in_file_order_wins() {
         route_of(&r, &call("urn:service:sos", "2001:db8::1")),
         "trunk-v6"
     );
-    let sel = r.select(&call("sip:bob@127.0.0.1", "127.0.0.1"));
+    let c = call("sip:bob@127.0.0.1", "127.0.0.1");
+    let sel = r.select(&c);
     assert_eq!(&*sel.route.id, "default");
-    assert_eq!(sel.reason, "no route matched; default route");
+    assert_eq!(sel.explain(&c), "no route matched; default route");
+    assert_eq!(sel.reason.to_string(), "no route matched; default route");
     assert!(!sel.emergency);
 }
 
@@ -223,9 +234,19 @@ fn a_route_without_conditions_matches_every_call() {
         "[[routes]]\nid = \"all\"\nchain = [\"a\"]\n[default_route]",
     );
     let (r, _) = Rules::parse(&text, "t.toml").unwrap();
-    let sel = r.select(&call("sip:bob@127.0.0.1", "127.0.0.1"));
+    let c = call("sip:bob@127.0.0.1", "127.0.0.1");
+    let sel = r.select(&c);
     assert_eq!(&*sel.route.id, "all");
-    assert!(sel.reason.contains("no conditions"), "{}", sel.reason);
+    assert!(
+        sel.explain(&c).contains("no conditions"),
+        "{}",
+        sel.explain(&c)
+    );
+    assert!(
+        sel.reason.to_string().contains("no conditions"),
+        "{}",
+        sel.reason
+    );
 }
 
 #[test]

@@ -124,7 +124,7 @@ pub fn what_if(
         route: route.id.to_string(),
         route_line: route.line,
         description: route.description().map(str::to_string),
-        reason: sel.reason,
+        reason: sel.explain(call),
         emergency: sel.emergency,
         attempt_timeout_ms: route.timers.attempt_timeout.as_millis() as u64,
         ring_timeout_ms: route.timers.ring_timeout.as_millis() as u64,

@@ -69,17 +69,25 @@ fn start(targets: &[Arc<Target>]) -> (Health, Arc<Fake>, Instant) {
 }
 
 #[tokio::test(start_paused = true)]
-async fn startup_probe_within_50ms_then_interval_plus_bounded_jitter() {
+async fn first_round_is_staggered_then_interval_plus_bounded_jitter() {
     let targets: Vec<_> = (0..5)
         .map(|i| sip_target(&format!("t{i}"), 5071 + i))
         .collect();
     let (_h, fake, t0) = start(&targets);
-    sleep(Duration::from_millis(51)).await;
-    assert_eq!(fake.sent.lock().unwrap().len(), 5, "every target at once");
+    sleep(Duration::from_millis(1001)).await;
+    assert_eq!(
+        fake.sent.lock().unwrap().len(),
+        5,
+        "every target in the first interval"
+    );
     sleep(Duration::from_secs(30)).await;
-    for t in &targets {
+    for (i, t) in targets.iter().enumerate() {
         let times = fake.times_to(t.next_hop);
-        assert!(times[0] - t0 <= Duration::from_millis(50));
+        assert_eq!(
+            times[0] - t0,
+            Duration::from_millis(200) * i as u32,
+            "staggered by index"
+        );
         assert!(times.len() >= 25 && times.len() <= 31, "{}", times.len());
         for w in times.windows(2) {
             let gap = w[1] - w[0];
@@ -91,6 +99,70 @@ async fn startup_probe_within_50ms_then_interval_plus_bounded_jitter() {
     let all: Vec<Instant> = fake.sent.lock().unwrap().iter().map(|s| s.0).collect();
     let distinct: std::collections::HashSet<_> = all.iter().collect();
     assert!(distinct.len() > all.len() / 2);
+}
+
+fn no_jitter(id: &str, port: u16) -> Arc<Target> {
+    let mut t = (*sip_target(id, port)).clone();
+    t.health.probe_jitter_percent = 0;
+    Arc::new(t)
+}
+
+#[tokio::test(start_paused = true)]
+async fn n_hosts_are_each_probed_once_per_interval_evenly_spread() {
+    let n = 400u16;
+    let targets: Vec<_> = (0..n)
+        .map(|i| no_jitter(&format!("t{i}"), 20000 + i))
+        .collect();
+    let (_h, fake, t0) = start(&targets);
+    sleep(Duration::from_millis(3000) - Duration::from_micros(1)).await;
+    for t in &targets {
+        assert_eq!(
+            fake.times_to(t.next_hop).len(),
+            3,
+            "{}: once per interval",
+            t.id
+        );
+    }
+    // Evenly spread: in every 1/n-th slot of an interval, exactly one probe.
+    let slot = Duration::from_secs(1) / u32::from(n);
+    let mut per_slot = vec![0u32; 3 * usize::from(n)];
+    for s in fake.sent.lock().unwrap().iter() {
+        let k = ((s.0 - t0).as_nanos() / slot.as_nanos()) as usize;
+        per_slot[k] += 1;
+    }
+    assert!(per_slot.iter().all(|&c| c == 1), "{per_slot:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_a_host_stops_its_probes_and_keeps_the_others_phase() {
+    let a = no_jitter("a", 5071);
+    let b = no_jitter("b", 5072);
+    let (h, fake, t0) = start(&[a.clone(), b.clone()]);
+    sleep(Duration::from_millis(1200)).await;
+    h.rekey_targets(std::slice::from_ref(&b));
+    sleep(Duration::from_millis(5000)).await;
+    assert_eq!(
+        fake.times_to(a.next_hop).len(),
+        2,
+        "a: at 0 and 1 s, then none"
+    );
+    let to_b = fake.times_to(b.next_hop);
+    assert_eq!(to_b.len(), 6);
+    for (k, at) in to_b.iter().enumerate() {
+        assert_eq!(
+            *at - t0,
+            Duration::from_millis(500) + Duration::from_secs(k as u64)
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_lateness_is_recorded() {
+    let before = crate::metrics::PROBE_LATENESS.count();
+    let (_h, _fake, _) = start(&[no_jitter("late", 5071)]);
+    sleep(Duration::from_millis(2500)).await;
+    // Other tests run probers in parallel: at least this one's three probes were recorded.
+    assert!(crate::metrics::PROBE_LATENESS.count() >= before + 3);
 }
 
 #[tokio::test(start_paused = true)]
