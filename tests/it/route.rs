@@ -2,16 +2,11 @@
 //! prints starts with the target the proxy sends the INVITE to, and with a target down (readiness
 //! read from the running proxy's admin endpoint) it lists the targets in the order the proxy tries them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sosrouter::app::route::{RouteArgs, route};
 use sosrouter::config::Transport as Proto;
 use sosrouter::health::Outcome;
 use sosrouter::routing::{Rules, WhatIf};
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// The lab rules plus a fire route (backup first) and a dialled-number route (business line first).
 fn rules_text(a: &Uas, b: &Uas, g: &Uas) -> String {
@@ -123,7 +118,7 @@ async fn with_a_target_down_route_reads_the_proxy_and_gives_its_order() {
         p.health.report("psap-backup", Outcome::TransportError);
     }
     // Outcomes reach health over a channel: wait until the applier has taken them in.
-    eventually(std::time::Duration::from_secs(5), "backup down", || {
+    eventually(WAIT, "backup down", || {
         p.health.status("psap-backup").unwrap().state == sosrouter::health::State::Down
     })
     .await;

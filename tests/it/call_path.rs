@@ -1,16 +1,14 @@
 //! The call path over real loopback sockets: a fake caller, the proxy, fake answering points.
 //! Each scenario runs with the caller on UDP and on TCP (answering points on UDP, as in the lab).
 //! No assertion here is about wall-clock time: which target answered and *why* the proxy failed over
-//! (its outcome counters) say whether a timer or a transport error moved the call.
+//! (its outcome counters) say whether a timer or a transport error moved the call. Scenarios where
+//! no timer should fire use `NO_TIMERS`; those that need one to fire (a silent or ringing primary)
+//! run under paused tokio time, so the backup's prompt answer can never lose a race to a 300 ms
+//! timer on a loaded machine.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sosrouter::config::Transport as Proto;
 use sosrouter::proxy::OutcomeKind;
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 macro_rules! both_transports {
     ($name:ident) => {
@@ -21,6 +19,20 @@ macro_rules! both_transports {
                 super::$name(Proto::Udp).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tcp() {
+                super::$name(Proto::Tcp).await
+            }
+        }
+    };
+    // Under paused time (timers on the test's clock; see the module doc).
+    ($name:ident, paused) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(start_paused = true)]
+            async fn udp() {
+                super::$name(Proto::Udp).await
+            }
+            #[tokio::test(start_paused = true)]
             async fn tcp() {
                 super::$name(Proto::Tcp).await
             }
@@ -37,7 +49,7 @@ async fn full_dialog_through_record_route(proto: Proto) {
     let a = Uas::start(Behaviour::Answer).await;
     let b = Uas::start(Behaviour::Answer).await;
     let g = Uas::start(Behaviour::Answer).await;
-    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS), None).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, NO_TIMERS), None).await;
     let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
     let ruri = format!("sip:911@{}", caller_addr(&p, proto));
     let out = uac.call(&ruri, "dialog-1", WAIT).await;
@@ -65,7 +77,7 @@ async fn urn_service_sos_keeps_its_request_uri(proto: Proto) {
     let a = Uas::start(Behaviour::Answer).await;
     let b = Uas::start(Behaviour::Answer).await;
     let g = Uas::start(Behaviour::Answer).await;
-    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS), None).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, NO_TIMERS), None).await;
     let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
     let out = uac.call("urn:service:sos.fire", "urn-1", WAIT).await;
     assert_eq!(out.final_code, 200);
@@ -166,7 +178,7 @@ async fn primary_silent_fails_over_after_attempt_timer(proto: Proto) {
     // Silent means no provisional: RFC 3261 §9.1 forbids a CANCEL.
     assert_eq!(a.count("CANCEL"), 0);
 }
-both_transports!(primary_silent_fails_over_after_attempt_timer);
+both_transports!(primary_silent_fails_over_after_attempt_timer, paused);
 
 async fn primary_rings_forever_is_cancelled_then_backup(proto: Proto) {
     let a = Uas::start(Behaviour::RingForever).await;
@@ -184,7 +196,7 @@ async fn primary_rings_forever_is_cancelled_then_backup(proto: Proto) {
     assert_eq!(b.count("INVITE"), 1);
     assert_eq!(p.proxy.counters.outcome(OutcomeKind::RingTimeout), 1);
 }
-both_transports!(primary_rings_forever_is_cancelled_then_backup);
+both_transports!(primary_rings_forever_is_cancelled_then_backup, paused);
 
 async fn both_psaps_down_business_line_gets_tel_uri(proto: Proto) {
     let a = dead_port().await;
@@ -283,7 +295,8 @@ async fn max_forwards_zero_gets_483() {
     assert_eq!(a.count("INVITE"), 0);
 }
 
-#[tokio::test]
+/// Paused time: the silent primary's attempt timer fires on the test's clock (see the module doc).
+#[tokio::test(start_paused = true)]
 async fn invite_retransmission_is_absorbed() {
     let a = Uas::start(Behaviour::Silent).await;
     let b = Uas::start(Behaviour::Answer).await;
@@ -324,7 +337,7 @@ async fn stray_response_is_dropped() {
             == 1
     })
     .await;
-    assert!(uac.recv(Duration::from_millis(200)).await.is_none());
+    assert!(uac.recv(QUIET).await.is_none());
 }
 
 /// IPv6 end to end: listen on [::1], answering points on [::1], caller over UDP and TCP; the full

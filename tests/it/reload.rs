@@ -1,20 +1,15 @@
 //! Hot reload over real loopback sockets: a reload under a steady stream of calls loses none and
 //! moves new calls to the new first target; a broken file or a changed listen address is refused
 //! with its line and changes nothing; health survives a reload; the file watcher picks up a change.
-//! (SIGHUP has its own test binary, `reload_signal.rs`: a signal reaches the whole process.)
+//! (SIGHUP: `reload_signal.rs`.)
 //!
 //! Waits are liveness bounds, never timing assertions.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sosrouter::config::Transport as Proto;
 use sosrouter::health::{Outcome, State};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 async fn call_ok(p: &sosrouter::app::Running, call_id: &str) {
     let mut uac = Uac::new(Proto::Udp, p.local_addr(Proto::Udp).unwrap()).await;
@@ -211,7 +206,7 @@ async fn a_reload_keeps_a_down_target_down() {
         p.health.report("psap-primary", Outcome::TransportError);
     }
     // Outcomes reach health over a channel: wait until the applier has taken them in.
-    eventually(Duration::from_secs(5), "primary down", || {
+    eventually(WAIT, "primary down", || {
         p.health.status("psap-primary").unwrap().state == State::Down
     })
     .await;
@@ -255,19 +250,14 @@ async fn the_file_watcher_reloads_a_changed_file() {
     // Written in place (not renamed), as an editor does: the watcher waits for it to settle.
     std::fs::write(&path, swap_primary_and_backup(&text)).unwrap();
     let r = p.reloader.clone();
-    eventually(Duration::from_secs(15), "the watcher reloads", || {
-        r.status().version == 2
-    })
-    .await;
+    eventually(WAIT, "the watcher reloads", || r.status().version == 2).await;
     call_ok(&p, "after").await;
     assert_eq!((a.count("INVITE"), b.count("INVITE")), (1, 1));
     // A broken edit is refused once and not retried while unchanged.
     std::fs::write(&path, "listen = [\n").unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "the watcher tries the broken file",
-        || r.status().last_reload_error.is_some(),
-    )
+    eventually(WAIT, "the watcher tries the broken file", || {
+        r.status().last_reload_error.is_some()
+    })
     .await;
     assert_eq!(r.status().version, 2);
     call_ok(&p, "after-broken").await;
