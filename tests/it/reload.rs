@@ -3,7 +3,8 @@
 //! with its line and changes nothing; health survives a reload; the file watcher picks up a change.
 //! (SIGHUP: `reload_signal.rs`.)
 //!
-//! Waits are liveness bounds, never timing assertions.
+//! Waits are liveness bounds, never timing assertions. No call timer fires here (`NO_TIMERS`): the
+//! tests assert which target took each call, so a slow answer must never pass for a silent target.
 
 use crate::common::*;
 use sosrouter::config::Transport as Proto;
@@ -32,7 +33,7 @@ async fn a_reload_under_load_fails_no_call_and_moves_new_calls() {
     let g = Uas::start(Behaviour::Answer).await;
     // The callers stand for one trusted trunk (as in routing-rules/lab.toml): the per-source rate
     // limit is not what this test is about.
-    let text = lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS)
+    let text = lab_rules(a.addr, b.addr, g.addr, NO_TIMERS)
         + "\n[overload]\ntrusted_sources = [\"127.0.0.0/8\"]\n";
     let path = test_dir("reload-load").join("rules.toml");
     write_rules(&path, &text);
@@ -121,7 +122,7 @@ async fn a_broken_file_or_a_moved_listen_address_changes_nothing() {
     let a = Uas::start(Behaviour::Answer).await;
     let b = Uas::start(Behaviour::Answer).await;
     let g = Uas::start(Behaviour::Answer).await;
-    let text = lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS);
+    let text = lab_rules(a.addr, b.addr, g.addr, NO_TIMERS);
     let path = test_dir("reload-broken").join("rules.toml");
     write_rules(&path, &text);
     let p = proxy_from_file(&path, None, None).await;
@@ -198,7 +199,7 @@ async fn a_reload_keeps_a_down_target_down() {
     let a = Uas::start(Behaviour::Answer).await;
     let b = Uas::start(Behaviour::Answer).await;
     let g = Uas::start(Behaviour::Answer).await;
-    let text = lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS);
+    let text = lab_rules(a.addr, b.addr, g.addr, NO_TIMERS);
     let path = test_dir("reload-health").join("rules.toml");
     write_rules(&path, &text);
     let p = proxy_from_file(&path, None, None).await;
@@ -216,7 +217,7 @@ async fn a_reload_keeps_a_down_target_down() {
     // A change that keeps every id: new timers.
     write_rules(
         &path,
-        &text.replace("ring_timeout_ms = 600", "ring_timeout_ms = 700"),
+        &text.replace("ring_timeout_ms = 30000", "ring_timeout_ms = 31000"),
     );
     let r = p.reloader.reload("test").expect("valid rules");
     assert_eq!(r.version, 2);
@@ -241,7 +242,7 @@ async fn the_file_watcher_reloads_a_changed_file() {
     let a = Uas::start(Behaviour::Answer).await;
     let b = Uas::start(Behaviour::Answer).await;
     let g = Uas::start(Behaviour::Answer).await;
-    let text = lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS);
+    let text = lab_rules(a.addr, b.addr, g.addr, NO_TIMERS);
     let path = test_dir("reload-watch").join("rules.toml");
     write_rules(&path, &text);
     let p = proxy_from_file(&path, None, Some(Default::default())).await;

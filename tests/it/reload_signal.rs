@@ -15,7 +15,7 @@ async fn sighup_reloads_the_rules_file() {
     let a = Uas::start(Behaviour::Answer).await;
     let b = Uas::start(Behaviour::Answer).await;
     let g = Uas::start(Behaviour::Answer).await;
-    let text = lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS);
+    let text = lab_rules(a.addr, b.addr, g.addr, NO_TIMERS);
     let path = test_dir("reload-sighup").join("rules.toml");
     write_rules(&path, &text);
     let p = proxy_from_file(&path, None, None).await;

@@ -9,8 +9,9 @@ use sosrouter::health::Outcome;
 use sosrouter::routing::{Rules, WhatIf};
 
 /// The lab rules plus a fire route (backup first) and a dialled-number route (business line first).
+/// No call timer fires (`NO_TIMERS`): which target took a call is asserted.
 fn rules_text(a: &Uas, b: &Uas, g: &Uas) -> String {
-    lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS)
+    lab_rules(a.addr, b.addr, g.addr, NO_TIMERS)
         + r#"
 [[routes]]
 id = "fire"
