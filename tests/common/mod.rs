@@ -578,6 +578,32 @@ pub async fn eventually(wait: Duration, what: &str, mut f: impl FnMut() -> bool)
     }
 }
 
+/// The text of `path` once it holds a complete line (a record the proxy's writer thread appended);
+/// panics after `WAIT`. Polls in real time on a blocking thread: a running blocking task holds a
+/// paused test clock still, so this also works under `start_paused` (where `eventually` would run
+/// its whole virtual `WAIT` out before the writer thread got the CPU).
+pub async fn file_with_line(path: &std::path::Path) -> String {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let until = std::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && text.ends_with('\n')
+            {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "no complete record in {}",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+    .await
+    .unwrap()
+}
+
 /// A fresh directory for one test's files (rules, undelivered record), under the system temp dir.
 pub fn test_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sosrouter-{name}-{}", std::process::id()));

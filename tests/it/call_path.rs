@@ -236,11 +236,7 @@ async fn everything_down_gets_final_and_undelivered_record(proto: Proto) {
     let out = uac.call(&ruri, "down-1", WAIT).await;
     // The best response was a 503, which is never relayed as 503 (RFC 3261 §16.7).
     assert_eq!(out.final_code, 500);
-    eventually(WAIT, "undelivered record", || {
-        std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
-    })
-    .await;
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = file_with_line(&path).await;
     let rec: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(rec["call_id"], "down-1");
     assert_eq!(rec["emergency"], true);
@@ -261,7 +257,7 @@ async fn everything_down_gets_final_and_undelivered_record(proto: Proto) {
     assert_eq!(attempts[1]["status"], 503);
     assert_eq!(attempts[2]["reason"], "transport error");
 }
-both_transports!(everything_down_gets_final_and_undelivered_record);
+both_transports!(everything_down_gets_final_and_undelivered_record, paused);
 
 #[tokio::test]
 async fn options_to_the_proxy_is_answered_200() {
