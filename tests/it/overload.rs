@@ -98,6 +98,11 @@ async fn emergency_calls_complete_through_a_tenfold_non_emergency_flood() {
     let refused = flood_task.await.unwrap();
     assert_eq!(completed, 20);
     assert!(refused.iter().all(|c| *c == 503), "only 503s: {refused:?}");
+    assert!(
+        200 - refused.len() <= 20,
+        "non_emergency_calls_max = 20 held: {} admitted",
+        200 - refused.len()
+    );
     let shed = p.proxy.protection.counters.shed.load(Ordering::Relaxed);
     assert!(shed >= 150, "most of the flood was shed ({shed})");
     assert_eq!(p.proxy.protection.counters.full.load(Ordering::Relaxed), 0);
