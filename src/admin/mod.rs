@@ -20,6 +20,10 @@ pub mod auth;
 mod http;
 pub mod rules;
 mod telemetry;
+/// The one HTTP test client, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/common/http.rs"]
+mod test_http;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -1,12 +1,11 @@
 //! The admin server over loopback.
 
-use super::{Handler, HealthRoutes, Request, Response, serve, serve_with};
+use super::{Handler, HealthRoutes, Request, Response, serve, serve_with, test_http};
 use crate::health::{Health, Outcome};
 use crate::routing::{Readiness, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 fn target(id: &str, port: u16) -> Arc<Target> {
     Arc::new(Target::for_test(id, port))
@@ -22,25 +21,13 @@ async fn server() -> (SocketAddr, Health) {
 
 /// Sends raw bytes, returns (status, headers+body text, parsed JSON body or Null).
 async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    // Read until EOF or reset: on an oversized request the server answers and closes without
-    // reading the rest, which may reset the connection after the answer arrived.
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while let Ok(n @ 1..) = s.read(&mut chunk).await {
-        bytes.extend_from_slice(&chunk[..n]);
-    }
-    let out = String::from_utf8(bytes).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
-    (status, out, json)
+    let r = test_http::raw(addr, request).await;
+    (r.status, r.text(), r.json())
 }
 
 async fn call(addr: SocketAddr, method: &str, path: &str) -> (u16, String, serde_json::Value) {
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-    raw(addr, req.as_bytes()).await
+    let r = test_http::request(addr, method, path, &[]).await;
+    (r.status, r.text(), r.json())
 }
 
 #[tokio::test]

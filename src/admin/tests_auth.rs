@@ -1,10 +1,9 @@
 //! The admin token: POSTs need it when one is set, reads stay open, loading refuses bad tokens.
 
-use super::{Token, TokenError, load_token, serve_auth};
+use super::{Token, TokenError, load_token, serve_auth, test_http};
 use crate::health::Health;
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 async fn server(token: Option<&str>) -> SocketAddr {
     let health = Health::from_targets(&[]);
@@ -16,18 +15,15 @@ async fn server(token: Option<&str>) -> SocketAddr {
 }
 
 async fn request(addr: SocketAddr, method: &str, auth: Option<&str>) -> (u16, String) {
-    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let auth = auth.map(|a| format!("Authorization: {a}"));
     let path = if method == "GET" {
         "/status"
     } else {
         "/targets/nope/disable"
     };
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n");
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    (out[9..12].parse().unwrap(), out)
+    let headers: Vec<&str> = auth.iter().map(String::as_str).collect();
+    let r = test_http::request(addr, method, path, &headers).await;
+    (r.status, r.text())
 }
 
 #[tokio::test]

@@ -432,22 +432,25 @@ impl Proxy {
         let emergency = rules.is_emergency_uri(msg.request_uri().unwrap_or_default());
         let now = tokio::time::Instant::now().into_std();
         let spec = &rules.protection;
-        if let Err(why) = self
+        let place = match self
             .protection
             .admit(spec, inb.proto, inb.src.ip(), emergency, now)
         {
-            let (code, reason) = why.status();
-            let retry = format!("Retry-After: {}", spec.overload.retry_after_s);
-            let extra: &[&[u8]] = if code == 503 {
-                &[retry.as_bytes()]
-            } else {
-                &[]
-            };
-            return self.reply(&msg, &inb, code, reason, extra);
-        }
+            Ok(place) => place,
+            Err(why) => {
+                let (code, reason) = why.status();
+                let retry = format!("Retry-After: {}", spec.overload.retry_after_s);
+                let extra: &[&[u8]] = if code == 503 {
+                    &[retry.as_bytes()]
+                } else {
+                    &[]
+                };
+                return self.reply(&msg, &inb, code, reason, extra);
+            }
+        };
         drop(rules);
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        task::spawn_call(self.clone(), msg, inb, key, mf);
+        task::spawn_call(self.clone(), msg, inb, key, mf, place);
     }
 
     /// Answers a request the parser (or a later typed read) refused with a 400 naming the problem,

@@ -92,12 +92,6 @@ pub struct Protection {
 }
 
 impl Protection {
-    /// Counts a new call in flight until the returned guard is dropped.
-    pub(crate) fn enter(&self) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.in_flight.clone())
-    }
-
     pub fn calls_in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -107,15 +101,16 @@ impl Protection {
         self.tracked.load(Ordering::Relaxed)
     }
 
-    /// Decides whether a new call may start. See the module doc for the order of checks.
-    pub fn admit(
+    /// Decides whether a new call may start. See the module doc for the order of checks. An
+    /// admitted call gets its place in the in-flight count, held until the guard is dropped.
+    pub(crate) fn admit(
         &self,
         spec: &ProtectionSpec,
         proto: Proto,
         src: IpAddr,
         emergency: bool,
         now: Instant,
-    ) -> Result<(), Refusal> {
+    ) -> Result<InFlight, Refusal> {
         let c = &self.counters;
         if let Some(acl) = spec.acl.iter().find(|a| a.transport == proto)
             && !acl.allow.iter().any(|n| n.contains(src))
@@ -129,7 +124,11 @@ impl Protection {
             tracing::warn!(%src, %proto, "emergency call from a source not on the ACL: routed anyway");
         }
         let o = &spec.overload;
-        let n = self.in_flight.load(Ordering::Relaxed) as u64;
+        // Take the place first, then judge by the count before it: receive loops admitting at
+        // once each see the others' places, so the limits hold exactly. (Reading the count and
+        // entering later let two loops both pass at limit - 1.) A refusal drops the place.
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) as u64;
+        let place = InFlight(self.in_flight.clone());
         self.track_shedding(n, o.non_emergency_calls_max);
         if n >= o.calls_max {
             c.full.fetch_add(1, Ordering::Relaxed);
@@ -141,10 +140,10 @@ impl Protection {
             return Err(Refusal::Shed);
         }
         if o.trusted_sources.iter().any(|t| t.contains(src)) {
-            return Ok(());
+            return Ok(place);
         }
         if self.take_token(spec, src, emergency, now) {
-            Ok(())
+            Ok(place)
         } else {
             c.rate_limited.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%src, emergency, "call refused: source over its rate");

@@ -34,13 +34,22 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-pub(super) fn spawn_call(proxy: Arc<Proxy>, msg: Message, inb: Inbound, key: ServerKey, mf: u32) {
+/// `place` is the call's place in the in-flight count, taken by admission; it stays in the server
+/// table with the call (dropped at once if a retransmission already owns the call).
+pub(super) fn spawn_call(
+    proxy: Arc<Proxy>,
+    msg: Message,
+    inb: Inbound,
+    key: ServerKey,
+    mf: u32,
+    place: super::overload::InFlight,
+) {
     let arrived = now(); // call setup latency counts from here (just after the parse)
     let (tx, rx) = mpsc::unbounded_channel();
     match proxy.server.entry(key.clone()) {
         Entry::Occupied(_) => return, // a retransmission raced us; the first copy owns the call
         Entry::Vacant(v) => {
-            v.insert(ServerEntry::Active(tx.clone(), proxy.protection.enter()));
+            v.insert(ServerEntry::Active(tx.clone(), place));
         }
     }
     // Calls keep the rules snapshot they started with, whatever a reload does meanwhile.

@@ -1,50 +1,24 @@
 //! Messages from RFC 4475 (SIP torture tests) that a lenient proxy must read correctly.
+//!
+//! The messages themselves live once, in `tests/torture/*.sip` (the loopback torture test sends
+//! the same files to a running proxy): byte-exact, control characters included, with LF line ends.
 use super::{CSeq, HeaderName, Limits, Message, Method, ViaTransport};
 use bytes::Bytes;
 
-fn crlf(s: &str) -> Bytes {
-    Bytes::from(s.replace('\n', "\r\n"))
+/// A torture file as sent: every LF becomes CRLF (the files keep the RFC's Content-Length values).
+fn crlf(raw: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 16);
+    for &b in raw {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    Bytes::from(out)
 }
 
 /// RFC 4475 §3.1.1.1 "wsinv": unusual whitespace, folding everywhere, compact forms.
-const WSINV: &str = r#"INVITE sip:vivekg@chair-dnrc.example.com;unknownparam SIP/2.0
-TO :
- sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n
-from   : "J Rosenberg \\\""       <sip:jdrosen@example.com>
-  ;
-  tag = 98asjd8
-MaX-fOrWaRdS: 0068
-Call-ID: wsinv.ndaksdj@192.0.2.1
-Content-Length   : 150
-cseq: 0009
-  INVITE
-Via  : SIP  /   2.0
- /UDP
-    192.0.2.2;rport;branch=390skdjuw
-s :
-NewFangledHeader:   newfangled value
- continued newfangled value
-UnknownHeaderWithUnusualValue: ;;,,;;,;
-Content-Type: application/sdp
-Route:
- <sip:services.example.com;lr;unknownwith=value;unknown-no-value>
-v:  SIP  / 2.0  / TCP     spindle.example.com   ;
-  branch  =   z9hG4bK9ikj8  ,
- SIP  /    2.0   / UDP  192.168.255.111   ; branch=
- z9hG4bK30239
-m:"Quoted string \"\"" <sip:jdrosen@example.com> ; newparam =
-      newvalue ;
-  secondparam ; q = 0.33
-
-v=0
-o=mhandley 29739 7272939 IN IP4 192.0.2.3
-s=-
-c=IN IP4 192.0.2.4
-t=0 0
-m=audio 49217 RTP/AVP 0 12
-m=video 3227 RTP/AVP 31
-a=rtpmap:31 LPC
-"#;
+const WSINV: &[u8] = include_bytes!("../../tests/torture/valid_3.1.1.1_wsinv.sip");
 
 #[test]
 fn wsinv() {
@@ -100,17 +74,8 @@ fn wsinv() {
 }
 
 /// RFC 4475 §3.1.1.2 "intmeth": a method and URI using every allowed odd character.
-const INTMETH: &str = r#"!interesting-Method0123456789_*+`.%indeed'~ sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com SIP/2.0
-Via: SIP/2.0/TCP host1.example.com;branch=z9hG4bK-.!%66*_+`'~
-To: "BEL:\ NUL:\  DEL:\" <sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com>
-From: token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;fromParam''~+*_!.-%="работающий";tag=_token~1'+`*%!-.
-Call-ID: intmeth.word%ZK-!.*_+'@word`~)(><:\/"][?}{
-CSeq: 139122385 !interesting-Method0123456789_*+`.%indeed'~
-Max-Forwards: 255
-extensionHeader-!.%*+_`'~:﻿大停電
-Content-Length: 0
-
-"#;
+/// With the raw BEL, NUL and DEL bytes the RFC writes as `<hex>07</hex>` etc. in its To header.
+const INTMETH: &[u8] = include_bytes!("../../tests/torture/valid_3.1.1.2_intmeth.sip");
 
 #[test]
 fn intmeth() {
@@ -146,6 +111,8 @@ fn intmeth() {
 /// RFC 4475 §3.1.2.4 "ncl" style: a negative Content-Length is refused, not wrapped around.
 #[test]
 fn negative_content_length() {
-    let m = WSINV.replace("Content-Length   : 150", "Content-Length: -999");
-    assert!(Message::parse(crlf(&m), &Limits::default()).is_err());
+    let m = std::str::from_utf8(WSINV)
+        .unwrap()
+        .replace("Content-Length   : 150", "Content-Length: -999");
+    assert!(Message::parse(crlf(m.as_bytes()), &Limits::default()).is_err());
 }

@@ -1,6 +1,9 @@
 //! Builders for integration tests: fake answering points (`uas(..)`), a fake caller (`Uac`), and a
-//! proxy started on loopback with lab-like rules whose targets are the fakes' ports.
-#![allow(dead_code)]
+//! proxy started on loopback with lab-like rules whose targets are the fakes' ports; the shared
+//! constants (waits, timers, probe settings) and the one HTTP test client ([`http`]).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod http;
 
 use bytes::{Bytes, BytesMut};
 use sosrouter::config::Proto;
@@ -274,6 +277,22 @@ chain = ["psap-primary", "psap-backup", "business-line"]
     )
 }
 
+/// Liveness bound: how long a test waits for something that happens in milliseconds (a response, a
+/// counter, a state change) before it fails loudly. Never a timing assertion: a pass does not
+/// depend on it, only how long a broken build hangs.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// How long a test listens for something that must *not* arrive (a response to a message the
+/// proxy drops). Such a check can only pass wrongly on a slow run, never fail wrongly.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// Probes every 100 ms; down after 2 failed probes or 3 failed calls, back after 2 good probes.
+pub const FAST_PROBES: &str = "probe = true\nprobe_interval_ms = 100\nprobe_timeout_ms = 50\n\
+    probe_jitter_percent = 10\ndown_after_probe_failures = 2\nup_after_probe_successes = 2\n\
+    down_after_call_failures = 3";
+
+/// Timers short enough that a test which needs one to fire (a silent or ringing target) is quick.
+/// Tests where no timer should fire use [`NO_TIMERS`].
 pub const FAST_TIMERS: &str =
     "attempt_timeout_ms = 300\nring_timeout_ms = 600\ncall_deadline_ms = 5000";
 /// Timers so long that a failover within a test's timeout cannot have come from a timer.
@@ -567,6 +586,32 @@ pub async fn eventually(wait: Duration, what: &str, mut f: impl FnMut() -> bool)
     }
 }
 
+/// The text of `path` once it holds a complete line (a record the proxy's writer thread appended);
+/// panics after `WAIT`. Polls in real time on a blocking thread: a running blocking task holds a
+/// paused test clock still, so this also works under `start_paused` (where `eventually` would run
+/// its whole virtual `WAIT` out before the writer thread got the CPU).
+pub async fn file_with_line(path: &std::path::Path) -> String {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let until = std::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && text.ends_with('\n')
+            {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "no complete record in {}",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+    .await
+    .unwrap()
+}
+
 /// A fresh directory for one test's files (rules, undelivered record), under the system temp dir.
 pub fn test_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sosrouter-{name}-{}", std::process::id()));
@@ -603,19 +648,8 @@ pub async fn proxy_from_file(
 
 /// One admin HTTP request; the status code and the JSON body (Null when not JSON).
 pub async fn admin_call(addr: SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map_or("", |x| x.1);
-    (
-        code,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
+    let r = http::request(addr, method, path, &[]).await;
+    (r.status, r.json())
 }
 
 /// The lab rules with the default chain's first two targets swapped (backup first).

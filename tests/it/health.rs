@@ -2,23 +2,16 @@
 //! outcomes take out a PSAP that answers pings but fails calls, recovery brings traffic back, and the
 //! operator's switch (through the admin HTTP endpoint) keeps calls off a target.
 //!
-//! Probe intervals are short here (100 ms) so the tests are quick; bounds on waiting are liveness
-//! bounds, never timing assertions. Whether a call waited on a timer is read from the proxy's
-//! outcome counters.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+//! Every test here runs under paused tokio time: probes, their timeouts, call timers and the pauses
+//! between calls all run on the test's clock, which moves only when every task waits. So how many
+//! probe rounds pass between two calls is the same on every run, however loaded the machine, and
+//! a responsive fake never looks silent to a 300 ms timer. Bounds on waiting are liveness bounds.
+//! Whether a call waited on a timer is read from the proxy's outcome counters.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sosrouter::config::Proto;
 use sosrouter::health::State;
 use sosrouter::proxy::OutcomeKind;
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(10);
-const FAST_PROBES: &str = "probe = true\nprobe_interval_ms = 100\nprobe_timeout_ms = 50\n\
-    probe_jitter_percent = 10\ndown_after_probe_failures = 2\nup_after_probe_successes = 2\n\
-    down_after_call_failures = 3";
 
 fn state(p: &sosrouter::app::Running, id: &str) -> State {
     p.health.status(id).expect("known target").state
@@ -31,7 +24,7 @@ async fn call_ok(p: &sosrouter::app::Running, call_id: &str) {
     assert_eq!(out.final_code, 200, "call {call_id}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_primary_that_stops_answering_is_skipped_by_new_calls() {
     let a = Uas::start(Behaviour::Answer).await;
     let b = Uas::start(Behaviour::Answer).await;
@@ -59,7 +52,7 @@ async fn a_primary_that_stops_answering_is_skipped_by_new_calls() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn pings_answer_calls_fail_goes_down_by_call_outcomes_then_recovers() {
     let a = Uas::start(Behaviour::Reply(503)).await; // answers OPTIONS 200, every INVITE 503
     let b = Uas::start(Behaviour::Answer).await;
@@ -124,7 +117,7 @@ fn test_invites(u: &Uas) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_disabled_target_gets_no_calls_while_others_are_ready() {
     let a = Uas::start(Behaviour::Answer).await;
     let b = Uas::start(Behaviour::Answer).await;

@@ -1,18 +1,16 @@
 //! The call path over real loopback sockets: a fake caller, the proxy, fake answering points.
 //! Each scenario runs with the caller on UDP and on TCP (answering points on UDP, as in the lab).
 //! No assertion here is about wall-clock time: which target answered and *why* the proxy failed over
-//! (its outcome counters) say whether a timer or a transport error moved the call.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+//! (its outcome counters) say whether a timer or a transport error moved the call. Scenarios where
+//! no timer should fire use `NO_TIMERS`; those that need one to fire (a silent or ringing primary)
+//! run under paused tokio time, so the backup's prompt answer can never lose a race to a 300 ms
+//! timer on a loaded machine.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sosrouter::config::Proto;
 use sosrouter::proxy::OutcomeKind;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 macro_rules! both_transports {
     ($name:ident) => {
@@ -23,6 +21,20 @@ macro_rules! both_transports {
                 super::$name(Proto::Udp).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tcp() {
+                super::$name(Proto::Tcp).await
+            }
+        }
+    };
+    // Under paused time (timers on the test's clock; see the module doc).
+    ($name:ident, paused) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(start_paused = true)]
+            async fn udp() {
+                super::$name(Proto::Udp).await
+            }
+            #[tokio::test(start_paused = true)]
             async fn tcp() {
                 super::$name(Proto::Tcp).await
             }
@@ -39,7 +51,7 @@ async fn full_dialog_through_record_route(proto: Proto) {
     let a = Uas::start(Behaviour::Answer).await;
     let b = Uas::start(Behaviour::Answer).await;
     let g = Uas::start(Behaviour::Answer).await;
-    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS), None).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, NO_TIMERS), None).await;
     let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
     let ruri = format!("sip:911@{}", caller_addr(&p, proto));
     let out = uac.call(&ruri, "dialog-1", WAIT).await;
@@ -67,7 +79,7 @@ async fn urn_service_sos_keeps_its_request_uri(proto: Proto) {
     let a = Uas::start(Behaviour::Answer).await;
     let b = Uas::start(Behaviour::Answer).await;
     let g = Uas::start(Behaviour::Answer).await;
-    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS), None).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, g.addr, NO_TIMERS), None).await;
     let mut uac = Uac::new(proto, caller_addr(&p, proto)).await;
     let out = uac.call("urn:service:sos.fire", "urn-1", WAIT).await;
     assert_eq!(out.final_code, 200);
@@ -168,7 +180,7 @@ async fn primary_silent_fails_over_after_attempt_timer(proto: Proto) {
     // Silent means no provisional: RFC 3261 §9.1 forbids a CANCEL.
     assert_eq!(a.count("CANCEL"), 0);
 }
-both_transports!(primary_silent_fails_over_after_attempt_timer);
+both_transports!(primary_silent_fails_over_after_attempt_timer, paused);
 
 async fn primary_rings_forever_is_cancelled_then_backup(proto: Proto) {
     let a = Uas::start(Behaviour::RingForever).await;
@@ -186,7 +198,7 @@ async fn primary_rings_forever_is_cancelled_then_backup(proto: Proto) {
     assert_eq!(b.count("INVITE"), 1);
     assert_eq!(p.proxy.counters.outcome(OutcomeKind::RingTimeout), 1);
 }
-both_transports!(primary_rings_forever_is_cancelled_then_backup);
+both_transports!(primary_rings_forever_is_cancelled_then_backup, paused);
 
 async fn both_psaps_down_business_line_gets_tel_uri(proto: Proto) {
     let a = dead_port().await;
@@ -226,11 +238,7 @@ async fn everything_down_gets_final_and_undelivered_record(proto: Proto) {
     let out = uac.call(&ruri, "down-1", WAIT).await;
     // The best response was a 503, which is never relayed as 503 (RFC 3261 §16.7).
     assert_eq!(out.final_code, 500);
-    eventually(WAIT, "undelivered record", || {
-        std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
-    })
-    .await;
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = file_with_line(&path).await;
     let rec: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(rec["call_id"], "down-1");
     assert_eq!(rec["emergency"], true);
@@ -251,7 +259,7 @@ async fn everything_down_gets_final_and_undelivered_record(proto: Proto) {
     assert_eq!(attempts[1]["status"], 503);
     assert_eq!(attempts[2]["reason"], "transport error");
 }
-both_transports!(everything_down_gets_final_and_undelivered_record);
+both_transports!(everything_down_gets_final_and_undelivered_record, paused);
 
 #[tokio::test]
 async fn options_to_the_proxy_is_answered_200() {
@@ -285,7 +293,8 @@ async fn max_forwards_zero_gets_483() {
     assert_eq!(a.count("INVITE"), 0);
 }
 
-#[tokio::test]
+/// Paused time: the silent primary's attempt timer fires on the test's clock (see the module doc).
+#[tokio::test(start_paused = true)]
 async fn invite_retransmission_is_absorbed() {
     let a = Uas::start(Behaviour::Silent).await;
     let b = Uas::start(Behaviour::Answer).await;
@@ -326,7 +335,7 @@ async fn stray_response_is_dropped() {
             == 1
     })
     .await;
-    assert!(uac.recv(Duration::from_millis(200)).await.is_none());
+    assert!(uac.recv(QUIET).await.is_none());
 }
 
 /// IPv6 end to end: listen on [::1], answering points on [::1], caller over UDP and TCP; the full

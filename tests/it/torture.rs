@@ -3,15 +3,11 @@
 //! addressed (responses); afterwards no call is stuck and a good emergency call still completes.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use sosrouter::config::Proto;
 use std::time::Duration;
 use tokio::net::UdpSocket;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// What the proxy must do with each file: `Some(code)` answer it so, `None` drop it.
 const EXPECTED: &[(&str, Option<u16>)] = &[
@@ -76,11 +72,7 @@ async fn every_torture_message_is_answered_or_dropped() {
     for &(name, want) in EXPECTED {
         // A fresh socket per message, so a late answer to one is never read as another's.
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let wait = if want.is_some() {
-            WAIT
-        } else {
-            Duration::from_millis(300)
-        };
+        let wait = if want.is_some() { WAIT } else { QUIET };
         let got = answer(&sock, addr, &load(name), wait).await;
         let code = got.as_ref().map(|g| g.0);
         let reason = got.map(|g| g.1);

@@ -1,9 +1,7 @@
 //! Admin safety at startup: off loopback, the admin endpoint needs a bearer token.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Without a token (or with one that cannot be read) a non-loopback admin address is refused.
 /// The check comes before the admin bind, so nothing listens on 0.0.0.0.
@@ -58,16 +56,12 @@ async fn running_proxy_admin_requires_the_token_for_posts() {
     };
     let p = sosrouter::app::start(rules, &opts).await.unwrap();
     let admin = p.admin.unwrap();
-    let post = |auth: &'static str| async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-        let req = format!("POST /targets/psap-primary/disable HTTP/1.1\r\n{auth}\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out[9..12].parse::<u16>().unwrap()
+    let post = |auth: &'static [&'static str]| async move {
+        http::request(admin, "POST", "/targets/psap-primary/disable", auth)
+            .await
+            .status
     };
-    assert_eq!(post("").await, 401);
-    assert_eq!(post("Authorization: Bearer lab-token\r\n").await, 200);
+    assert_eq!(post(&[]).await, 401);
+    assert_eq!(post(&["Authorization: Bearer lab-token"]).await, 200);
     std::fs::remove_dir_all(&dir).unwrap();
 }

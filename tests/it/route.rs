@@ -3,20 +3,16 @@
 //! read from the running proxy's admin endpoint) it lists the targets in the order the proxy tries them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sosrouter::app::route::{RouteArgs, route};
 use sosrouter::config::Proto;
 use sosrouter::health::Outcome;
 use sosrouter::routing::{Rules, WhatIf};
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// The lab rules plus a fire route (backup first) and a dialled-number route (business line first).
+/// No call timer fires (`NO_TIMERS`): which target took a call is asserted.
 fn rules_text(a: &Uas, b: &Uas, g: &Uas) -> String {
-    lab_rules(a.addr, b.addr, g.addr, FAST_TIMERS)
+    lab_rules(a.addr, b.addr, g.addr, NO_TIMERS)
         + r#"
 [[routes]]
 id = "fire"
@@ -124,7 +120,7 @@ async fn with_a_target_down_route_reads_the_proxy_and_gives_its_order() {
         p.health.report("psap-backup", Outcome::TransportError);
     }
     // Outcomes reach health over a channel: wait until the applier has taken them in.
-    eventually(std::time::Duration::from_secs(5), "backup down", || {
+    eventually(WAIT, "backup down", || {
         p.health.status("psap-backup").unwrap().state == sosrouter::health::State::Down
     })
     .await;
