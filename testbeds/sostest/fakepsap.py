@@ -114,7 +114,7 @@ class SipProto(asyncio.DatagramProtocol):
                 key = (msg.call_id, msg.branch)
                 new = key not in p.tx
                 p.tx.setdefault(key, Tx(msg, addr, swallowed=True))
-                self.log.ev(p, "invite", call_id=msg.call_id, new=new)
+                self.log.ev(p, "invite", call_id=msg.call_id, new=new, uri=msg.uri)
             return
         if m == "OPTIONS":
             p.options += 1
@@ -148,7 +148,7 @@ class SipProto(asyncio.DatagramProtocol):
         key = (msg.call_id, msg.branch)
         tx = p.tx.get(key)
         if tx is not None and not tx.swallowed:
-            self.log.ev(p, "invite", call_id=msg.call_id, new=False)
+            self.log.ev(p, "invite", call_id=msg.call_id, new=False, uri=msg.uri)
             if tx.last:
                 self.send(tx.last, addr)
             return
@@ -183,7 +183,7 @@ class SipProto(asyncio.DatagramProtocol):
         body = sip.sdp(self.ip, self.p.rtp_port)
         tx.final = 200
         tx.last = sip.response(tx.invite, 200, tag, contact + [("Content-Type", "application/sdp")], body)
-        self.log.ev(self.p, "answer", call_id=tx.invite.call_id)
+        self.log.ev(self.p, "answer", call_id=tx.invite.call_id, uri=tx.invite.uri)
         self.send(tx.last, tx.addr)
         await self.retransmit(tx)
 

@@ -99,6 +99,7 @@ class DrillResult:
     setup_ms_max: float | None = None
     invites_to_broken_after_5s: int | None = None   # new INVITE transactions at faulty PSAPs, F+5 .. R
     invites_to_broken_total: int | None = None      # F .. R
+    test_calls_to_broken_after_5s: int | None = None  # sosrouter's test calls at faulty PSAPs, F+5 .. R
     invite_packets_to_broken_after_5s: int | None = None  # the same with the proxy's retransmissions
     dead_media_answers_after_10s: int | None = None  # 200s sent by a dead-media PSAP, F+10 .. R
     calls_media_dead: int = 0                         # calls whose caller heard no echo
@@ -181,15 +182,19 @@ def analyse(out: str, name: str, peer: str, topo: topology.Topology, rate: float
             r = role_of(c["answered_by"], roles)
             res.answered_by_role_in_fault[r] = res.answered_by_role_in_fault.get(r, 0) + 1
     if F is not None:
-        broken = [e for e in psap_ev if e["ev"] == "invite" and e.get("new") and e["mode"] in fakepsap.FAULT_MODES
-                  and e["role"] != "gateway" and F <= e["t"] < end]
+        # Real calls only: sosrouter's own test calls (urn:service:test.sos) are counted apart.
+        tests = [e for e in psap_ev if e["ev"] == "invite" and e.get("new") and is_test_call(e)
+                 and e["mode"] in fakepsap.FAULT_MODES and e["role"] != "gateway" and F + 5 <= e["t"] < end]
+        res.test_calls_to_broken_after_5s = len(tests)
+        broken = [e for e in psap_ev if e["ev"] == "invite" and e.get("new") and not is_test_call(e)
+                  and e["mode"] in fakepsap.FAULT_MODES and e["role"] != "gateway" and F <= e["t"] < end]
         res.invites_to_broken_total = len(broken)
         res.invite_packets_to_broken_after_5s = sum(
             1 for e in psap_ev if e["ev"] == "invite" and e["mode"] in fakepsap.FAULT_MODES and e["role"] != "gateway"
-            and F + 5 <= e["t"] < end)
+            and not is_test_call(e) and F + 5 <= e["t"] < end)
         res.invites_to_broken_after_5s = sum(1 for e in broken if e["t"] >= F + 5)
         res.dead_media_answers_after_10s = sum(1 for e in psap_ev if e["ev"] == "answer" and e["mode"] == "dead-media"
-                                               and F + 10 <= e["t"] < end)
+                                               and not is_test_call(e) and F + 10 <= e["t"] < end)
     if peer == "sosrouter":
         res.sse_events = len(sse)
         first = next((e["t"] for e in sse if e.get("systemic") and F is not None and e["t"] >= F - 1), None)
@@ -224,7 +229,8 @@ def summary(r: DrillResult) -> str:
                                                       f"{fmt(r.last_delayed_start_s, '{:.1f}')} s into the fault"),
         ("setup p50 / max ms", f"{fmt(r.setup_ms_p50)} / {fmt(r.setup_ms_max)}"),
         ("INVITEs at broken PSAPs after 5 s", f"{fmt(r.invites_to_broken_after_5s)} (whole fault {fmt(r.invites_to_broken_total)}; "
-                                              f"with retransmissions {fmt(r.invite_packets_to_broken_after_5s)})"),
+                                              f"with retransmissions {fmt(r.invite_packets_to_broken_after_5s)}; "
+                                              f"test calls {fmt(r.test_calls_to_broken_after_5s)})"),
         ("dead-media answers after 10 s", f"{fmt(r.dead_media_answers_after_10s)} (calls with no echo, whole run: {r.calls_media_dead})"),
         ("systemic event", (f"{fmt(r.systemic_event_s, '{:.2f}')} s after the fault" if r.systemic_event_s is not None
                             else ("none" if r.peer == "sosrouter" else "n/a")) + (f" ({r.sse_events} SSE events)" if r.sse_events is not None else "")),
@@ -234,6 +240,11 @@ def summary(r: DrillResult) -> str:
         ("answered by (in the fault)", ", ".join(f"{k} {v}" for k, v in sorted(r.answered_by_role_in_fault.items()))),
     ]
     return f"drill {r.drill} ({r.peer})\n" + "\n".join(f"  {k:<38} {v}" for k, v in rows)
+
+
+def is_test_call(e: dict) -> bool:
+    """An INVITE of sosrouter's own test calls (RFC 6881 §15), not a caller's."""
+    return "test.sos" in (e.get("uri") or "")
 
 
 TABLE_HEAD = ["drill", "peer", "calls", "failed", "delayed>500", "last delayed s", "INVITEs broken >5s",
