@@ -297,3 +297,112 @@ fn report(
         sentence,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::Rules;
+
+    fn topo() -> Topology {
+        let mut text = String::from("listen = [\"udp:127.0.0.1:5060\"]\n");
+        for (i, d) in [
+            "[\"a\", \"fw\"]",
+            "[\"b\", \"fw\"]",
+            "[\"c\", \"fw\"]",
+            "\"pstn\"",
+        ]
+        .iter()
+        .enumerate()
+        {
+            text += &format!(
+                "[[targets]]\nid = \"t{i}\"\nuri = \"sip:127.0.0.1:{}\"\nfailure_domain = {d}\n",
+                5100 + i
+            );
+        }
+        text +=
+            "[[routes]]\nid = \"north\"\nchain = [\"t0\", \"t3\"]\ncaller_prefixes = [\"+1555\"]\n";
+        text += "[default_route]\nchain = [\"t1\", \"t2\", \"t3\"]\n";
+        let rules = Rules::parse(&text, "t.toml").unwrap().0;
+        let h = crate::health::Health::new(&rules);
+        let t = h.inner.topology.load_full();
+        Topology {
+            order: t.order.clone(),
+            probe_hosts: vec![],
+            dependents: HashMap::new(),
+            routes: t.routes.clone(),
+            domains_of: t.domains_of.clone(),
+        }
+    }
+
+    #[test]
+    fn three_targets_of_a_domain_failing_raise_one_named_alarm_and_its_clearing() {
+        let topo = topo();
+        let s = SuspicionSpec::default();
+        let mut d = Domains::default();
+        let (t0, w0) = (Instant::now(), SystemTime::now());
+        let tags = |id: &str| topo.domains_of[id].clone();
+        assert!(
+            d.evidence(&tags("t0"), "t0", "overdue", t0, w0, &s)
+                .is_empty()
+        );
+        assert!(
+            d.evidence(&tags("t0"), "t0", "overdue", t0, w0, &s)
+                .is_empty(),
+            "distinct targets"
+        );
+        assert!(
+            d.evidence(&tags("t1"), "t1", "overdue", t0, w0, &s)
+                .is_empty()
+        );
+        // Outside the window, the first evidence no longer counts.
+        let late = t0 + Duration::from_millis(s.domain_window_ms + 1);
+        assert!(
+            d.evidence(&tags("t2"), "t2", "overdue", late, w0, &s)
+                .is_empty()
+        );
+        assert!(
+            d.evidence(&tags("t0"), "t0", "attempt timeout", late, w0, &s)
+                .is_empty()
+        );
+        let turned = d.evidence(&tags("t1"), "t1", "test call failed", late, w0, &s);
+        assert_eq!(turned, vec!["fw".to_string()]);
+        let mut states: HashMap<TargetId, State> = topo
+            .order
+            .iter()
+            .map(|id| (id.clone(), State::Suspect))
+            .collect();
+        states.insert("t3".into(), State::Up);
+        let r = d.systemic(&topo, &states, &s, late, w0);
+        let fw: Vec<_> = r
+            .iter()
+            .filter(|r| r.domain.as_deref() == Some("fw"))
+            .collect();
+        assert_eq!(fw.len(), 1);
+        assert!(fw[0].active);
+        assert!(fw[0].sentence.contains("domain fw"), "{}", fw[0].sentence);
+        assert!(fw[0].sentence.contains("north"), "{}", fw[0].sentence);
+        assert!(
+            fw[0]
+                .routes
+                .iter()
+                .any(|(r, who, how)| r == "north" && who == "t3" && how == "last resort")
+        );
+        // The share trigger (3 of 4 > 50%) fires too, once.
+        assert!(r.iter().any(|r| r.domain.is_none() && r.active));
+        assert!(
+            d.systemic(&topo, &states, &s, late, w0).is_empty(),
+            "raised once"
+        );
+        let all_up: HashMap<TargetId, State> = topo
+            .order
+            .iter()
+            .map(|id| (id.clone(), State::Up))
+            .collect();
+        let r = d.systemic(&topo, &all_up, &s, late, w0);
+        assert!(
+            r.iter()
+                .any(|r| r.domain.as_deref() == Some("fw") && !r.active)
+        );
+        assert!(r.iter().any(|r| r.domain.is_none() && !r.active));
+    }
+}

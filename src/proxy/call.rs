@@ -94,6 +94,25 @@ pub struct CallSetup {
     pub build_invite: BuildInvite,
 }
 
+/// The timers of one call (see [`Call::timers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// Timer A/E of attempt i (UDP): resend its INVITE.
+    Retransmit(usize),
+    /// Attempt i is overdue (contract point 2a).
+    Overdue(usize),
+    /// Timer G: resend our non-2xx final to an unreliable caller.
+    FinalRetransmit,
+    /// Timer H: stop resending it.
+    FinalGiveUp,
+    /// The caller's CANCEL got no 487 from the target in time: answer 487 ourselves.
+    CancelGuard,
+    /// The current attempt's attempt or ring timer, or its deadline bound (contract points 2, 3, 6).
+    AttemptExpiry(usize),
+    /// Branches still settling after the call ended get this long.
+    Linger,
+}
+
 /// What the shell must do.
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -412,51 +431,102 @@ impl Call {
         }
     }
 
-    /// Timers: attempt and ring timers, the deadline bound, retransmissions, the CANCEL guard.
+    /// Every timer of the call, with its due time: the one table both [`Call::next_wake`] and
+    /// [`Call::on_timer`] read, so a timer cannot be scheduled without being handled, or the reverse.
+    fn timers(&self) -> Vec<(Instant, Timer)> {
+        let mut t = Vec::with_capacity(2 * self.attempts.len() + 4);
+        for (i, a) in self.attempts.iter().enumerate() {
+            if let Some(r) = &a.retransmit {
+                t.push((r.due_at(), Timer::Retransmit(i)));
+            }
+            if let Some(o) = a.overdue_at {
+                t.push((o, Timer::Overdue(i)));
+            }
+        }
+        if let Some((r, h)) = &self.final_retransmit {
+            t.push((*h, Timer::FinalGiveUp));
+            t.push((r.due_at(), Timer::FinalRetransmit));
+        }
+        if let Some(g) = self.cancel_guard {
+            t.push((g, Timer::CancelGuard));
+        }
+        if let (Some(i), CallState::Routing) = (self.current, self.state)
+            && !self.caller_cancelled
+        {
+            t.push((self.expiry_of(i), Timer::AttemptExpiry(i)));
+        }
+        if let Some(e) = self.ended_at {
+            t.push((e + LINGER, Timer::Linger));
+        }
+        t
+    }
+
+    /// Fires every timer due at `now`, in table order (a final given up before it is resent; an
+    /// attempt found overdue before it expires).
     pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
-        for a in &mut self.attempts {
-            if let Some(r) = &mut a.retransmit
-                && r.fire(now)
-            {
-                out.push(Action::SendTarget(
-                    a.target.clone(),
-                    a.proto,
-                    a.sent.clone(),
-                ));
-            }
+        let due: Vec<Timer> = self
+            .timers()
+            .into_iter()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, k)| k)
+            .collect();
+        for k in due {
+            self.fire(k, now, out);
         }
-        if let Some((r, h)) = &mut self.final_retransmit {
-            if now >= *h {
-                self.final_retransmit = None;
-            } else if r.fire(now)
-                && let Some(b) = &self.last_to_caller
-            {
-                out.push(Action::SendCaller(b.clone()));
+    }
+
+    fn fire(&mut self, k: Timer, now: Instant, out: &mut Vec<Action>) {
+        match k {
+            Timer::Retransmit(i) => {
+                let a = &mut self.attempts[i];
+                if let Some(r) = &mut a.retransmit
+                    && r.fire(now)
+                {
+                    out.push(Action::SendTarget(
+                        a.target.clone(),
+                        a.proto,
+                        a.sent.clone(),
+                    ));
+                }
             }
-        }
-        for a in &mut self.attempts {
-            if let Some(at) = a.overdue_at
-                && now >= at
-            {
+            Timer::Overdue(i) => {
                 // Contract point 2a: overdue. The target is suspect for new calls; this attempt
                 // keeps its full attempt timer (a slow but alive PSAP still gets this call).
+                let a = &mut self.attempts[i];
                 a.overdue_at = None;
                 if a.phase == Phase::Trying {
                     tracing::info!(target = %a.target.id, "attempt overdue: target suspect");
                     out.push(Action::Report(a.target.id.clone(), Outcome::Overdue));
                 }
             }
+            Timer::FinalGiveUp => self.final_retransmit = None, // timer H
+            Timer::FinalRetransmit => {
+                if let Some((r, _)) = &mut self.final_retransmit
+                    && r.fire(now)
+                    && let Some(b) = &self.last_to_caller
+                {
+                    out.push(Action::SendCaller(b.clone()));
+                }
+            }
+            Timer::CancelGuard => {
+                // Cleared whatever the state: a guard left behind would wake the call at once, forever.
+                self.cancel_guard = None;
+                if self.state == CallState::Routing {
+                    let tag = Some(self.setup.to_tag.as_bytes());
+                    let resp =
+                        build::response(&self.setup.invite, 487, "Request Terminated", tag, &[]);
+                    self.send_final(resp, 487, now, out);
+                }
+            }
+            Timer::AttemptExpiry(i) => self.expire_attempt(i, now, out),
+            Timer::Linger => {} // nothing to do: `is_finished` lets the shell drop the call
         }
-        if let Some(g) = self.cancel_guard
-            && now >= g
-            && self.state == CallState::Routing
-        {
-            let tag = Some(self.setup.to_tag.as_bytes());
-            let resp = build::response(&self.setup.invite, 487, "Request Terminated", tag, &[]);
-            self.send_final(resp, 487, now, out);
-        }
-        let Some(i) = self.current else { return };
-        if self.state != CallState::Routing || self.caller_cancelled {
+    }
+
+    /// The current attempt's timer ran out (attempt or ring timer, or the deadline bound).
+    fn expire_attempt(&mut self, i: usize, now: Instant, out: &mut Vec<Action>) {
+        // An earlier timer of this same batch may have ended the attempt or the call.
+        if self.current != Some(i) || self.state != CallState::Routing || self.caller_cancelled {
             return;
         }
         let expiry = self.expiry_of(i);
@@ -659,31 +729,7 @@ impl Call {
 
     /// When the shell must wake us next, if ever.
     pub fn next_wake(&self) -> Option<Instant> {
-        let mut w: Option<Instant> = None;
-        let mut consider = |t: Instant| w = Some(w.map_or(t, |x| x.min(t)));
-        for a in &self.attempts {
-            if let Some(r) = &a.retransmit {
-                consider(r.due_at());
-            }
-            if let Some(o) = a.overdue_at {
-                consider(o);
-            }
-        }
-        if let Some((r, h)) = &self.final_retransmit {
-            consider(r.due_at().min(*h));
-        }
-        if let Some(g) = self.cancel_guard {
-            consider(g);
-        }
-        if let (Some(i), CallState::Routing) = (self.current, self.state)
-            && !self.caller_cancelled
-        {
-            consider(self.expiry_of(i));
-        }
-        if let Some(e) = self.ended_at {
-            consider(e + LINGER);
-        }
-        w
+        self.timers().into_iter().map(|(at, _)| at).min()
     }
 
     /// The shell may drop the call: the caller has its final and nothing is left to settle.

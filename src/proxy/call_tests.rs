@@ -585,3 +585,67 @@ mod forwarding_props {
         }
     }
 }
+
+/// Contract point 2a: an attempt with no ringing after its overdue bound reports the target
+/// overdue (suspect) at once, and keeps its full attempt timer; ringing in time reports nothing.
+#[test]
+fn an_overdue_attempt_reports_at_its_bound_and_keeps_its_attempt_timer() {
+    let t0 = Instant::now();
+    let mut s = setup(2, timers(1000, 3000, 30_000));
+    s.overdue = vec![Some(ms(200)), Some(ms(200))];
+    let mut out = vec![];
+    let mut call = Call::start(s, t0, &mut out);
+    assert_eq!(
+        call.next_wake(),
+        Some(t0 + ms(200)),
+        "the overdue bound is the next timer"
+    );
+    out.clear();
+    call.on_timer(t0 + ms(199), &mut out);
+    assert!(!out.iter().any(|a| matches!(a, Action::Report(..))));
+    call.on_timer(t0 + ms(200), &mut out);
+    let reports: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Report(t, o) => Some((t.to_string(), *o)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports, vec![("t0".to_string(), Outcome::Overdue)]);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::SendTarget(t, _, b) if &*t.id == "t1" && b.starts_with(b"INVITE"))),
+        "the overdue attempt goes on: no failover yet"
+    );
+    out.clear();
+    call.on_timer(t0 + ms(1000), &mut out);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Report(_, Outcome::AttemptTimeout)))
+    );
+    assert!(out.iter().any(
+        |a| matches!(a, Action::SendTarget(t, _, b) if &*t.id == "t1" && b.starts_with(b"INVITE"))
+    ));
+    // t1 rings in time: never overdue, and its first-provisional time is reported.
+    let br = out
+        .iter()
+        .find_map(|a| match a {
+            Action::SendTarget(t, _, b) if &*t.id == "t1" && b.starts_with(b"INVITE") => {
+                let m = Message::parse(b.clone(), &Limits::default()).unwrap();
+                Some(String::from_utf8_lossy(m.top_via().unwrap().branch.unwrap()).into_owned())
+            }
+            _ => None,
+        })
+        .unwrap();
+    out.clear();
+    call.on_response(response(&br, 180), t0 + ms(1050), &mut out);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::FirstProvisional(t, d) if &**t == "t1" && *d == ms(50)))
+    );
+    out.clear();
+    call.on_timer(t0 + ms(1200), &mut out);
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Report(_, Outcome::Overdue)))
+    );
+}

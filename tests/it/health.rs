@@ -103,6 +103,43 @@ async fn pings_answer_calls_fail_goes_down_by_call_outcomes_then_recovers() {
     assert_eq!(real_invites(&a), 6);
 }
 
+/// Issue #11: a primary that keeps answering OPTIONS but swallows INVITEs is suspect as soon as one
+/// attempt is overdue (4 x its usual time to ringing, at least 50 ms: here 200 ms, inside the 300 ms
+/// attempt timer): new calls go to the backup at once, and its failed test call takes it down.
+#[tokio::test(start_paused = true)]
+async fn a_primary_swallowing_invites_is_suspect_at_its_first_overdue_attempt() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, FAST_TIMERS, FAST_PROBES);
+    let p = proxy(&rules, None).await;
+    eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
+    for i in 0..3 {
+        call_ok(&p, &format!("warm-{i}")).await; // its usual time to ringing is now known
+    }
+    a.set_behaviour(Behaviour::Silent); // OPTIONS still answered, INVITEs swallowed
+    call_ok(&p, "first").await; // waits out its attempt timer, then the backup answers
+    assert_eq!(p.proxy.counters.outcome(OutcomeKind::Overdue), 1);
+    assert_ne!(state(&p, "psap-primary"), State::Up);
+    for i in 0..10 {
+        call_ok(&p, &format!("after-{i}")).await;
+    }
+    assert_eq!(
+        real_invites(&a),
+        4,
+        "no new call went to the suspect primary"
+    );
+    assert_eq!(
+        p.proxy.counters.outcome(OutcomeKind::AttemptTimeout),
+        1,
+        "only the first call waited"
+    );
+    eventually(WAIT, "down at its failed test call", || {
+        state(&p, "psap-primary") == State::Down
+    })
+    .await;
+}
+
 /// INVITEs a fake answering point got from real calls, and from sosrouter's test calls.
 fn real_invites(u: &Uas) -> usize {
     u.received()
