@@ -19,4 +19,5 @@ mod reload;
 mod reload_signal;
 mod route;
 mod telemetry;
+mod testcall_sipp;
 mod torture;
