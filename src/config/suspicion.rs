@@ -51,7 +51,7 @@ impl Default for SuspicionSpec {
     fn default() -> Self {
         SuspicionSpec {
             overdue_factor: 4,
-            overdue_floor_ms: 50,
+            overdue_floor_ms: 40,
             latency_samples: 32,
             domain_suspect_after: 3,
             domain_window_ms: 10_000,
