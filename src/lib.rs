@@ -9,10 +9,14 @@
 //! - `transaction` — RFC 3261 transaction keys and timers, sans-IO (time passed in).
 //! - `proxy`       — the stateful proxy: classify, admit (ACL, emergency-first overload, per-source
 //!   rates: `proxy/overload.rs`), Via/Max-Forwards/Record-Route, CANCEL, and the per-call failover
-//!   state machine (the failover contract lives in `proxy/call.rs`).
+//!   state machine (the failover contract lives in `proxy/call.rs`; one typed outcome per attempt,
+//!   one timer table per call). `proxy/expiry.rs` expires finished transactions per entry;
+//!   `proxy/dialogs.rs` keeps answered calls until their BYE (short-call signal).
 //! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure);
 //!   `routing::whatif` answers `sosrouter route`.
-//! - `health`      — probes and passive outcomes feeding per-target hysteresis; readiness.
+//! - `health`      — probes, call outcomes and test-call verdicts feeding one state machine per
+//!   target (up, suspect, down, recovering; `health/state.rs`), overdue estimates, half-open trials;
+//!   failure domains and the systemic alarm (`health/domains.rs`); readiness.
 //! - `testcall`    — sosrouter's own test calls to a target (RFC 6881 §15): INVITE to
 //!   `urn:service:test.sos` from sockets of its own, RTP loopback check, BYE; a typed verdict per call;
 //!   a scheduler that dedups per target, caps and jitters them. Pure machine in `testcall/machine.rs`.
@@ -37,15 +41,17 @@
 //! - `transport` uses `config`, `sip` and `tasks`: it reports up through its `Handler` and knows
 //!   neither the rules nor the proxy;
 //! - `health` uses `config`, `routing` and `tasks`; never `transport` (probes leave through the
-//!   `ProbeTransport` seam);
+//!   `ProbeTransport` seam), never `metrics` (probe lateness and alarms leave through sinks the
+//!   wiring sets), never `testcall` (test calls are asked for through a sink);
+//! - `testcall` uses `config`, `routing`, `sip` and `transaction`;
 //! - `metrics` reads `health`, `events` and `routing` at scrape time; never `proxy` (the proxy
 //!   hands in its `CallFigures`);
-//! - `proxy` uses every module but `admin` and `app`; `admin` uses `events`, `health`, `metrics`
+//! - `proxy` uses every module but `admin`, `app` and `testcall`; `admin` uses `events`, `health`, `metrics`
 //!   and `tasks`, never `proxy`;
 //! - only `app` (and `main`) import `app`.
 //!
-//! Check: `grep -rnE 'crate::(proxy|app)\b' src/metrics src/transport src/health src/admin` prints
-//! nothing.
+//! Check: `grep -rnE 'crate::(proxy|app)\b' src/metrics src/transport src/health src/admin` and
+//! `grep -rnE 'crate::(metrics|testcall)\b' src/health` print nothing.
 
 pub mod admin;
 pub mod app;

@@ -211,6 +211,7 @@ async fn start_on(
     health.start_applier(&tasks);
     health.set_change_sink(health_events(events.clone()));
     start_test_calls(&rules, &health, &tasks);
+    health.set_probe_lateness(Arc::new(|d| metrics::PROBE_LATENESS.observe(d)));
     if let Some(url) = &opts.webhook {
         tasks.spawn(events.start_webhook(url).map_err(|e| anyhow!(e))?);
     }

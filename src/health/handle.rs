@@ -50,6 +50,8 @@ pub(super) struct Inner {
     outcomes: OnceLock<tokio::sync::mpsc::UnboundedSender<(Box<str>, Observation)>>,
     /// Asks for a test call (the wiring connects the test-call module). Never blocks.
     test_calls: OnceLock<TestCallSink>,
+    /// How late probes go out (set once by the wiring).
+    pub(super) probe_lateness: OnceLock<LatenessSink>,
     /// Whether test calls decide recovery (rule 5 of `state`).
     test_calls_on: AtomicBool,
     /// `[suspicion]` of the rules in force.
@@ -57,6 +59,9 @@ pub(super) struct Inner {
     /// Failure domains and the systemic alarm; touched by the applier and the prober only.
     domains: Mutex<Domains>,
 }
+
+/// Receives how late each probe went out against its schedule (the wiring feeds a histogram).
+pub type LatenessSink = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// Receives test-call requests: (target id, why). Must be quick and never block.
 pub type TestCallSink = Arc<dyn Fn(&str, TestWhy) + Send + Sync>;
@@ -264,6 +269,7 @@ impl Health {
             sink: OnceLock::new(),
             outcomes: OnceLock::new(),
             test_calls: OnceLock::new(),
+            probe_lateness: OnceLock::new(),
             test_calls_on: AtomicBool::new(false),
             suspicion: ArcSwap::from_pointee(SuspicionSpec::default()),
             domains: Mutex::new(Domains::default()),
@@ -327,6 +333,11 @@ impl Health {
             }
             None => self.apply_observation(id, obs),
         }
+    }
+
+    /// Where each probe's lateness goes (the wiring sets it once: `sosrouter_probe_lateness_seconds`).
+    pub fn set_probe_lateness(&self, sink: LatenessSink) -> bool {
+        self.inner.probe_lateness.set(sink).is_ok()
     }
 
     /// Where test-call requests go (the wiring sets it once); `on`: test calls decide recovery.

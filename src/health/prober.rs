@@ -175,7 +175,9 @@ impl Health {
                             continue; // removed by a reload
                         };
                         let host = Arc::clone(&s.target);
-                        crate::metrics::PROBE_LATENESS.observe(now.saturating_duration_since(at));
+                        if let Some(sink) = self.inner.probe_lateness.get() {
+                            sink(now.saturating_duration_since(at));
+                        }
                         let (deadline, branch) = self.send_probe(&host, &*transport, now);
                         sched.heap.push(Reverse((deadline, Due::Deadline(branch))));
                         let mut next = at + next_delay(&host.health);
