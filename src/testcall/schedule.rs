@@ -190,6 +190,15 @@ impl Sched {
         tokio::spawn(async move {
             tokio::time::sleep(jitter).await;
             debug!(target = %target.id, reason = %why, uri = %params.request_uri, "test call starts");
+            // The target is free for its next test call as soon as this one has a verdict: the call
+            // may linger ~2 s to ACK or hang up late answers, and a target that was hung a moment
+            // ago must not wait that long for the test call that brings it back.
+            let released = std::sync::atomic::AtomicBool::new(false);
+            let release = || {
+                if !released.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    let _ = done.send(target.id.clone());
+                }
+            };
             run_test_call(&target, &params, |verdict, details| {
                 log_verdict(&target.id, why, verdict, details);
                 let _ = reports.send(Report {
@@ -198,9 +207,10 @@ impl Sched {
                     verdict: verdict.clone(),
                     details: details.clone(),
                 });
+                release();
             })
             .await;
-            let _ = done.send(target.id.clone());
+            release();
         });
     }
 
