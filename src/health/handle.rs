@@ -664,3 +664,53 @@ impl fmt::Debug for Health {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod short_call_tests {
+    use super::*;
+
+    /// Issue #11, item 5: 3 short calls among the last 5 answered fire the signal only while the
+    /// target's earlier share of short calls is under the baseline (20 %).
+    #[test]
+    fn a_rise_of_short_calls_over_the_baseline_fires_once_it_is_clear() {
+        let s = SuspicionSpec::default();
+        let t = Target::for_test("p", 5071);
+        let mut e = Entry::new(&t, Instant::now());
+        for _ in 0..20 {
+            assert!(!e.call_ended(false, &s), "long calls never fire");
+        }
+        assert!(!e.call_ended(true, &s));
+        assert!(!e.call_ended(true, &s));
+        assert!(
+            e.call_ended(true, &s),
+            "3 of the last 5 short, baseline 0 %"
+        );
+        // A target whose calls are always short (its normal) does not keep firing.
+        let mut e = Entry::new(&t, Instant::now());
+        for _ in 0..20 {
+            e.call_ended(true, &s);
+        }
+        assert!(!e.call_ended(true, &s), "baseline 100 % short: no rise");
+    }
+
+    #[test]
+    fn the_overdue_bound_is_k_times_the_p90_never_under_the_floor() {
+        let s = SuspicionSpec::default();
+        let fast: VecDeque<u32> = (0..32).map(|_| 2_000).collect(); // 2 ms
+        assert_eq!(
+            overdue_bound(&fast, &s),
+            Some(Duration::from_millis(4 * 40))
+        );
+        let mut slow: VecDeque<u32> = (0..32).map(|i| 100_000 + i * 1_000).collect(); // 100-131 ms
+        assert_eq!(
+            overdue_bound(&slow, &s),
+            Some(Duration::from_millis(4 * 128))
+        );
+        slow.clear();
+        assert_eq!(
+            overdue_bound(&slow, &s),
+            None,
+            "no estimate yet: never overdue"
+        );
+    }
+}
