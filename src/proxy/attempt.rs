@@ -42,8 +42,6 @@ pub(super) struct Attempt {
     pub phase_timer: Instant,
     /// Timer A over UDP, until any response.
     pub retransmit: Option<Retransmit>,
-    /// Any response arrived (provisional or final).
-    pub responded: bool,
     /// A provisional (100 included) arrived: a CANCEL may be sent (RFC 3261 §9.1).
     pub provisional_seen: bool,
     /// We want this branch cancelled but may not CANCEL before a provisional.
@@ -78,7 +76,6 @@ impl Attempt {
             phase: Phase::Trying,
             phase_timer: now + attempt_timeout,
             retransmit: (!reliable).then(|| Retransmit::new(now, Duration::MAX)),
-            responded: false,
             provisional_seen: false,
             cancel_pending: false,
             cancel_sent: false,

@@ -307,7 +307,6 @@ impl Call {
         let ring = self.setup.timers.ring_timeout;
         let a = &mut self.attempts[i];
         a.provisional_seen = true;
-        a.responded = true;
         a.retransmit = None; // any provisional stops timer A
         if a.cancel_pending && !a.cancel_sent {
             // An abandoned branch finally answered: now it may be CANCELled (RFC 3261 §9.1).
@@ -349,7 +348,6 @@ impl Call {
         self.attempts[i].overdue_at = None;
         self.attempts[i].final_code = Some(code);
         self.attempts[i].phase = Phase::Done;
-        self.attempts[i].responded = true;
         self.attempts[i].retransmit = None;
         if first {
             let t = self.attempts[i].target.id.clone();
@@ -390,7 +388,6 @@ impl Call {
             return;
         }
         a.final_code = Some(code);
-        a.responded = true;
         a.retransmit = None;
         let was_live = matches!(a.phase, Phase::Trying | Phase::Ringing);
         a.phase = Phase::Done;
