@@ -2,9 +2,10 @@
 //! element shared by several, that answers OPTIONS while calls die). Every key is optional; absent
 //! keys keep the defaults below. See the README's health section for what each one does.
 
-use super::walk::{Ctx, Span};
+use super::walk::Ctx;
 use toml::de::DeTable;
 
+/// The section's keys, in the order the file documents them.
 const KEYS: &[&str] = &[
     "overdue_factor",
     "overdue_floor_ms",
@@ -71,68 +72,44 @@ pub(crate) fn read_suspicion(ctx: &mut Ctx, doc: &DeTable) -> SuspicionSpec {
         return s;
     };
     ctx.check_keys(t, "in [suspicion]", KEYS);
-    let set = |slot: &mut u64, key: &str, min: u64, max: u64, ctx: &mut Ctx| {
+    let keys: [(&mut u64, &str, u64, u64); 11] = [
+        (&mut s.overdue_factor, "overdue_factor", 0, 1000),
+        (&mut s.overdue_floor_ms, "overdue_floor_ms", 1, 60_000),
+        (&mut s.latency_samples, "latency_samples", 1, 4096),
+        (&mut s.domain_suspect_after, "domain_suspect_after", 1, 1000),
+        (&mut s.domain_window_ms, "domain_window_ms", 100, 3_600_000),
+        (&mut s.short_call_ms, "short_call_ms", 0, 600_000),
+        (&mut s.short_call_window, "short_call_window", 1, 1000),
+        (&mut s.short_call_trigger, "short_call_trigger", 1, 1000),
+        (
+            &mut s.short_call_baseline_percent,
+            "short_call_baseline_percent",
+            0,
+            100,
+        ),
+        (
+            &mut s.systemic_share_percent,
+            "systemic_share_percent",
+            1,
+            100,
+        ),
+        (
+            &mut s.recovery_test_interval_ms,
+            "recovery_test_interval_ms",
+            100,
+            3_600_000,
+        ),
+    ];
+    for (slot, key, min, max) in keys {
         if let Some(v) = ctx.integer(t, key, min, max) {
             *slot = v;
         }
-    };
-    set(&mut s.overdue_factor, "overdue_factor", 0, 1000, ctx);
-    set(&mut s.overdue_floor_ms, "overdue_floor_ms", 1, 60_000, ctx);
-    set(&mut s.latency_samples, "latency_samples", 1, 4096, ctx);
-    set(
-        &mut s.domain_suspect_after,
-        "domain_suspect_after",
-        1,
-        1000,
-        ctx,
-    );
-    set(
-        &mut s.domain_window_ms,
-        "domain_window_ms",
-        100,
-        3_600_000,
-        ctx,
-    );
-    set(&mut s.short_call_ms, "short_call_ms", 0, 600_000, ctx);
-    set(&mut s.short_call_window, "short_call_window", 1, 1000, ctx);
-    set(
-        &mut s.short_call_trigger,
-        "short_call_trigger",
-        1,
-        1000,
-        ctx,
-    );
-    set(
-        &mut s.short_call_baseline_percent,
-        "short_call_baseline_percent",
-        0,
-        100,
-        ctx,
-    );
-    set(
-        &mut s.systemic_share_percent,
-        "systemic_share_percent",
-        1,
-        100,
-        ctx,
-    );
-    set(
-        &mut s.recovery_test_interval_ms,
-        "recovery_test_interval_ms",
-        100,
-        3_600_000,
-        ctx,
-    );
+    }
     if s.short_call_trigger > s.short_call_window {
-        err(
-            ctx,
+        ctx.error(
             &span,
             "[suspicion]: short_call_trigger exceeds short_call_window: the signal could never fire",
         );
     }
     s
-}
-
-fn err(ctx: &mut Ctx, span: &Span, m: &str) {
-    ctx.error(span, m);
 }

@@ -15,11 +15,21 @@ chain = ["a"]
 "#;
 
 fn with(extra: &str) -> Result<RulesFile, Vec<Diagnostic>> {
-    read(&format!("{BASE}\n{extra}"), "t.toml").map(|(f, _)| f)
+    read_with(BASE, extra)
 }
 
 fn first_error(extra: &str) -> (usize, String) {
-    let diags = with(extra).expect_err("expected refusal");
+    first_error_with(BASE, extra)
+}
+
+/// `base` rules plus `extra` lines, read: shared by the tests of each optional section.
+pub(super) fn read_with(base: &str, extra: &str) -> Result<RulesFile, Vec<Diagnostic>> {
+    read(&format!("{base}\n{extra}"), "t.toml").map(|(f, _)| f)
+}
+
+/// The first error (line, message) of a file that must be refused.
+pub(super) fn first_error_with(base: &str, extra: &str) -> (usize, String) {
+    let diags = read_with(base, extra).expect_err("expected refusal");
     let d = diags
         .iter()
         .find(|d| d.severity == Severity::Error)
@@ -70,4 +80,40 @@ fn mistakes_are_refused_at_their_line() {
     assert!(msg.contains("not one of the `listen` addresses"), "{msg}");
     let (_, msg) = first_error("[limits]\nmax_message_bytes = 10\n");
     assert!(msg.contains("between 1024"), "{msg}");
+}
+
+#[test]
+fn suspicion_defaults_values_and_errors_at_their_lines() {
+    use crate::config::SuspicionSpec;
+    assert_eq!(with("").unwrap().suspicion, SuspicionSpec::default());
+    let f = with("[suspicion]\noverdue_factor = 0\ndomain_suspect_after = 5\n").unwrap();
+    assert_eq!(f.suspicion.overdue_factor, 0);
+    assert_eq!(f.suspicion.domain_suspect_after, 5);
+    assert_eq!(
+        f.suspicion.short_call_ms, 5_000,
+        "unset keys keep their defaults"
+    );
+    let (line, msg) = first_error("[suspicion]\nshort_call_trigger = 6\nshort_call_window = 5\n");
+    assert!(
+        msg.contains("short_call_trigger exceeds short_call_window"),
+        "{msg}"
+    );
+    assert!(line > 1);
+    let (_, msg) = first_error("[suspicion]\noverdue_floor = 40\n");
+    assert!(msg.contains("overdue_floor"), "{msg}");
+    let (_, msg) = first_error("[suspicion]\nsystemic_share_percent = 0\n");
+    assert!(msg.contains("between 1 and 100"), "{msg}");
+}
+
+#[test]
+fn failure_domain_takes_a_tag_or_a_list_never_empty() {
+    let base = BASE.replace(
+        "failure_domain = \"x\"",
+        "failure_domain = [\"site-a\", \"fw\"]",
+    );
+    let f = read_with(&base, "").unwrap();
+    assert_eq!(f.targets[0].failure_domain, ["site-a", "fw"]);
+    let bad = BASE.replace("failure_domain = \"x\"", "failure_domain = []");
+    let (_, msg) = first_error_with(&bad, "");
+    assert!(msg.contains("must not be empty"), "{msg}");
 }

@@ -28,16 +28,11 @@ chain = ["a", "b", "line"]
 "#;
 
 fn with(extra: &str) -> Result<RulesFile, Vec<Diagnostic>> {
-    read(&format!("{BASE}\n{extra}"), "t.toml").map(|(f, _)| f)
+    super::tests_protect::read_with(BASE, extra)
 }
 
 fn first_error(extra: &str) -> (usize, String) {
-    let diags = with(extra).expect_err("expected refusal");
-    let d = diags
-        .iter()
-        .find(|d| d.severity == Severity::Error)
-        .unwrap();
-    (d.line, d.message.clone())
+    super::tests_protect::first_error_with(BASE, extra)
 }
 
 #[test]

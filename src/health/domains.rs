@@ -115,7 +115,6 @@ impl Domains {
         topo: &Topology,
         states: &HashMap<TargetId, State>,
         s: &SuspicionSpec,
-        _now: Instant,
         wall: SystemTime,
     ) -> Vec<SystemicReport> {
         let mut out = Vec::new();
@@ -372,7 +371,7 @@ mod tests {
             .map(|id| (id.clone(), State::Suspect))
             .collect();
         states.insert("t3".into(), State::Up);
-        let r = d.systemic(&topo, &states, &s, late, w0);
+        let r = d.systemic(&topo, &states, &s, w0);
         let fw: Vec<_> = r
             .iter()
             .filter(|r| r.domain.as_deref() == Some("fw"))
@@ -389,16 +388,13 @@ mod tests {
         );
         // The share trigger (3 of 4 > 50%) fires too, once.
         assert!(r.iter().any(|r| r.domain.is_none() && r.active));
-        assert!(
-            d.systemic(&topo, &states, &s, late, w0).is_empty(),
-            "raised once"
-        );
+        assert!(d.systemic(&topo, &states, &s, w0).is_empty(), "raised once");
         let all_up: HashMap<TargetId, State> = topo
             .order
             .iter()
             .map(|id| (id.clone(), State::Up))
             .collect();
-        let r = d.systemic(&topo, &all_up, &s, late, w0);
+        let r = d.systemic(&topo, &all_up, &s, w0);
         assert!(
             r.iter()
                 .any(|r| r.domain.as_deref() == Some("fw") && !r.active)

@@ -155,6 +155,18 @@ impl Entry {
     }
 }
 
+/// The topology of a rules file, with its routes (for the systemic report).
+fn topology_of(rules: &Rules) -> Topology {
+    let mut topo = Topology::new(&rules.targets);
+    topo.routes = rules
+        .routes
+        .iter()
+        .chain(std::iter::once(&rules.default_route))
+        .map(|r| (r.id.clone(), r.chain.clone()))
+        .collect();
+    topo
+}
+
 /// The overdue bound of a latency window (None when the window is empty or the factor is 0).
 pub(super) fn overdue_bound(window: &VecDeque<u32>, s: &SuspicionSpec) -> Option<Duration> {
     if window.is_empty() || s.overdue_factor == 0 {
@@ -236,25 +248,17 @@ pub(super) fn now() -> Instant {
 
 impl Health {
     pub fn new(rules: &Rules) -> Health {
-        let h = Health::from_targets(&rules.targets);
+        let h = Health::with_topology(&rules.targets, topology_of(rules));
         h.inner.suspicion.store(rules.suspicion.clone());
-        h.set_routes(rules);
         h
-    }
-
-    fn set_routes(&self, rules: &Rules) {
-        let mut topo = Topology::new(&rules.targets);
-        topo.routes = rules
-            .routes
-            .iter()
-            .chain(std::iter::once(&rules.default_route))
-            .map(|r| (r.id.clone(), r.chain.clone()))
-            .collect();
-        self.inner.topology.store(Arc::new(topo));
     }
 
     /// Same as [`Health::new`] from the target list alone (tests build targets, not rules).
     pub fn from_targets(targets: &[Arc<Target>]) -> Health {
+        Health::with_topology(targets, Topology::new(targets))
+    }
+
+    fn with_topology(targets: &[Arc<Target>], topology: Topology) -> Health {
         let now = now();
         let entries = DashMap::new();
         for t in targets {
@@ -262,7 +266,7 @@ impl Health {
         }
         let inner = Inner {
             entries,
-            topology: ArcSwap::from_pointee(Topology::new(targets)),
+            topology: ArcSwap::from_pointee(topology),
             pending: DashMap::new(),
             pending_to: DashMap::new(),
             changed: Notify::new(),
@@ -378,10 +382,8 @@ impl Health {
                     .get_mut(id)
                     .is_some_and(|mut e| e.call_ended(short, &s));
                 if fired {
+                    // The transition to suspect asks for the test call (with media).
                     self.apply(id, Event::Suspect(SuspectWhy::ShortCalls));
-                    self.request_test(id, TestWhy::Suspect(SuspectWhy::ShortCalls));
-                }
-                if short && fired {
                     self.domain_evidence(id, "short calls");
                 }
             }
@@ -442,7 +444,7 @@ impl Health {
             .collect();
         let reports = {
             let mut d = self.inner.domains.lock().unwrap_or_else(|e| e.into_inner());
-            d.systemic(&topo, &states, &s, now(), SystemTime::now())
+            d.systemic(&topo, &states, &s, SystemTime::now())
         };
         for r in &reports {
             if r.active {
@@ -508,12 +510,19 @@ impl Health {
     /// the new thresholds); removed ids are dropped; new ids start in the start-up state.
     pub fn rekey(&self, rules: &Rules) {
         self.inner.suspicion.store(rules.suspicion.clone());
-        self.rekey_targets(&rules.targets);
-        self.set_routes(rules);
+        self.rekey_entries(&rules.targets);
+        self.inner.topology.store(Arc::new(topology_of(rules)));
+        self.inner.changed.notify_one();
     }
 
     /// [`Health::rekey`] from the target list alone.
     pub fn rekey_targets(&self, targets: &[Arc<Target>]) {
+        self.rekey_entries(targets);
+        self.inner.topology.store(Arc::new(Topology::new(targets)));
+        self.inner.changed.notify_one();
+    }
+
+    fn rekey_entries(&self, targets: &[Arc<Target>]) {
         let keep: HashSet<&str> = targets.iter().map(|t| &*t.id).collect();
         self.inner.entries.retain(|id, _| keep.contains(&**id));
         let now = now();
@@ -527,8 +536,6 @@ impl Health {
             e.thresholds = Thresholds::from(&t.health);
             e.thresholds.test_calls = on;
         }
-        self.inner.topology.store(Arc::new(Topology::new(targets)));
-        self.inner.changed.notify_one();
     }
 
     /// Every target's status, in rules order.

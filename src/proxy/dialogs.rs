@@ -8,10 +8,13 @@
 use crate::routing::TargetId;
 use bytes::Bytes;
 use dashmap::DashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub(super) struct Answered {
     map: DashMap<Bytes, (TargetId, Instant)>,
+    /// Entries, kept beside the map: `DashMap::len` read-locks every shard, too much per call.
+    len: AtomicUsize,
     cap: usize,
 }
 
@@ -19,31 +22,38 @@ impl Answered {
     pub(super) fn new(cap: usize) -> Answered {
         Answered {
             map: DashMap::new(),
+            len: AtomicUsize::new(0),
             cap: cap.max(1),
         }
     }
 
     /// The call `call_id` was answered by `target` at `at`.
     pub(super) fn answered(&self, call_id: &[u8], target: TargetId, at: Instant, keep: Duration) {
-        if self.map.len() >= self.cap {
+        if self.len.load(Ordering::Relaxed) >= self.cap {
             self.map
                 .retain(|_, (_, t)| at.saturating_duration_since(*t) < keep);
+            self.len.store(self.map.len(), Ordering::Relaxed);
             if self.map.len() >= self.cap {
                 return;
             }
         }
-        self.map
+        let old = self
+            .map
             .insert(Bytes::copy_from_slice(call_id), (target, at));
+        if old.is_none() {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The dialog `call_id` ended (a BYE from either side): who answered it and how long it lasted.
     pub(super) fn ended(&self, call_id: &[u8], now: Instant) -> Option<(TargetId, Duration)> {
         let (_, (target, at)) = self.map.remove(call_id)?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
         Some((target, now.saturating_duration_since(at)))
     }
 
     pub(super) fn len(&self) -> usize {
-        self.map.len()
+        self.len.load(Ordering::Relaxed)
     }
 }
 

@@ -68,14 +68,12 @@ pub(super) fn holds_hinted(
                 .is_some_and(|caller| caller.starts_with(p.as_str()))
         })?
     };
-    for (name, value) in &c.headers {
-        let present = call
-            .headers
-            .iter()
-            .any(|(n, v)| n == name && v.trim_ascii() == value.as_bytes());
-        if !present {
-            return None;
-        }
+    if !c
+        .headers
+        .iter()
+        .all(|(name, value)| super::matching::has_header(call, name, value))
+    {
+        return None;
     }
     Some(Hits {
         service_urn,

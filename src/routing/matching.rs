@@ -56,6 +56,13 @@ pub(super) fn is_emergency(request_uri: &[u8], numbers: &[String]) -> bool {
 }
 
 /// `Some(why)` when every condition holds: one clause per condition kind, naming what matched.
+/// The call carries header `name` (lower case) with exactly `value` (surrounding blanks ignored).
+pub(super) fn has_header(call: &CallFacts, name: &str, value: &str) -> bool {
+    call.headers
+        .iter()
+        .any(|(n, v)| n == name && v.trim_ascii() == value.as_bytes())
+}
+
 pub(super) fn matches(c: &Conditions, call: &CallFacts) -> Option<String> {
     let mut why = Vec::new();
     let dest = dest(&call.request_uri);
@@ -84,11 +91,7 @@ pub(super) fn matches(c: &Conditions, call: &CallFacts) -> Option<String> {
         why.push(format!("caller {caller} matched caller_prefixes {p}"));
     }
     for (name, value) in &c.headers {
-        let present = call
-            .headers
-            .iter()
-            .any(|(n, v)| n == name && v.trim_ascii() == value.as_bytes());
-        if !present {
+        if !has_header(call, name, value) {
             return None;
         }
         why.push(format!("header {name}: {value} matched headers"));

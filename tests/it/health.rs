@@ -13,6 +13,18 @@ use sosrouter::config::Proto;
 use sosrouter::health::State;
 use sosrouter::proxy::OutcomeKind;
 
+/// The lab chain on fake answering points (the primary behaving as `primary`), fast probes and
+/// timers, once the primary has been probed twice.
+async fn lab_probed(primary: Behaviour) -> (Uas, Uas, Uas, sosrouter::app::Running) {
+    let a = Uas::start(primary).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, FAST_TIMERS, FAST_PROBES);
+    let p = proxy(&rules, None).await;
+    eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
+    (a, b, g, p)
+}
+
 fn state(p: &sosrouter::app::Running, id: &str) -> State {
     p.health.status(id).expect("known target").state
 }
@@ -26,12 +38,7 @@ async fn call_ok(p: &sosrouter::app::Running, call_id: &str) {
 
 #[tokio::test(start_paused = true)]
 async fn a_primary_that_stops_answering_is_skipped_by_new_calls() {
-    let a = Uas::start(Behaviour::Answer).await;
-    let b = Uas::start(Behaviour::Answer).await;
-    let g = Uas::start(Behaviour::Answer).await;
-    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, FAST_TIMERS, FAST_PROBES);
-    let p = proxy(&rules, None).await;
-    eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
+    let (a, b, _g, p) = lab_probed(Behaviour::Answer).await;
     call_ok(&p, "before").await;
     assert_eq!(a.count("INVITE"), 1);
 
@@ -54,12 +61,7 @@ async fn a_primary_that_stops_answering_is_skipped_by_new_calls() {
 
 #[tokio::test(start_paused = true)]
 async fn pings_answer_calls_fail_goes_down_by_call_outcomes_then_recovers() {
-    let a = Uas::start(Behaviour::Reply(503)).await; // answers OPTIONS 200, every INVITE 503
-    let b = Uas::start(Behaviour::Answer).await;
-    let g = Uas::start(Behaviour::Answer).await;
-    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, FAST_TIMERS, FAST_PROBES);
-    let p = proxy(&rules, None).await;
-    eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
+    let (a, b, _g, p) = lab_probed(Behaviour::Reply(503)).await;
     call_ok(&p, "fail-0").await;
     assert_eq!(real_invites(&a), 1);
     // One failed call makes it suspect and draws a test call, which fails too (503): down on call
@@ -108,12 +110,7 @@ async fn pings_answer_calls_fail_goes_down_by_call_outcomes_then_recovers() {
 /// attempt timer): new calls go to the backup at once, and its failed test call takes it down.
 #[tokio::test(start_paused = true)]
 async fn a_primary_swallowing_invites_is_suspect_at_its_first_overdue_attempt() {
-    let a = Uas::start(Behaviour::Answer).await;
-    let b = Uas::start(Behaviour::Answer).await;
-    let g = Uas::start(Behaviour::Answer).await;
-    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, FAST_TIMERS, FAST_PROBES);
-    let p = proxy(&rules, None).await;
-    eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
+    let (a, b, _g, p) = lab_probed(Behaviour::Answer).await;
     for i in 0..3 {
         call_ok(&p, &format!("warm-{i}")).await; // its usual time to ringing is now known
     }
