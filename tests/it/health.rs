@@ -110,7 +110,7 @@ async fn pings_answer_calls_fail_goes_down_by_call_outcomes_then_recovers() {
 /// attempt timer): new calls go to the backup at once, and its failed test call takes it down.
 #[tokio::test(start_paused = true)]
 async fn a_primary_swallowing_invites_is_suspect_at_its_first_overdue_attempt() {
-    let (a, b, _g, p) = lab_probed(Behaviour::Answer).await;
+    let (a, _b, _g, p) = lab_probed(Behaviour::Answer).await;
     for i in 0..3 {
         call_ok(&p, &format!("warm-{i}")).await; // its usual time to ringing is now known
     }
