@@ -209,7 +209,6 @@ async fn start_on(
     let metrics = Arc::new(Metrics::default());
     metrics.prepare_rules(&rules.load());
     health.start_applier(&tasks);
-    health.set_change_sink(health_events(events.clone()));
     start_test_calls(&rules, &health, &tasks);
     health.set_probe_lateness(Arc::new(|d| metrics::PROBE_LATENESS.observe(d)));
     if let Some(url) = &opts.webhook {
@@ -227,6 +226,7 @@ async fn start_on(
         cfg,
         services,
     );
+    health.set_change_sink(health_changes(events.clone(), Arc::downgrade(&proxy)));
     transport.start(Arc::new(Dispatcher(proxy.clone())));
     for t in &targets {
         if t.transport == Proto::Udp {
@@ -340,10 +340,25 @@ fn start_test_calls(rules: &Arc<ArcSwap<Rules>>, health: &Health, tasks: &Tasks)
 }
 
 /// Health transitions and operator switches as alert events.
-fn health_events(bus: crate::events::Bus) -> crate::health::ChangeSink {
+/// Health changes become alert events; a target that stopped answering probes also fails over the
+/// calls still trying or ringing there (`proxy/call.rs`, contract point 3a).
+fn health_changes(
+    bus: crate::events::Bus,
+    proxy: std::sync::Weak<crate::proxy::Proxy>,
+) -> crate::health::ChangeSink {
     use crate::events::Event;
-    use crate::health::Change;
+    use crate::health::{Change, ProbeFailure, Reason, State};
     Arc::new(move |c: Change<'_>| {
+        if let Change::Health { target, transition } = c
+            && transition.to == State::Down
+            && let Reason::ProbeFailures {
+                last: ProbeFailure::Timeout | ProbeFailure::TransportError,
+                ..
+            } = transition.reason
+            && let Some(p) = proxy.upgrade()
+        {
+            p.target_down(target);
+        }
         bus.publish(match c {
             Change::Health {
                 target,

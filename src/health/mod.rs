@@ -28,7 +28,7 @@ pub use domains::{Evidence, SystemicReport};
 pub use handle::{Change, ChangeSink, Health, LatenessSink, TargetStatus, TestCallSink};
 pub use probe::{PROBE_BRANCH_PREFIX, ProbeIds, ProbeTransport, build_options, is_probe_branch};
 pub use prober::{STARTUP_SPREAD, max_jitter, next_delay};
-pub use state::{Counters, State, SuspectWhy};
+pub use state::{Counters, ProbeFailure, Reason, State, SuspectWhy, Transition};
 
 /// What one call attempt showed about its target: the one typed outcome the pure call machine
 /// produces, and health, metrics, the undelivered record and the logs consume (`Display` is the
@@ -52,6 +52,10 @@ pub enum Outcome {
     CutByDeadline,
     /// The caller cancelled while this attempt ran: says nothing about the target.
     CancelledByCaller,
+    /// Health took the target down while this attempt was still trying or ringing (it stopped
+    /// answering probes): the attempt was cut and the call failed over at once. Health already
+    /// knows, so it counts nothing more against the target.
+    TargetDown,
 }
 
 impl Outcome {
@@ -91,6 +95,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Overdue => f.write_str("overdue"),
             Outcome::CutByDeadline => f.write_str("deadline: skipping to the last resort"),
             Outcome::CancelledByCaller => f.write_str("cancelled by caller"),
+            Outcome::TargetDown => f.write_str("target went down while the attempt ran"),
         }
     }
 }

@@ -95,7 +95,7 @@ impl AttemptOutcome {
             O::AttemptTimeout => AttemptOutcome::AttemptTimeout,
             O::RingTimeout => AttemptOutcome::RingTimeout,
             O::FailureResponse(_) => AttemptOutcome::FailureResponse,
-            O::Overdue | O::CutByDeadline | O::CancelledByCaller => return None,
+            O::Overdue | O::CutByDeadline | O::CancelledByCaller | O::TargetDown => return None,
         })
     }
     /// The failover this outcome causes when another target is tried next.
@@ -119,15 +119,18 @@ pub enum FailoverReason {
     FailureResponse = 3,
     /// The call deadline cut the attempt short to leave time for the last resort.
     Deadline = 4,
+    /// Health took the target down (probes) while the attempt was trying or ringing.
+    TargetDown = 5,
 }
 
 impl FailoverReason {
-    pub const ALL: [FailoverReason; 5] = [
+    pub const ALL: [FailoverReason; 6] = [
         FailoverReason::TransportError,
         FailoverReason::AttemptTimeout,
         FailoverReason::RingTimeout,
         FailoverReason::FailureResponse,
         FailoverReason::Deadline,
+        FailoverReason::TargetDown,
     ];
     pub fn label(self) -> &'static str {
         [
@@ -136,6 +139,7 @@ impl FailoverReason {
             "ring_timeout",
             "failure_response",
             "deadline",
+            "target_down",
         ][self as usize]
     }
 }
@@ -148,7 +152,7 @@ type Row<const N: usize> = [AtomicU64; N];
 pub struct Metrics {
     calls: DashMap<Arc<str>, Row<4>>,
     attempts: DashMap<Arc<str>, Row<5>>,
-    failovers: Row<5>,
+    failovers: Row<6>,
     /// From the INVITE's arrival to the first 2xx relayed.
     call_setup: Histogram,
     /// [ok, error].

@@ -16,6 +16,10 @@
 //!    its usual time, from health) makes the target suspect for new calls at once; the attempt
 //!    itself keeps its full attempt timer.
 //! 3. A provisional (101–199) but no final within the ring timer: CANCEL and fail over.
+//!    3a. Health takes the current attempt's target down because it stopped answering probes
+//!    (timeouts or transport errors) while the attempt is still trying or ringing: CANCEL (or
+//!    abandon) and fail over at once, when another target is left to try — a hung PSAP would
+//!    otherwise hold a ringing call for the whole ring timer. A late 2xx still answers (point 5).
 //! 4. A final response in the route's failover set (default 408, 480, 486, 5xx, 600, 603) fails over;
 //!    any other final is the answer and is relayed. A 503 is never relayed as 503 (RFC 3261 §16.7):
 //!    when it is the best response, the caller gets 500.
@@ -266,6 +270,25 @@ impl Call {
                 self.next_attempt(now, out);
             }
         }
+    }
+
+    /// Health took target `id` down (probes stopped getting answers): contract point 3a.
+    pub fn on_target_down(&mut self, id: &str, now: Instant, out: &mut Vec<Action>) {
+        let Some(i) = self.current else { return };
+        let a = &self.attempts[i];
+        if &*a.target.id != id
+            || !matches!(a.phase, Phase::Trying | Phase::Ringing)
+            || self.state != CallState::Routing
+            || self.caller_cancelled
+            || self.choose_next(now).is_none()
+        {
+            return;
+        }
+        tracing::info!(target = %id, "target went down while the attempt ran: failing over");
+        out.push(Action::Report(a.target.id.clone(), Outcome::TargetDown));
+        self.fail_attempt(i, Outcome::TargetDown, now);
+        self.cancel_branch(i, out);
+        self.next_attempt(now, out);
     }
 
     /// A response on one of our branches.

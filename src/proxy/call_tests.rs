@@ -448,6 +448,82 @@ fn a_target_that_dies_while_ringing_fails_over_at_once() {
     );
 }
 
+fn sent(out: &[Action], method: &[u8]) -> Vec<String> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::SendTarget(t, _, b) if b.starts_with(method) => Some(t.id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Contract point 3a: a hung PSAP (probes time out) holding a ringing call hands it on at once.
+#[test]
+fn a_ringing_target_that_health_takes_down_is_cancelled_and_failed_over() {
+    let (mut call, t0, br, mut out) = start_two(timers(1000, 10_000, 30_000));
+    call.on_response(response(&br, 180), t0 + ms(5), &mut out);
+    out.clear();
+    call.on_target_down("t1", t0 + ms(2000), &mut out);
+    assert!(
+        out.is_empty(),
+        "another target's fall is not this call's business"
+    );
+    call.on_target_down("t0", t0 + ms(2000), &mut out);
+    assert_eq!(
+        sent(&out, b"CANCEL"),
+        vec!["t0"],
+        "the ringing branch is CANCELled"
+    );
+    assert_eq!(
+        sent(&out, b"INVITE"),
+        vec!["t1"],
+        "and the backup tried at once"
+    );
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Report(t, Outcome::TargetDown) if &**t == "t0"))
+    );
+    assert_eq!(call.records()[0].outcome, Outcome::TargetDown);
+    // A late 2xx from the cut branch still answers the call (contract point 5).
+    out.clear();
+    call.on_response(response(&br, 200), t0 + ms(2100), &mut out);
+    assert_eq!(call.state(), CallState::Answered);
+}
+
+#[test]
+fn a_trying_target_taken_down_is_abandoned_without_a_cancel() {
+    let (mut call, t0, _br, mut out) = start_two(timers(1000, 10_000, 30_000));
+    out.clear();
+    call.on_target_down("t0", t0 + ms(300), &mut out);
+    assert!(
+        sent(&out, b"CANCEL").is_empty(),
+        "no CANCEL before a provisional (§9.1)"
+    );
+    assert_eq!(sent(&out, b"INVITE"), vec!["t1"]);
+}
+
+#[test]
+fn the_last_target_left_keeps_ringing_when_it_is_taken_down() {
+    let (mut call, t0, br, mut out) = start_two(timers(1000, 10_000, 30_000));
+    call.on_response(response(&br, 503), t0 + ms(5), &mut out); // t0 fails: t1 (last resort) now
+    let br1 = out
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Listen(b, _) => Some(b.clone()),
+            _ => None,
+        })
+        .unwrap();
+    call.on_response(response(&br1, 180), t0 + ms(10), &mut out);
+    out.clear();
+    call.on_target_down("t1", t0 + ms(2000), &mut out);
+    assert!(
+        out.is_empty(),
+        "nothing left to fail over to: it may still answer"
+    );
+    assert_eq!(call.state(), CallState::Routing);
+}
+
 /// Issue #12: an INVITE accepted under any inbound limits is forwarded to every target of the plan,
 /// however close to those limits it is (our Via and Record-Route are never measured against them),
 /// and the CANCEL and ACK of each attempt are well formed without parsing what we sent.

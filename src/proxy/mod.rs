@@ -132,7 +132,7 @@ impl OutcomeKind {
             O::FailureResponse(_) => OutcomeKind::FailureResponse,
             O::Progress(_) => OutcomeKind::Progress,
             O::Overdue => OutcomeKind::Overdue,
-            O::CutByDeadline | O::CancelledByCaller => return None,
+            O::CutByDeadline | O::CancelledByCaller | O::TargetDown => return None,
         })
     }
 }
@@ -333,6 +333,26 @@ impl Proxy {
             if e.get().is_empty() {
                 e.remove();
             }
+        }
+    }
+
+    /// Health took target `id` down because it stopped answering probes: every call with a live
+    /// branch at its address hears of it (the call decides whether its current attempt is there;
+    /// contract point 3a of `call.rs`). Tel targets share their gateway's address, hence the id.
+    pub fn target_down(&self, id: &str) {
+        let Some(addr) = self.rules.load().target(id).map(|t| t.next_hop) else {
+            return;
+        };
+        let owners: Vec<_> = match self.by_addr.get(&addr) {
+            Some(set) => set
+                .iter()
+                .filter_map(|k| self.branches.get(k).map(|b| b.tx.clone()))
+                .collect(),
+            None => return,
+        };
+        let tid: crate::routing::TargetId = id.into();
+        for tx in owners {
+            let _ = tx.send(CallEvent::TargetDown(tid.clone()));
         }
     }
 

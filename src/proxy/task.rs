@@ -24,6 +24,8 @@ pub enum CallEvent {
     /// and an inline `Message` would make that block ~5.6 KB per call instead of ~0.5 KB.
     Response(Box<Message>),
     Unreachable(SocketAddr),
+    /// Health took this target down (probes): fail over a call still trying or ringing there.
+    TargetDown(crate::routing::TargetId),
     Cancel,
     Retransmit,
     Ack,
@@ -168,6 +170,7 @@ async fn run(
                 match ev {
                     CallEvent::Response(m) => call.on_response(*m, t, &mut out),
                     CallEvent::Unreachable(a) => call.on_unreachable(a, t, &mut out),
+                    CallEvent::TargetDown(id) => call.on_target_down(&id, t, &mut out),
                     CallEvent::Cancel => {
                         ctx.tally.cancelled = true;
                         call.on_caller_cancel(t, &mut out)
@@ -216,6 +219,9 @@ impl Ctx {
                     self.count_attempt_start();
                 }
                 Action::Report(id, o) => {
+                    if o == crate::health::Outcome::TargetDown {
+                        self.tally.last_failure = Some(FailoverReason::TargetDown);
+                    }
                     if let Some(k) = super::OutcomeKind::of(o) {
                         self.proxy.counters.outcomes[k as usize]
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
