@@ -574,7 +574,7 @@ def cmd_interop(cfg: lab.Config, args: list) -> int:
     # A private copy: the shared target dir's binary may be replaced by another build mid-run.
     out = cfg.out_dir or os.path.join(HERE, "out", f"{time.strftime('%Y%m%d-%H%M%S')}-interop")
     os.makedirs(out, exist_ok=True)
-    sos = os.path.join(out, "sosrouter")
+    sos = os.path.join(out, "sosrouter.bin")
     if not os.access(cfg.sosrouter, os.X_OK):
         raise lab.Fail(f"no sosrouter binary at {cfg.sosrouter}")
     shutil.copy(cfg.sosrouter, sos)
