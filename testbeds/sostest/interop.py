@@ -8,6 +8,9 @@ Stack pairs x transports, each row with fresh processes:
   baresip>sosrouter>baresip           a real baresip caller -> sosrouter -> a real auto-answering baresip PSAP;
                                       every leg on the row's transport; one call with audio (baresip's RTP).
   baresip>kamailio>sosrouter>baresip  the same through the Kamailio edge as well.
+  baresip>kamailio>baresip            control, no sosrouter: Kamailio relays straight to the baresip PSAP. It
+                                      runs over TLS even when sosrouter has none, so a failing TLS row with a
+                                      passing control points at sosrouter, not at the lab's certificates.
 
 Per row: setup ok (answered), teardown ok (the BYE reached the PSAP through the route set and the caller
 saw the call end), media ok (baresip: both ends sent and received at least MIN_RTP RTP packets, from
@@ -39,7 +42,9 @@ SCEN = lab.SCEN
 IP = "127.0.0.1"
 P = dict(sos=15060, sos_tls=15061, edge=15160, edge_tls=15161, sipp_psap=15171, sipp_caller=15180,
          bs_psap=15210, bs_caller=15220, ctl_psap=15231, ctl_caller=15230)
-PAIRS = ["sipp>kamailio>sosrouter>sipp", "baresip>sosrouter>baresip", "baresip>kamailio>sosrouter>baresip"]
+PAIRS = ["sipp>kamailio>sosrouter>sipp", "baresip>sosrouter>baresip", "baresip>kamailio>sosrouter>baresip",
+         "baresip>kamailio>baresip"]
+CONTROL = "baresip>kamailio>baresip"     # no sosrouter: proves the harness (certificates, configs) on its own
 TRANSPORTS = ["udp", "tcp", "tls"]
 MIN_RTP = 25          # packets each way at each end: 0.5 s of 20 ms audio
 SKIP_NO_TLS = "skipped: sosrouter has no TLS"
@@ -398,7 +403,7 @@ class Interop:
         d = os.path.join(self.out, f"{pair.replace('>', '-')}-{transport}")
         os.makedirs(d, exist_ok=True)
         r = Row(pair, transport)
-        if transport == "tls" and not self.tls:
+        if transport == "tls" and not self.tls and pair != CONTROL:
             r.legs = "-"
             r.skipped = SKIP_NO_TLS
             return r
@@ -407,7 +412,7 @@ class Interop:
             if pair.startswith("sipp"):
                 self.sipp_row(g, d, r)
             else:
-                self.baresip_row(g, d, r, via_edge="kamailio" in pair)
+                self.baresip_row(g, d, r, via_edge="kamailio" in pair, via_sos="sosrouter" in pair)
         except lab.Fail as e:
             r.detail = str(e)
             r.setup_ok = bool(r.setup_ok)
@@ -464,17 +469,18 @@ class Interop:
         r.detail = (f"SIPp exit {rc}, {s['answered']}/{n} answered, {s['byelost']} BYE lost, "
                     f"{byes} BYE at the PSAP")
 
-    def baresip_row(self, g: procs.Group, d: str, r: Row, via_edge: bool):
+    def baresip_row(self, g: procs.Group, d: str, r: Row, via_edge: bool, via_sos: bool = True):
         t = r.transport
         tls = t == "tls"
-        r.legs = "|".join([t] * (3 if via_edge else 2))
+        r.legs = "|".join([t] * (1 + via_edge + via_sos))
         psap_port = P["bs_psap"] + (1 if tls else 0)        # baresip listens TLS on its SIP port + 1
         self.start_baresip(g, os.path.join(d, "psap"), "psap", tls)
         self.start_baresip(g, os.path.join(d, "caller"), "caller", tls)
-        self.start_sosrouter(g, d, t, f"sip:{IP}:{psap_port}", t,
-                             client_auth=self.client_auth if (tls and via_edge) else "none")
+        if via_sos:
+            self.start_sosrouter(g, d, t, f"sip:{IP}:{psap_port}", t,
+                                 client_auth=self.client_auth if (tls and via_edge) else "none")
         if via_edge:
-            self.start_edge(g, d, self.sos_hop(t), tls=tls)
+            self.start_edge(g, d, self.sos_hop(t) if via_sos else f"sip:{IP}:{psap_port};transport={t}", tls=tls)
             first = f"sip:911@{IP}:{P['edge_tls'] if tls else P['edge']};transport={t}"
         else:
             first = f"sip:911@{self.sos_hop(t)[4:].split(';')[0]};transport={t}"

@@ -32,7 +32,7 @@ from . import interop, lab, procs, report
 IP = "127.0.0.1"
 T = dict(caller_wrap=15350, psap_tls=15351, psap_tcp=15352, psap_wrap_tcp=15353, kam=15360, kam_tls=15361,
          sos=15370, sos_tls=15371)
-DEFAULT_RATES = "100 200 300 400 500 600 800 1000 1200 1500"
+DEFAULT_RATES = "200 400 600 800 1000 1200 1500 2000 2500 3000 3500 4000 5000"
 
 
 @dataclass
