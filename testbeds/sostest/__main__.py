@@ -45,8 +45,8 @@ Commands:
                      gateway), Request-URI sip:911@proxy and urn:service:sos, caller over UDP and TCP,
                      300 calls each; zero failed calls required.
   accept-one NAME    One run of that matrix (URIS=sip911|urn, --proxy tcp:... for TCP).
-  test               Every test: cargo test, the testbed's pytest suite, then smoke and acceptance
-                     (the README's test command).
+  test               Every test: cargo test, the testbed's pytest suite, then smoke, acceptance and
+                     interop (the README's test command).
   interop [PAIR] [T]  Stacks nobody here wrote (Debian packages), on loopback: SIPp -> Kamailio edge ->
                      sosrouter -> SIPp, baresip -> sosrouter -> baresip (audio), baresip -> Kamailio ->
                      sosrouter -> baresip, each over udp, tcp and tls (tls skipped while sosrouter has

@@ -556,13 +556,24 @@ def read(path: str) -> str:
         return ""
 
 
+def kamailio_tls_module() -> bool:
+    import glob
+    return bool(glob.glob("/usr/lib/*/kamailio/modules/tls.so") or glob.glob("/usr/lib/kamailio/modules/tls.so"))
+
+
 def need_tools():
+    """Install what is missing with apt-get (as every testbed command does), kamailio-tls-modules included."""
     for cmd, pkg in (("sipp", "sip-tester"), ("kamailio", "kamailio"), ("baresip", "baresip"),
-                     ("openssl", "openssl")):
+                     ("openssl", "openssl"), ("stdbuf", "coreutils")):
         lab.need(cmd, pkg)
-    if not os.path.exists("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so") and \
-            not any(os.path.exists(p) for p in ("/usr/lib/kamailio/modules/tls.so",)):
-        lab.need("kamailio-tls", "kamailio-tls-modules", "kamailio")
+    if not kamailio_tls_module():
+        lab.say("Kamailio's tls module missing: installing the Debian package kamailio-tls-modules")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        if subprocess.call(sudo + ["apt-get", "install", "-y", "kamailio-tls-modules"]) != 0:
+            subprocess.call(sudo + ["apt-get", "update"])
+            subprocess.call(sudo + ["apt-get", "install", "-y", "kamailio-tls-modules"])
+        if not kamailio_tls_module():
+            raise lab.Fail("could not install kamailio-tls-modules")
 
 
 def busy_ports() -> list:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,8 @@ class Step:
     failed: int = 0
     cpu_cores: float = 0.0        # proxy CPU over the sampled window, in cores (1.0 = one core busy)
     cpu_per_1k: float | None = None
+    stunnel_cores: float = 0.0    # every stunnel of the run, same window
+    sipp_cores: float = 0.0       # SIPp caller and PSAP, same window
     sipp_exit: int = 0
     good: bool = False
 
@@ -54,6 +57,15 @@ class PeerResult:
     steps: list = field(default_factory=list)
     max_rate: int = 0
     note: str = ""
+    tls_connections: dict = field(default_factory=dict)    # stunnel service -> connections it accepted
+
+
+def accepted_connections(log: str) -> dict:
+    """stunnel's log (debug 5): connections accepted per service, less the testbed's one start-up probe."""
+    n = {}
+    for m in re.finditer(r"Service \[([^\]]+)\] accepted connection", log):
+        n[m.group(1)] = n.get(m.group(1), 0) + 1
+    return {k: max(0, v - 1) for k, v in n.items()}
 
 
 def step_good(made: int, ok: int, failed: int, calls: int, max_fail_pct: float) -> bool:
@@ -92,18 +104,24 @@ def stunnel_conf(path: str, services: list):
 def table(results: list) -> str:
     out = []
     for r in results:
-        out.append(f"{r.peer} ({r.mode}): max {r.max_rate} calls/s at <= {os.environ.get('MAX_FAIL_PCT', '0.1')}% failed"
+        pct = os.environ.get("MAX_FAIL_PCT", "0.1")
+        out.append(f"{r.peer} ({r.mode}): max {r.max_rate} calls/s at <= {pct}% failed"
                    + (f"  [{r.note}]" if r.note else ""))
-        out.append(f"  {'rate':>6} {'made':>7} {'ok':>7} {'failed':>6} {'proxy CPU':>10} {'CPU/1k cps':>11}  verdict")
+        if r.tls_connections:
+            conns = ", ".join(f"{k} {v}" for k, v in sorted(r.tls_connections.items()))
+            out.append(f"  TLS connections accepted: {conns} (caller: one per SIPp run, i.e. per step; "
+                       "psap: the proxy's, reused across calls)")
+        out.append(f"  {'rate':>6} {'made':>7} {'ok':>7} {'failed':>6} {'proxy CPU':>10} {'CPU/1k cps':>11} "
+                   f"{'stunnel':>8} {'SIPp':>6}  verdict")
         for s in r.steps:
             per = f"{s.cpu_per_1k:.2f}" if s.cpu_per_1k is not None else "-"
-            out.append(f"  {s.rate:>6} {s.made:>7} {s.ok:>7} {s.failed:>6} {s.cpu_cores:>9.2f}c {per:>11}  "
-                       f"{'ok' if s.good else 'FAIL'}")
+            out.append(f"  {s.rate:>6} {s.made:>7} {s.ok:>7} {s.failed:>6} {s.cpu_cores:>9.2f}c {per:>11} "
+                       f"{s.stunnel_cores:>7.2f}c {s.sipp_cores:>5.2f}c  {'ok' if s.good else 'FAIL'}")
     by = {r.peer: r for r in results}
     if "sosrouter" in by and "kamailio" in by and by["kamailio"].max_rate:
         ratio = by["sosrouter"].max_rate / by["kamailio"].max_rate
-        out.append(f"sosrouter / kamailio TLS calls/s: {ratio:.2f}x (goal >= 1.5x)"
-                   + ("" if by["sosrouter"].mode == "tls" else "  -- sosrouter ran TCP behind stunnel: not a TLS figure"))
+        caveat = "" if by["sosrouter"].mode == "tls" else "  -- sosrouter ran TCP behind stunnel: not a TLS figure"
+        out.append(f"sosrouter / kamailio TLS calls/s: {ratio:.2f}x (goal >= 1.5x){caveat}")
         common = [s.rate for s in by["sosrouter"].steps if s.good and any(
             k.rate == s.rate and k.good for k in by["kamailio"].steps)]
         if common:
@@ -126,6 +144,7 @@ class Load:
         self.step_s = float(os.environ.get("STEP_S") or 5)
         self.max_fail = float(os.environ.get("MAX_FAIL_PCT") or 0.1)
         self.hold = int(os.environ.get("HOLD_MS") or 0)
+        self.bisect = int(os.environ.get("BISECT_STEPS") or 2)
 
     def cert(self, role: str):
         return self.pki[role]["cert"], self.pki[role]["key"], self.pki["ca"]
@@ -191,7 +210,7 @@ class Load:
         os.makedirs(d, exist_ok=True)
         tls = peer == "kamailio" or (self.sos_tls and os.environ.get("SOS_TRANSPORT", "tls") == "tls")
         res = PeerResult(peer, "tls" if tls else "tcp behind stunnel")
-        budget = len(self.rates) * (self.step_s + 40) + 60
+        budget = (len(self.rates) + self.bisect) * (self.step_s + 40) + 60
         g = procs.Group()
         try:
             caller_cert = self.cert("caller")
@@ -218,21 +237,44 @@ class Load:
                                budget, T["caller_wrap"])
             time.sleep(3.0)      # the proxy's probes mark the PSAP up
             pids = lambda: [leader] + lab.descendants(leader)          # noqa: E731
+            wraps = [p.pid for p in g.procs if p.name.startswith("stunnel")]
+            uas = [p.pid for p in g.procs if p.name == "sipp-psap"]
+            others = (lambda: [x for w in wraps for x in lab.descendants(w)],     # noqa: E731
+                      lambda: [x for w in uas for x in lab.descendants(w)])
             for i, rate in enumerate(self.rates):
                 lab.say(f"tls-load {peer}: {rate} calls/s for {self.step_s:g} s")
-                s = self.step(g, os.path.join(d, f"step-{i + 1:02d}-r{rate}"), rate, proxy_tls, pids)
+                s = self.step(g, os.path.join(d, f"step-{i + 1:02d}-r{rate}"), rate, proxy_tls, pids, others)
                 res.steps.append(s)
-                lab.say(f"  made {s.made} ok {s.ok} failed {s.failed}, proxy {s.cpu_cores:.2f} cores")
+                lab.say(f"  made {s.made} ok {s.ok} failed {s.failed}; cores: proxy {s.cpu_cores:.2f}, "
+                        f"stunnel {s.stunnel_cores:.2f}, SIPp {s.sipp_cores:.2f}")
                 if not s.good:
                     break
                 res.max_rate = rate
+            # Bisection between the last good and the first failed step (BISECT_STEPS, default 2).
+            bad = res.steps[-1].rate if res.steps and not res.steps[-1].good else 0
+            for _ in range(self.bisect if bad else 0):
+                mid = (res.max_rate + bad) // 2 // 10 * 10
+                if mid <= res.max_rate or mid >= bad:
+                    break
+                lab.say(f"tls-load {peer}: bisection, {mid} calls/s (good {res.max_rate}, failed {bad})")
+                s = self.step(g, os.path.join(d, f"step-{len(res.steps) + 1:02d}-r{mid}"), mid, proxy_tls, pids,
+                              others)
+                res.steps.append(s)
+                lab.say(f"  made {s.made} ok {s.ok} failed {s.failed}; cores: proxy {s.cpu_cores:.2f}, "
+                        f"stunnel {s.stunnel_cores:.2f}, SIPp {s.sipp_cores:.2f}")
+                if s.good:
+                    res.max_rate = mid
+                else:
+                    bad = mid
         except lab.Fail as e:
             res.note = str(e)
         finally:
             g.stop_all()
+        for name in ("caller", "psap", "front"):
+            res.tls_connections.update(accepted_connections(interop.read(os.path.join(d, f"stunnel-{name}.log"))))
         return res
 
-    def step(self, g: procs.Group, d: str, rate: int, proxy_port: int, pids) -> Step:
+    def step(self, g: procs.Group, d: str, rate: int, proxy_port: int, pids, others) -> Step:
         os.makedirs(d, exist_ok=True)
         calls = int(rate * self.step_s)
         with open(os.path.join(d, "calls.csv"), "w") as f:
@@ -247,15 +289,18 @@ class Load:
                 f"{IP}:{T['caller_wrap']}"]
         c = g.start("sipp-caller", argv, os.path.join(d, "stdout.txt"), secs + 10, cwd=d)
         time.sleep(0.5)
-        t0, c0 = time.monotonic(), lab.ticks(pids())
+        wrap, sipp = others
+        caller = lambda: [c.pid] + lab.descendants(c.pid)       # noqa: E731
+        t0, c0 = time.monotonic(), (lab.ticks(pids()), lab.ticks(wrap()), lab.ticks(sipp() + caller()))
         time.sleep(max(0.5, self.step_s - 1.0))
-        t1, c1 = time.monotonic(), lab.ticks(pids())
+        t1, c1 = time.monotonic(), (lab.ticks(pids()), lab.ticks(wrap()), lab.ticks(sipp() + caller()))
         rc = c.popen.wait()
         g.procs = [x for x in g.procs if x is not c]
         st = report.sipp_stat(os.path.join(d, "stat.csv"))
         s = Step(rate, report.num(st, "OutgoingCall(C)"), report.num(st, "SuccessfulCall(C)"),
                  report.num(st, "FailedCall(C)"), sipp_exit=rc)
-        s.cpu_cores = (c1 - c0) / os.sysconf("SC_CLK_TCK") / max(1e-3, t1 - t0)
+        per_s = os.sysconf("SC_CLK_TCK") * max(1e-3, t1 - t0)
+        s.cpu_cores, s.stunnel_cores, s.sipp_cores = ((b - a) / per_s for a, b in zip(c0, c1))
         s.cpu_per_1k = cpu_per_1k(s.cpu_cores, rate)
         s.good = step_good(s.made, s.ok, s.failed, calls, self.max_fail)
         with open(os.path.join(d, "step.json"), "w") as f:
@@ -264,9 +309,8 @@ class Load:
 
 
 def cmd_tls_load(cfg: lab.Config, args: list) -> int:
-    for cmd, pkg in (("sipp", "sip-tester"), ("kamailio", "kamailio"), ("stunnel4", "stunnel4"),
-                     ("openssl", "openssl")):
-        lab.need(cmd, pkg)
+    interop.need_tools()
+    lab.need("stunnel4", "stunnel4")
     peers = [a for a in args if a in ("sosrouter", "kamailio")] or ["sosrouter", "kamailio"]
     if cfg.build and not os.environ.get("SOSROUTER"):
         lab.say("building sosrouter (cargo build --release)")

@@ -90,3 +90,12 @@ def test_tls_load_psap_contact_rewritten(tmp_path):
     s = dst.read_text()
     assert "[local_port];transport=[transport]>" not in s
     assert s.count("Contact: <sip:ap@127.0.0.1:15351;transport=tls>") >= 2     # 180, 200 (and OPTIONS 200)
+
+
+def test_stunnel_accepted_connections_less_the_probe():
+    log = ("2026.12.02 04:14:20 LOG5[0]: Service [caller] accepted connection from 127.0.0.1:43564\n"
+           "2026.12.02 04:14:23 LOG5[1]: Service [caller] accepted connection from 127.0.0.1:43679\n"
+           "2026.12.02 04:14:23 LOG5[2]: Service [psap] accepted connection from 127.0.0.1:43680\n"
+           "2026.12.02 04:14:24 LOG5[2]: Service [psap] accepted connection from 127.0.0.1:43681\n"
+           "2026.12.02 04:14:24 LOG5[1]: Service [caller] connected remote server from 127.0.0.1:43682\n")
+    assert tlsload.accepted_connections(log) == {"caller": 1, "psap": 1}
