@@ -99,3 +99,18 @@ def test_stunnel_accepted_connections_less_the_probe():
            "2026.12.02 04:14:24 LOG5[2]: Service [psap] accepted connection from 127.0.0.1:43681\n"
            "2026.12.02 04:14:24 LOG5[1]: Service [caller] connected remote server from 127.0.0.1:43682\n")
     assert tlsload.accepted_connections(log) == {"caller": 1, "psap": 1}
+
+
+def test_completion_time_from_recorded_sipp_stats():
+    # 2000 calls/s for 5 s through Kamailio's TLS: every call succeeded, but the last only after 15 s.
+    queued = tlsload.completion_s(os.path.join(D, "sipp-stat-queued.csv"))
+    assert queued == 15.0
+    assert not tlsload.step_good(10000, 10000, 0, 10000, 0.1, queued, 5.0)
+    # 1000 calls/s: the last call over at 9 s (completions lagged the INVITEs by up to 4 s): not kept up.
+    assert tlsload.completion_s(os.path.join(D, "sipp-stat-catching-up.csv")) == 9.0
+    assert not tlsload.step_good(5000, 5000, 0, 5000, 0.1, 9.0, 5.0)
+    # 600 calls/s: over with the step.
+    kept = tlsload.completion_s(os.path.join(D, "sipp-stat-kept-up.csv"))
+    assert kept == 5.0 and tlsload.step_good(3000, 3000, 0, 3000, 0.1, kept, 5.0)
+    assert tlsload.completion_s(os.path.join(D, "missing.csv")) is None
+    assert tlsload.elapsed_s("00:01:02") == 62.0 and tlsload.elapsed_s("00:00:01:500") == 1.5
