@@ -152,8 +152,8 @@ def table(rows: list) -> str:
 
 # ---------------------------------------------------------------- certificates (lab CA, openssl CLI)
 def make_pki(d: str) -> dict:
-    """A lab CA and one certificate per role (EC P-256, 2 days): files under d. Names: sosrouter.lab,
-    psap.lab, edge.lab, caller.lab, each also valid for IP 127.0.0.1."""
+    """A lab CA and one certificate per role (EC P-256, 90 days: `check` warns within 30): files under d.
+    Names: sosrouter.lab, psap.lab, edge.lab, caller.lab, each also valid for IP 127.0.0.1."""
     os.makedirs(d, exist_ok=True)
     ca_key, ca = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
 
@@ -163,7 +163,7 @@ def make_pki(d: str) -> dict:
             raise lab.Fail(f"openssl {' '.join(a[:2])} failed: {r.stderr.strip()[:300]}")
 
     ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca_key,
-         "-out", ca, "-days", "2", "-subj", "/CN=sosrouter interop lab CA",
+         "-out", ca, "-days", "90", "-subj", "/CN=sosrouter interop lab CA",
          "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     files = {"ca": ca}
     for name in ("sosrouter", "psap", "edge", "caller"):
@@ -174,7 +174,7 @@ def make_pki(d: str) -> dict:
                     "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n")
         ossl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
              "-out", csr, "-subj", f"/CN={name}.lab")
-        ossl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", crt, "-days", "2",
+        ossl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", crt, "-days", "90",
              "-extfile", ext)
         both = os.path.join(d, f"{name}.both.pem")     # cert + key in one file (baresip, stunnel)
         with open(both, "w") as f:
@@ -413,7 +413,7 @@ class Interop:
                 self.sipp_row(g, d, r)
             else:
                 self.baresip_row(g, d, r, via_edge="kamailio" in pair, via_sos="sosrouter" in pair)
-        except lab.Fail as e:
+        except (lab.Fail, OSError) as e:
             r.detail = str(e)
             r.setup_ok = bool(r.setup_ok)
             r.teardown_ok = bool(r.teardown_ok)
