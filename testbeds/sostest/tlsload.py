@@ -12,7 +12,8 @@ with more than MAX_FAIL_PCT failed calls):
   sosrouter  TLS listen 15371, one target transport "tls" (tls_name psap.lab), when sosrouter has TLS;
              otherwise (or SOS_TRANSPORT=tcp) sosrouter over TCP on 15370 with its TLS terminated by stunnel
              on both sides (15371 -> 15370, and 15353 -> TLS 15351): that validates the harness, and its
-             figures are sosrouter's TCP path, stunnel's CPU not counted.
+             figures are sosrouter's TCP path, stunnel's CPU not counted. KAM_TRANSPORT=tcp does the same
+             to Kamailio (TCP on 15360 behind stunnel): the two TCP runs are then comparable.
 Connections are reused: SIPp keeps one TCP connection (so one TLS connection), each proxy one to the PSAP.
 Per step: calls made/ok/failed, proxy CPU (all its processes, utime+stime over the call-creation phase) and
 CPU per 1000 calls/s. Bounded: at most len(RATES) steps, each under timeout(1).
@@ -62,12 +63,16 @@ class PeerResult:
     tls_connections: dict = field(default_factory=dict)    # stunnel service -> connections it accepted
 
 
+PROBED = ("caller", "psap", "front")     # services whose port the testbed probes once at start (wait_tcp)
+
+
 def accepted_connections(log: str) -> dict:
-    """stunnel's log (debug 5): connections accepted per service, less the testbed's one start-up probe."""
+    """stunnel's log (debug 5): connections accepted per service, less the testbed's one start-up probe of
+    the probed services."""
     n = {}
     for m in re.finditer(r"Service \[([^\]]+)\] accepted connection", log):
         n[m.group(1)] = n.get(m.group(1), 0) + 1
-    return {k: max(0, v - 1) for k, v in n.items()}
+    return {k: max(0, v - 1) if k in PROBED else v for k, v in n.items()}
 
 
 def step_good(made: int, ok: int, failed: int, calls: int, max_fail_pct: float, done_s: float | None = None,
@@ -157,8 +162,12 @@ def table(results: list) -> str:
     by = {r.peer: r for r in results}
     if "sosrouter" in by and "kamailio" in by and by["kamailio"].max_rate:
         ratio = by["sosrouter"].max_rate / by["kamailio"].max_rate
-        caveat = "" if by["sosrouter"].mode == "tls" else "  -- sosrouter ran TCP behind stunnel: not a TLS figure"
-        out.append(f"sosrouter / kamailio TLS calls/s: {ratio:.2f}x (goal >= 1.5x){caveat}")
+        modes = (by["sosrouter"].mode, by["kamailio"].mode)
+        if modes == ("tls", "tls"):
+            out.append(f"sosrouter / kamailio TLS calls/s: {ratio:.2f}x (goal >= 1.5x)")
+        else:
+            out.append(f"sosrouter ({modes[0]}) / kamailio ({modes[1]}) calls/s: {ratio:.2f}x"
+                       + ("" if modes[0] == modes[1] else "  -- different transports: not comparable"))
         common = [s.rate for s in by["sosrouter"].steps if s.good and any(
             k.rate == s.rate and k.good for k in by["kamailio"].steps)]
         if common:
@@ -207,21 +216,25 @@ class Load:
             raise lab.Fail(f"stunnel {name} did not start; see {d}/stunnel-{name}.log")
         return p
 
-    def start_kamailio(self, g: procs.Group, d: str, budget: float) -> int:
+    def start_kamailio(self, g: procs.Group, d: str, tls: bool, budget: float) -> int:
         run = os.path.join(d, "kamailio-run")
         os.makedirs(run, exist_ok=True)
         lst = os.path.join(d, "dispatcher.list")
         with open(lst, "w") as f:
-            f.write(f"1 sip:{IP}:{T['psap_tls']};transport=tls 0 30 duid=psap\n")
-        tcfg = os.path.join(d, "kamailio-tls.cfg")
-        interop.write_kamailio_tls(tcfg, self.pki, "sosrouter")    # same certificate as sosrouter's
+            if tls:
+                f.write(f"1 sip:{IP}:{T['psap_tls']};transport=tls 0 30 duid=psap\n")
+            else:
+                f.write(f"1 sip:{IP}:{T['psap_wrap_tcp']};transport=tcp 0 30 duid=psap\n")
         argv = ["kamailio", "-f", os.path.join(lab.HERE, "kamailio", "kamailio.cfg"), "-DD", "-E", "-m", "512",
-                "-M", "32", "-Y", run, "-w", run, "-A", f"SIP_PORT={T['kam']}", "-A", f'DS_LIST="{lst}"',
-                "-A", "WITH_TLS", "-A", f"TLS_PORT={T['kam_tls']}", "-A", f'TLS_CFG="{tcfg}"']
+                "-M", "32", "-Y", run, "-w", run, "-A", f"SIP_PORT={T['kam']}", "-A", f'DS_LIST="{lst}"']
+        if tls:
+            tcfg = os.path.join(d, "kamailio-tls.cfg")
+            interop.write_kamailio_tls(tcfg, self.pki, "sosrouter")    # same certificate as sosrouter's
+            argv += ["-A", "WITH_TLS", "-A", f"TLS_PORT={T['kam_tls']}", "-A", f'TLS_CFG="{tcfg}"']
         for x in (os.environ.get("KAMAILIO_DEFINES") or "").split():
             argv += ["-A", x]
         p = g.start("kamailio", argv, os.path.join(d, "kamailio.log"), budget, cwd=run)
-        if not interop.wait_tcp(T["kam_tls"], 15, p):
+        if not interop.wait_tcp(T["kam_tls"] if tls else T["kam"], 15, p):
             raise lab.Fail(f"kamailio did not start; see {d}/kamailio.log")
         return p.pid
 
@@ -245,7 +258,10 @@ class Load:
     def run_peer(self, peer: str) -> PeerResult:
         d = os.path.join(self.out, peer)
         os.makedirs(d, exist_ok=True)
-        tls = peer == "kamailio" or (self.sos_tls and os.environ.get("SOS_TRANSPORT", "tls") == "tls")
+        if peer == "kamailio":
+            tls = os.environ.get("KAM_TRANSPORT", "tls") == "tls"
+        else:
+            tls = self.sos_tls and os.environ.get("SOS_TRANSPORT", "tls") == "tls"
         res = PeerResult(peer, "tls" if tls else "tcp behind stunnel")
         budget = (len(self.rates) + self.bisect) * (self.step_s + 40) + 60
         g = procs.Group()
@@ -258,18 +274,18 @@ class Load:
                 contact = f"sip:ap@{IP}:{T['psap_wrap_tcp']};transport=tcp"
             self.start_psap(g, d, contact, budget)
             psap_side = [("psap", False, T["psap_tls"], T["psap_tcp"], *psap_cert)]
-            if not tls:   # sosrouter TCP -> stunnel client 15353 -> TLS -> the PSAP's stunnel
+            if not tls:   # the proxy's TCP -> stunnel client 15353 -> TLS -> the PSAP's stunnel
                 psap_side.append(("to-psap", True, T["psap_wrap_tcp"], T["psap_tls"], *self.cert("sosrouter")))
             self.start_stunnel(g, d, "psap", psap_side, budget, T["psap_tls"])
             if peer == "kamailio":
-                leader = self.start_kamailio(g, d, budget)
-                proxy_tls = T["kam_tls"]
+                leader = self.start_kamailio(g, d, tls, budget)
+                proxy_tls, proxy_tcp = T["kam_tls"], T["kam"]
             else:
                 leader = self.start_sosrouter(g, d, tls, budget)
-                proxy_tls = T["sos_tls"]
-                if not tls:       # TLS terminated in front of sosrouter's TCP listener
-                    self.start_stunnel(g, d, "front", [("front", False, T["sos_tls"], T["sos"],
-                                                        *self.cert("sosrouter"))], budget, T["sos_tls"])
+                proxy_tls, proxy_tcp = T["sos_tls"], T["sos"]
+            if not tls:       # TLS terminated in front of the proxy's TCP listener
+                self.start_stunnel(g, d, "front", [("front", False, proxy_tls, proxy_tcp, *self.cert("sosrouter"))],
+                                   budget, proxy_tls)
             self.start_stunnel(g, d, "caller", [("caller", True, T["caller_wrap"], proxy_tls, *caller_cert)],
                                budget, T["caller_wrap"])
             time.sleep(3.0)      # the proxy's probes mark the PSAP up

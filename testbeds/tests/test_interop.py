@@ -97,8 +97,9 @@ def test_stunnel_accepted_connections_less_the_probe():
            "2026.12.02 04:14:23 LOG5[1]: Service [caller] accepted connection from 127.0.0.1:43679\n"
            "2026.12.02 04:14:23 LOG5[2]: Service [psap] accepted connection from 127.0.0.1:43680\n"
            "2026.12.02 04:14:24 LOG5[2]: Service [psap] accepted connection from 127.0.0.1:43681\n"
-           "2026.12.02 04:14:24 LOG5[1]: Service [caller] connected remote server from 127.0.0.1:43682\n")
-    assert tlsload.accepted_connections(log) == {"caller": 1, "psap": 1}
+           "2026.12.02 04:14:24 LOG5[1]: Service [caller] connected remote server from 127.0.0.1:43682\n"
+           "2026.12.02 04:14:25 LOG5[3]: Service [to-psap] accepted connection from 127.0.0.1:43690\n")
+    assert tlsload.accepted_connections(log) == {"caller": 1, "psap": 1, "to-psap": 1}   # to-psap: not probed
 
 
 def test_completion_time_from_recorded_sipp_stats():
