@@ -49,10 +49,12 @@ Commands:
                      interop (the README's test command).
   interop [PAIR] [T]  Stacks nobody here wrote (Debian packages), on loopback: SIPp -> Kamailio edge ->
                      sosrouter -> SIPp, baresip -> sosrouter -> baresip (audio), baresip -> Kamailio ->
-                     sosrouter -> baresip, each over udp, tcp and tls (tls skipped while sosrouter has
-                     none); a table, result.json; exit 1 on any failure. Ports 15000-15499.
+                     sosrouter -> baresip, and a control baresip -> Kamailio -> baresip, each over
+                     udp, tcp and tls (tls rows through sosrouter skipped while it has none); a table,
+                     result.json; exit 1 on any failure. Ports 15000-15499.
   interop-tls-load   TLS calls/s and proxy CPU per 1000 calls/s: SIPp over TCP behind stunnel, through
-                     Kamailio's TLS and sosrouter's TLS (or TCP, SOS_TRANSPORT=tcp), same stairs.
+                     sosrouter's TLS, then Kamailio's, same stairs (SOS_TRANSPORT=tcp / KAM_TRANSPORT=tcp:
+                     that proxy over TCP, stunnel terminating TLS; sosrouter so while it has no TLS).
   soak [S] [CALLS/s] testbeds/soak/rss-soak: sosrouter's RSS under S seconds (60) of faults (200/s).
   help               This text.
 
