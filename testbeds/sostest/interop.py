@@ -6,14 +6,14 @@ Stack pairs x transports, each row with fresh processes:
                                       media is n/a. TLS row: only the Kamailio<->sosrouter leg is TLS
                                       (Debian's SIPp has no TLS), the caller and PSAP legs stay UDP.
   baresip>sosrouter>baresip           a real baresip caller -> sosrouter -> a real auto-answering baresip PSAP;
-                                      every leg on the row's transport; one call with audio (baresip's RTP).
+                                      every leg on the row's transport; two calls with audio (baresip's RTP).
   baresip>kamailio>sosrouter>baresip  the same through the Kamailio edge as well.
   baresip>kamailio>baresip            control, no sosrouter: Kamailio relays straight to the baresip PSAP. It
                                       runs over TLS even when sosrouter has none, so a failing TLS row with a
                                       passing control points at sosrouter, not at the lab's certificates.
 
-Per row: setup ok (answered), teardown ok (the BYE reached the PSAP through the route set and the caller
-saw the call end), media ok (baresip: both ends sent and received at least MIN_RTP RTP packets, from
+Per row: setup ok (answered), teardown ok (the BYE crossed the route set and both ends saw the call end;
+baresip rows make two calls, the caller hangs up the first and the PSAP the second), media ok (baresip: both ends sent and received at least MIN_RTP RTP packets, from
 baresip's own end-of-call statistics), setup time (INVITE sent -> 200 received, median for SIPp rows).
 TLS rows run only when sosrouter supports TLS (`sosrouter check` accepts a rules file with a [tls] section
 and a tls listen); otherwise they are reported "skipped: sosrouter has no TLS" and do not fail the run.
@@ -76,14 +76,10 @@ def parse_netstrings(buf: bytes) -> tuple:
 _PACKETS = re.compile(r"^packets:\s+(\d+)\s+(\d+)\s*$", re.M)
 
 
-def parse_baresip_audio(log: str):
-    """baresip's end-of-call audio statistics ("packets: TX RX" under "audio Transmit: Receive:"):
-    the last call's (tx, rx), or None when no call ended with audio."""
-    m = _PACKETS.findall(log.replace("\r", ""))
-    if not m:
-        return None
-    tx, rx = m[-1]
-    return int(tx), int(rx)
+def parse_baresip_audio(log: str) -> list:
+    """baresip's end-of-call audio statistics ("packets: TX RX" under "audio Transmit: Receive:"), one
+    (tx, rx) per call that ended with audio, in order."""
+    return [(int(tx), int(rx)) for tx, rx in _PACKETS.findall(log.replace("\r", ""))]
 
 
 def parse_sipp_caller_log(text: str) -> dict:
@@ -318,13 +314,14 @@ class Ctl:
             self.events.append((now, o))
             self.log.write(f"{time.time():.6f} < {json.dumps(o)}\n")
 
-    def wait_event(self, types: tuple, timeout: float):
-        """The first event of one of types (already received or arriving within timeout): (time, object)."""
+    def wait_event(self, types: tuple, timeout: float, since: float = 0.0):
+        """The first event of one of types that arrived at or after `since` (monotonic), already received or
+        arriving within timeout: (time, object), or (None, None)."""
         end = time.monotonic() + timeout
         seen = 0
         while True:
             for t, o in self.events[seen:]:
-                if o.get("event") and o.get("type") in types:
+                if t >= since and o.get("event") and o.get("type") in types:
                     return t, o
             seen = len(self.events)
             if time.monotonic() >= end:
@@ -488,41 +485,53 @@ class Interop:
         caller = Ctl(P["ctl_caller"], os.path.join(d, "caller", "ctrl.log"))
         psap = Ctl(P["ctl_psap"], os.path.join(d, "psap", "ctrl.log"))
         try:
-            r.calls = 1
-            t0 = time.monotonic()
-            caller.send("dial", first)
-            te, ev = caller.wait_event(("CALL_ESTABLISHED", "CALL_CLOSED"), 15)
-            if ev is None or ev.get("type") != "CALL_ESTABLISHED":
-                r.setup_ok = False
-                r.detail = f"no answer: {ev.get('param') if ev else 'nothing within 15 s'}"
-                return
+            # Two calls: the caller hangs up the first, the PSAP the second (its BYE travels the route set
+            # back toward the caller: over TCP and TLS on the caller's own connection).
+            setups, teardowns = [], []
+            for n, hanger in enumerate(("caller", "psap"), 1):
+                r.calls = n
+                t0 = time.monotonic()
+                caller.send("dial", first)
+                te, ev = caller.wait_event(("CALL_ESTABLISHED", "CALL_CLOSED"), 15, t0)
+                if ev is None or ev.get("type") != "CALL_ESTABLISHED":
+                    r.setup_ok = False
+                    r.detail = f"call {n}: no answer: {ev.get('param') if ev else 'nothing within 15 s'}"
+                    return
+                setups.append((te - t0) * 1000)
+                pe, _ = psap.wait_event(("CALL_ESTABLISHED",), 5, t0)
+                if pe is None:
+                    r.setup_ok = False
+                    r.detail = f"call {n}: the PSAP never saw the call established"
+                    return
+                # Let audio flow, then hang up.
+                end = time.monotonic() + 2.0
+                while time.monotonic() < end:
+                    caller.pump()
+                    psap.pump()
+                th = time.monotonic()
+                (caller if hanger == "caller" else psap).send("hangup")
+                _, pc = psap.wait_event(("CALL_CLOSED",), 8, th)
+                _, cc = caller.wait_event(("CALL_CLOSED",), 8, th)
+                teardowns.append(pc is not None and cc is not None)
+                if not teardowns[-1]:
+                    r.detail = (f"call {n} ({hanger} hung up): PSAP closed={pc is not None}, "
+                                f"caller closed={cc is not None}")
             r.setup_ok = True
-            r.setup_ms = (te - t0) * 1000
-            pe, _ = psap.wait_event(("CALL_ESTABLISHED",), 5)
-            if pe is None:
-                r.detail = "the PSAP never saw the call established"
-            # Let audio flow, then the caller hangs up: the BYE travels the Record-Route set.
-            end = time.monotonic() + 2.0
-            while time.monotonic() < end:
-                caller.pump()
-                psap.pump()
-            caller.send("hangup")
-            _, pc = psap.wait_event(("CALL_CLOSED",), 8)
-            _, cc = caller.wait_event(("CALL_CLOSED",), 8)
-            r.teardown_ok = pc is not None and cc is not None
-            if not r.teardown_ok:
-                r.detail = f"teardown: PSAP closed={pc is not None}, caller closed={cc is not None}"
+            r.setup_ms = statistics.median(setups)
+            r.teardown_ok = all(teardowns)
         finally:
             caller.close()
             psap.close()
 
     def media_verdict(self, d: str, r: Row):
-        """After the baresips stopped (their end-of-call statistics are in their logs)."""
+        """After the baresips stopped (their end-of-call statistics are in their logs): every call of the row
+        had audio both ways at both ends."""
         got = {n: parse_baresip_audio(read(os.path.join(d, n, "baresip.log"))) for n in ("caller", "psap")}
-        ok = all(v is not None and v[0] >= MIN_RTP and v[1] >= MIN_RTP for v in got.values())
-        r.media_ok = ok
-        stats = ", ".join(f"{n} tx/rx {v[0]}/{v[1]}" if v else f"{n} no audio stats" for n, v in got.items())
-        r.detail = (r.detail + "; " if r.detail else "") + f"RTP packets {stats}"
+        r.media_ok = all(len(v) == r.calls and all(tx >= MIN_RTP and rx >= MIN_RTP for tx, rx in v)
+                         for v in got.values())
+        stats = "; ".join(f"{n} tx/rx " + (", ".join(f"{tx}/{rx}" for tx, rx in v) or "none")
+                          for n, v in got.items())
+        r.detail = (r.detail + "; " if r.detail else "") + f"RTP packets per call: {stats}"
 
 
 def write_kamailio_tls(path: str, pki: dict, role: str):

@@ -39,8 +39,8 @@ def test_netstrings_garbage_is_left_unparsed():
 
 
 def test_baresip_audio_stats_from_recorded_log():
-    assert interop.parse_baresip_audio(read("baresip-psap.log")) == (102, 101)
-    assert interop.parse_baresip_audio("baresip is ready.\n") is None
+    assert interop.parse_baresip_audio(read("baresip-psap.log")) == [(102, 101)]
+    assert interop.parse_baresip_audio("baresip is ready.\n") == []
 
 
 def test_sipp_caller_log_counts_and_setup_times():
