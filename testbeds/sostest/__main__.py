@@ -45,8 +45,16 @@ Commands:
                      gateway), Request-URI sip:911@proxy and urn:service:sos, caller over UDP and TCP,
                      300 calls each; zero failed calls required.
   accept-one NAME    One run of that matrix (URIS=sip911|urn, --proxy tcp:... for TCP).
-  test               Every test: cargo test, the testbed's pytest suite, then smoke and acceptance
-                     (the README's test command).
+  test               Every test: cargo test, the testbed's pytest suite, then smoke, acceptance and
+                     interop (the README's test command).
+  interop [PAIR] [T]  Stacks nobody here wrote (Debian packages), on loopback: SIPp -> Kamailio edge ->
+                     sosrouter -> SIPp, baresip -> sosrouter -> baresip (audio), baresip -> Kamailio ->
+                     sosrouter -> baresip, and a control baresip -> Kamailio -> baresip, each over
+                     udp, tcp and tls (tls rows through sosrouter skipped while it has none); a table,
+                     result.json; exit 1 on any failure. Ports 15000-15499.
+  interop-tls-load   TLS calls/s and proxy CPU per 1000 calls/s: SIPp over TCP behind stunnel, through
+                     sosrouter's TLS, then Kamailio's, same stairs (SOS_TRANSPORT=tcp / KAM_TRANSPORT=tcp:
+                     that proxy over TCP, stunnel terminating TLS; sosrouter so while it has no TLS).
   soak [S] [CALLS/s] testbeds/soak/rss-soak: sosrouter's RSS under S seconds (60) of faults (200/s).
   help               This text.
 
@@ -208,6 +216,12 @@ def main(argv: list) -> int:
             need_plotting()
             return subprocess.call([sys.executable, "-m", "pytest", "-q", os.path.join(statewide.HERE, "tests"), *rest],
                                    env=dict(os.environ, PYTHONPATH=statewide.HERE))
+        if cmd == "interop":
+            from . import interop
+            return interop.cmd_interop(lab.Config(), rest)
+        if cmd == "interop-tls-load":
+            from . import tlsload
+            return tlsload.cmd_tls_load(lab.Config(), rest)
         if cmd in lab.COMMANDS or cmd in ("drill", "accept-one", "soak"):
             return lab.dispatch(lab.Config(), cmd, rest)
         print(usage(), end="", file=sys.stderr)

@@ -681,6 +681,8 @@ def cmd_test(cfg: Config) -> int:
         raise Fail("smoke drill failed")
     if run_self(["acceptance"], e):
         raise Fail("acceptance failed")
+    if run_self(["interop"], e):
+        raise Fail("interop failed")
     say("every test passed")
     return 0
 
