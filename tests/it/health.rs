@@ -184,3 +184,32 @@ async fn a_disabled_target_gets_no_calls_while_others_are_ready() {
     let (code, _) = admin_call(admin, "POST", "/targets/psap-primary/enable").await;
     assert_eq!(code, 200);
 }
+
+/// Failover contract 3a over real sockets: the primary rings, then hangs (answers nothing, OPTIONS
+/// included). Once probes take it down the ringing call goes to the backup at once; with a 30 s ring
+/// timer, a final within the 15 s wait can only come from that.
+#[tokio::test(start_paused = true)]
+async fn a_call_ringing_at_a_primary_that_hangs_is_answered_by_the_backup() {
+    let a = Uas::start(Behaviour::RingForever).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, NO_TIMERS, FAST_PROBES);
+    let p = proxy(&rules, None).await;
+    eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
+    let addr = p.local_addr(Proto::Udp).unwrap();
+    let mut uac = Uac::new(Proto::Udp, addr).await;
+    let inv = uac.invite("urn:service:sos", "ringing-hang", "z9hG4bK-uac-ringing-hang");
+    uac.send(&inv).await;
+    eventually(WAIT, "primary rings", || a.count("INVITE") == 1).await;
+    a.set_muted(true);
+    let out = uac.await_final(WAIT).await;
+    assert_eq!(out.final_code, 200, "answered");
+    assert!(out.provisional.contains(&180), "the primary's ringing was relayed first");
+    assert_eq!(b.count("INVITE"), 1, "the backup answered it");
+    assert_eq!(state(&p, "psap-primary"), State::Down);
+    assert_eq!(
+        p.proxy.counters.outcome(OutcomeKind::RingTimeout),
+        0,
+        "no ring timer fired"
+    );
+}
