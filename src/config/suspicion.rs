@@ -18,6 +18,7 @@ const KEYS: &[&str] = &[
     "short_call_baseline_percent",
     "systemic_share_percent",
     "recovery_test_interval_ms",
+    "suspect_hold_ms",
 ];
 
 /// Silent-failure detection settings, defaults filled in.
@@ -46,6 +47,9 @@ pub struct SuspicionSpec {
     pub systemic_share_percent: u64,
     /// A target down on call evidence gets a test call this often until one succeeds, ms.
     pub recovery_test_interval_ms: u64,
+    /// Damping of overdue suspicion (rule 8 of `health::state`): another call's progress ends it
+    /// only after this long, and after a false alarm overdue attempts raise none for this long.
+    pub suspect_hold_ms: u64,
 }
 
 impl Default for SuspicionSpec {
@@ -62,6 +66,7 @@ impl Default for SuspicionSpec {
             short_call_baseline_percent: 20,
             systemic_share_percent: 50,
             recovery_test_interval_ms: 1_000,
+            suspect_hold_ms: 1_000,
         }
     }
 }
@@ -72,7 +77,7 @@ pub(crate) fn read_suspicion(ctx: &mut Ctx, doc: &DeTable) -> SuspicionSpec {
         return s;
     };
     ctx.check_keys(t, "in [suspicion]", KEYS);
-    let keys: [(&mut u64, &str, u64, u64); 11] = [
+    let keys: [(&mut u64, &str, u64, u64); 12] = [
         (&mut s.overdue_factor, "overdue_factor", 0, 1000),
         (&mut s.overdue_floor_ms, "overdue_floor_ms", 1, 60_000),
         (&mut s.latency_samples, "latency_samples", 1, 4096),
@@ -99,6 +104,7 @@ pub(crate) fn read_suspicion(ctx: &mut Ctx, doc: &DeTable) -> SuspicionSpec {
             100,
             3_600_000,
         ),
+        (&mut s.suspect_hold_ms, "suspect_hold_ms", 0, 600_000),
     ];
     for (slot, key, min, max) in keys {
         if let Some(v) = ctx.integer(t, key, min, max) {

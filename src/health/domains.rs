@@ -4,7 +4,8 @@
 //! `domain_window_ms`, the domain turns suspect: the handle makes every target of it suspect and
 //! asks each for a test call, and one `systemic` report names the domain, its targets, the routes
 //! now served by a later choice, the evidence, and a sentence an operator can paste into a notice.
-//! A second trigger: more than `systemic_share_percent` of all targets down or suspect.
+//! A second trigger: more than `systemic_share_percent` of all targets down or suspect (and at
+//! least `domain_suspect_after` of them), unless a domain alarm already names every one of them.
 //! A clearing report follows when none of the domain's targets is down, suspect or recovering.
 //!
 //! Pure bookkeeping: times are passed in; the handle holds it under a mutex the call path never
@@ -165,7 +166,20 @@ impl Domains {
             .filter(|id| states.get(*id).is_some_and(|s| bad(*s)))
             .cloned()
             .collect();
-        let over = total > 0 && (bad_ids.len() as u64) * 100 > s.systemic_share_percent * total;
+        // At least `domain_suspect_after` targets too: one or two targets in trouble are their own
+        // alarm, not a shared failure (a one-PSAP lab would otherwise raise it at every suspicion).
+        let bad_n = bad_ids.len() as u64;
+        // Bad targets all inside domains whose alarm is out: that alarm already names them.
+        let covered = |id: &TargetId| {
+            topo.domains_of.get(id).is_some_and(|tags| {
+                tags.iter()
+                    .any(|t| self.suspect.get(t).is_some_and(|(_, raised)| *raised))
+            })
+        };
+        let over = total > 0
+            && bad_n >= s.domain_suspect_after
+            && bad_n * 100 > s.systemic_share_percent * total
+            && (self.share_since.is_some() || !bad_ids.iter().all(covered));
         match (over, self.share_since) {
             (true, None) => {
                 let since = unix_ms(wall);
@@ -386,9 +400,17 @@ mod tests {
                 .iter()
                 .any(|(r, who, how)| r == "north" && who == "t3" && how == "last resort")
         );
-        // The share trigger (3 of 4 > 50%) fires too, once.
-        assert!(r.iter().any(|r| r.domain.is_none() && r.active));
+        // The share trigger (3 of 4 > 50%) stays quiet: fw's alarm names every one of them.
+        assert!(!r.iter().any(|r| r.domain.is_none()), "{r:?}");
         assert!(d.systemic(&topo, &states, &s, w0).is_empty(), "raised once");
+        // A bad target outside the domain: now the share alarm is news, raised once.
+        states.insert("t3".into(), State::Down);
+        let r = d.systemic(&topo, &states, &s, w0);
+        assert!(r.iter().any(|r| r.domain.is_none() && r.active), "{r:?}");
+        assert!(d.systemic(&topo, &states, &s, w0).is_empty(), "raised once");
+        // Once out, it stays while the share holds (t3 back up: 3 of 4 still bad).
+        states.insert("t3".into(), State::Up);
+        assert!(d.systemic(&topo, &states, &s, w0).is_empty(), "no flapping");
         let all_up: HashMap<TargetId, State> = topo
             .order
             .iter()

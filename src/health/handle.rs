@@ -148,9 +148,10 @@ impl Entry {
             self.recent_calls.pop_front();
         }
         let shorts = self.recent_calls.iter().filter(|&&b| b).count() as u64;
-        // Baseline: the share of short calls before this window (none known: zero).
-        let baseline_ok = older_answered == 0
-            || older_short * 100 < s.short_call_baseline_percent * older_answered;
+        // Baseline: the share of short calls before this window. None known (a fresh target, a
+        // load test that hangs up at once): no rise can be told, so no signal.
+        let baseline_ok = older_answered > 0
+            && older_short * 100 < s.short_call_baseline_percent * older_answered;
         short && shorts >= s.short_call_trigger && baseline_ok
     }
 }
@@ -250,6 +251,7 @@ impl Health {
     pub fn new(rules: &Rules) -> Health {
         let h = Health::with_topology(&rules.targets, topology_of(rules));
         h.inner.suspicion.store(rules.suspicion.clone());
+        h.rekey_entries(&rules.targets); // thresholds that come from [suspicion]
         h
     }
 
@@ -364,10 +366,12 @@ impl Health {
         let s = self.inner.suspicion.load();
         match obs {
             Observation::Attempt(o) => {
-                self.apply(id, Event::Call(o));
+                // Domain evidence first: when this failure makes a shared element suspect, the
+                // domain's alarm is raised before the share-of-targets check sees the same targets.
                 if o.is_failure() || o == Outcome::Overdue {
                     self.domain_evidence(id, &o.to_string());
                 }
+                self.apply(id, Event::Call(o));
             }
             Observation::FirstProvisional(d) => {
                 if let Some(mut e) = self.inner.entries.get_mut(id) {
@@ -527,6 +531,7 @@ impl Health {
         self.inner.entries.retain(|id, _| keep.contains(&**id));
         let now = now();
         let on = self.inner.test_calls_on.load(Ordering::Relaxed);
+        let hold = Duration::from_millis(self.inner.suspicion.load().suspect_hold_ms);
         for t in targets {
             let mut e = self
                 .inner
@@ -535,6 +540,7 @@ impl Health {
                 .or_insert_with(|| Entry::new(t, now));
             e.thresholds = Thresholds::from(&t.health);
             e.thresholds.test_calls = on;
+            e.thresholds.suspect_hold = hold;
         }
     }
 
@@ -692,10 +698,14 @@ mod short_call_tests {
             e.call_ended(true, &s),
             "3 of the last 5 short, baseline 0 %"
         );
-        // A target whose calls are always short (its normal) does not keep firing.
+        // A target whose calls are always short (its normal, or a load test's) never fires, from
+        // its very first calls on.
         let mut e = Entry::new(&t, Instant::now());
-        for _ in 0..20 {
-            e.call_ended(true, &s);
+        for i in 0..20 {
+            assert!(
+                !e.call_ended(true, &s),
+                "short call {i} of a fresh target fired"
+            );
         }
         assert!(!e.call_ended(true, &s), "baseline 100 % short: no rise");
     }

@@ -45,6 +45,9 @@ pub enum Outcome {
     FailureResponse(u16),
     /// A provisional (18x) or a final that shows the target is taking calls (2xx, or a non-failover final).
     Progress(u16),
+    /// The same, from an attempt that had gone [`Outcome::Overdue`]: the target is alive, only
+    /// slow. It ends the suspicion that attempt raised at once (a false alarm).
+    LateProgress(u16),
     /// Still no provisional other than 100 after `overdue_factor` x the target's usual time: the
     /// attempt goes on (a slow PSAP still gets its call), the target becomes suspect.
     Overdue,
@@ -71,12 +74,14 @@ impl Outcome {
     }
     /// True when the target showed it takes calls.
     pub fn is_progress(self) -> bool {
-        matches!(self, Outcome::Progress(_))
+        matches!(self, Outcome::Progress(_) | Outcome::LateProgress(_))
     }
     /// The SIP status that came with it, if any.
     pub fn status(self) -> Option<u16> {
         match self {
-            Outcome::FailureResponse(c) | Outcome::Progress(c) => Some(c),
+            Outcome::FailureResponse(c) | Outcome::Progress(c) | Outcome::LateProgress(c) => {
+                Some(c)
+            }
             _ => None,
         }
     }
@@ -92,6 +97,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Progress(c) if *c >= 200 && *c < 300 => f.write_str("answered"),
             Outcome::Progress(c) if *c >= 300 => f.write_str("final response relayed"),
             Outcome::Progress(c) => write!(f, "progress {c}"),
+            Outcome::LateProgress(c) => write!(f, "progress {c} after going overdue"),
             Outcome::Overdue => f.write_str("overdue"),
             Outcome::CutByDeadline => f.write_str("deadline: skipping to the last resort"),
             Outcome::CancelledByCaller => f.write_str("cancelled by caller"),

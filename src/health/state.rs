@@ -9,7 +9,8 @@
 //! 2. `Up -> Suspect` at once on doubt from the call path: an attempt overdue (no provisional other
 //!    than 100 after k x the target's usual time), a failed call, its failure domain turning suspect,
 //!    or a rise of short calls. A suspect target is tried after ready, unsuspected ones, and gets a
-//!    test call. `Suspect -> Up` when a real call to it progresses or a test call is good.
+//!    test call. `Suspect -> Up` when a real call to it progresses or a test call is good — with
+//!    one damping rule for overdue suspicion (rule 8).
 //! 3. `Up/Suspect -> Down` after `down_after_probe_failures` consecutive probe failures, after
 //!    `down_after_call_failures` consecutive failed calls even while probes pass ("pings answer,
 //!    calls fail"), or at once on a failed test call (call path or media). A probe success resets
@@ -27,12 +28,20 @@
 //!    one changes nothing but opens half-open trials.
 //! 7. Entering `Down` or `Recovering` resets the consecutive runs: each counts its evidence afresh
 //!    (`Up <-> Suspect` does not, so three failed calls still take a suspect target down).
+//! 8. Suspicion raised by an overdue attempt ends at once when that attempt itself progresses
+//!    (`LateProgress`: a false alarm) or a test call is good; another call's progress ends it only
+//!    once it has lasted `suspect_hold`. After a false alarm, overdue attempts raise no new
+//!    suspicion for `suspect_hold`. So a slow but alive target (an overloaded PSAP, our own busy
+//!    runtime) flips `Up <-> Suspect` at most about once per `suspect_hold`, not once per call.
 
 use super::{Outcome, TestResult};
 use crate::routing::HealthSettings;
 use serde::Serialize;
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Default of `[suspicion] suspect_hold_ms` (rule 8).
+pub const SUSPECT_HOLD: Duration = Duration::from_secs(1);
 
 /// Health state of one target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -196,6 +205,8 @@ pub struct Thresholds {
     pub probed: bool,
     /// Whether test calls decide recovery (rule 5); set by the wiring from `[test_calls]`.
     pub test_calls: bool,
+    /// Rule 8; set by the handle from `[suspicion]`.
+    pub suspect_hold: Duration,
 }
 
 impl From<&HealthSettings> for Thresholds {
@@ -206,6 +217,7 @@ impl From<&HealthSettings> for Thresholds {
             down_after_call_failures: s.down_after_call_failures.max(1),
             probed: s.probe,
             test_calls: false,
+            suspect_hold: SUSPECT_HOLD,
         }
     }
 }
@@ -237,6 +249,8 @@ pub struct Machine {
     cause: Cause,
     /// A test call came back inconclusive since it went down: half-open trials allowed (rule 5).
     inconclusive: bool,
+    /// Until when overdue attempts raise no suspicion (rule 8: after a false alarm).
+    overdue_quiet_until: Option<Instant>,
     counters: Counters,
 }
 
@@ -253,6 +267,7 @@ impl Machine {
             last_call_failed: false,
             cause: Cause::Probes,
             inconclusive: false,
+            overdue_quiet_until: None,
             counters: Counters::default(),
         }
     }
@@ -336,17 +351,38 @@ impl Machine {
                     _ => None,
                 }
             }
-            Event::Call(Outcome::Progress(code)) => {
+            Event::Call(o @ (Outcome::Progress(code) | Outcome::LateProgress(code))) => {
                 self.counters.calls_ok += 1;
                 self.last_call_failed = false;
                 self.call_failures = 0;
+                let late = matches!(o, Outcome::LateProgress(_));
+                let overdue_suspicion = self.last_reason == Reason::Suspected(SuspectWhy::Overdue);
                 match self.state {
-                    Suspect | Recovering => self.enter(Up, Reason::CallProgress(code), now),
+                    // Rule 8: another call's progress ends overdue suspicion only once it held.
+                    Suspect
+                        if overdue_suspicion
+                            && !late
+                            && now.saturating_duration_since(self.since) < th.suspect_hold =>
+                    {
+                        None
+                    }
+                    Suspect => {
+                        if late && overdue_suspicion {
+                            self.overdue_quiet_until = Some(now + th.suspect_hold);
+                        }
+                        self.enter(Up, Reason::CallProgress(code), now)
+                    }
+                    Recovering => self.enter(Up, Reason::CallProgress(code), now),
                     Down => self.enter(Recovering, Reason::CallProgress(code), now),
                     Up => None,
                 }
             }
-            Event::Call(Outcome::Overdue) => self.suspect(SuspectWhy::Overdue, now),
+            Event::Call(Outcome::Overdue) => {
+                if self.overdue_quiet_until.is_some_and(|q| now < q) {
+                    return None; // rule 8: just after a false alarm
+                }
+                self.suspect(SuspectWhy::Overdue, now)
+            }
             Event::Call(_) => None, // cut by the deadline, cancelled: no evidence
             Event::Suspect(why) => self.suspect(why, now),
             Event::TestCall(r) => match r {

@@ -90,7 +90,7 @@ impl AttemptOutcome {
     pub fn of(o: crate::health::Outcome) -> Option<AttemptOutcome> {
         use crate::health::Outcome as O;
         Some(match o {
-            O::Progress(_) => AttemptOutcome::Progress,
+            O::Progress(_) | O::LateProgress(_) => AttemptOutcome::Progress,
             O::TransportError => AttemptOutcome::TransportError,
             O::AttemptTimeout => AttemptOutcome::AttemptTimeout,
             O::RingTimeout => AttemptOutcome::RingTimeout,

@@ -51,6 +51,10 @@ pub(super) struct Attempt {
     /// When the attempt becomes overdue (no provisional other than 100 yet): the target is then
     /// reported suspect, and the attempt goes on under its attempt timer.
     pub overdue_at: Option<Instant>,
+    /// It went overdue (reported): its progress, if any, is [`Outcome::LateProgress`].
+    ///
+    /// [`Outcome::LateProgress`]: crate::health::Outcome::LateProgress
+    pub went_overdue: bool,
 }
 
 impl Attempt {
@@ -81,6 +85,7 @@ impl Attempt {
             cancel_sent: false,
             final_code: None,
             overdue_at: None,
+            went_overdue: false,
         }
     }
 

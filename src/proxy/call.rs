@@ -351,7 +351,7 @@ impl Call {
                 t.clone(),
                 now.saturating_duration_since(a.started),
             ));
-            out.push(Action::Report(t, Outcome::Progress(code)));
+            out.push(Action::Report(t, progress(a, code)));
         }
         if self.current == Some(i) && self.state == CallState::Routing && !self.caller_cancelled {
             let relayed = self.relay(msg);
@@ -373,8 +373,8 @@ impl Call {
         self.attempts[i].phase = Phase::Done;
         self.attempts[i].retransmit = None;
         if first {
-            let t = self.attempts[i].target.id.clone();
-            out.push(Action::Report(t, Outcome::Progress(code)));
+            let a = &self.attempts[i];
+            out.push(Action::Report(a.target.id.clone(), progress(a, code)));
         }
         if self.state != CallState::Routing {
             return; // a 2xx retransmission or a second 2xx: relayed, nothing else (contract point 5).
@@ -440,10 +440,8 @@ impl Call {
             self.keep_best(code, Some(msg));
             self.next_attempt(now, out);
         } else {
-            out.push(Action::Report(
-                self.attempts[i].target.id.clone(),
-                Outcome::Progress(code),
-            ));
+            let a = &self.attempts[i];
+            out.push(Action::Report(a.target.id.clone(), progress(a, code)));
             self.records
                 .push(self.attempts[i].record(self.started, now, Outcome::Progress(code)));
             let relayed = self.relay(&msg);
@@ -515,6 +513,7 @@ impl Call {
                 let a = &mut self.attempts[i];
                 a.overdue_at = None;
                 if a.phase == Phase::Trying {
+                    a.went_overdue = true;
                     tracing::info!(target = %a.target.id, "attempt overdue: target suspect");
                     out.push(Action::Report(a.target.id.clone(), Outcome::Overdue));
                 }
@@ -762,6 +761,16 @@ impl Call {
         }
         let settling = self.attempts.iter().any(|a| a.is_settling());
         !settling || now >= ended + LINGER
+    }
+}
+
+/// What a response showing progress tells health: from an attempt that went overdue, that the
+/// suspicion it raised was a false alarm.
+fn progress(a: &Attempt, code: u16) -> Outcome {
+    if a.went_overdue {
+        Outcome::LateProgress(code)
+    } else {
+        Outcome::Progress(code)
     }
 }
 

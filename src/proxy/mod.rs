@@ -130,7 +130,7 @@ impl OutcomeKind {
             O::AttemptTimeout => OutcomeKind::AttemptTimeout,
             O::RingTimeout => OutcomeKind::RingTimeout,
             O::FailureResponse(_) => OutcomeKind::FailureResponse,
-            O::Progress(_) => OutcomeKind::Progress,
+            O::Progress(_) | O::LateProgress(_) => OutcomeKind::Progress,
             O::Overdue => OutcomeKind::Overdue,
             O::CutByDeadline | O::CancelledByCaller | O::TargetDown => return None,
         })

@@ -229,7 +229,8 @@ impl Ctx {
                     if let Some(kind) = AttemptOutcome::of(o) {
                         self.count_report(&id, kind);
                     }
-                    if matches!(o, crate::health::Outcome::Progress(200..=299))
+                    if o.is_progress()
+                        && matches!(o.status(), Some(200..=299))
                         && self.answered_by.is_none()
                     {
                         self.answered_by = Some(id.clone());

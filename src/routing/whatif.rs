@@ -67,7 +67,9 @@ pub fn readiness_word(r: Readiness) -> &'static str {
 pub fn readiness_from_word(w: &str) -> Option<Readiness> {
     match w {
         "ready" => Some(Readiness::Ready),
-        "not_ready" => Some(Readiness::NotReady),
+        "suspect" => Some(Readiness::Suspect),
+        // Half-open: one call at a time may try it; the what-if cannot hold that slot.
+        "not_ready" | "half_open" => Some(Readiness::NotReady),
         "disabled" => Some(Readiness::Disabled),
         _ => None,
     }

@@ -198,18 +198,129 @@ async fn a_call_ringing_at_a_primary_that_hangs_is_answered_by_the_backup() {
     eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
     let addr = p.local_addr(Proto::Udp).unwrap();
     let mut uac = Uac::new(Proto::Udp, addr).await;
-    let inv = uac.invite("urn:service:sos", "ringing-hang", "z9hG4bK-uac-ringing-hang");
+    let inv = uac.invite(
+        "urn:service:sos",
+        "ringing-hang",
+        "z9hG4bK-uac-ringing-hang",
+    );
     uac.send(&inv).await;
     eventually(WAIT, "primary rings", || a.count("INVITE") == 1).await;
     a.set_muted(true);
     let out = uac.await_final(WAIT).await;
     assert_eq!(out.final_code, 200, "answered");
-    assert!(out.provisional.contains(&180), "the primary's ringing was relayed first");
+    assert!(
+        out.provisional.contains(&180),
+        "the primary's ringing was relayed first"
+    );
     assert_eq!(b.count("INVITE"), 1, "the backup answered it");
     assert_eq!(state(&p, "psap-primary"), State::Down);
     assert_eq!(
         p.proxy.counters.outcome(OutcomeKind::RingTimeout),
         0,
         "no ring timer fired"
+    );
+}
+
+/// Issue #11, item 6 over real sockets: three PSAPs behind one shared element (`failure_domain` lists
+/// it) answer OPTIONS but swallow INVITEs. One emergency call tries each in turn (all fail on their
+/// attempt timers) and reaches the business line; the three distinct failures raise ONE systemic
+/// event naming the shared domain, its targets, the route now served by its last resort, and the
+/// sentence for the public notice; `/status` shows the domain suspect and every PSAP suspect.
+#[tokio::test(start_paused = true)]
+async fn three_psaps_behind_one_shared_element_failing_calls_raise_one_systemic_alarm() {
+    let psaps = [
+        Uas::start(Behaviour::Silent).await,
+        Uas::start(Behaviour::Silent).await,
+        Uas::start(Behaviour::Silent).await,
+    ];
+    let g = Uas::start(Behaviour::Answer).await;
+    let [a, b, c] = [psaps[0].addr, psaps[1].addr, psaps[2].addr];
+    let gw = g.addr;
+    let rules = format!(
+        r#"
+listen = ["udp:127.0.0.1:0"]
+
+[defaults]
+{FAST_TIMERS}
+
+[health]
+{FAST_PROBES}
+
+[[targets]]
+id = "psap-a"
+uri = "sip:{a}"
+failure_domain = ["site-a", "ngcs-east-firewall"]
+
+[[targets]]
+id = "psap-b"
+uri = "sip:{b}"
+failure_domain = ["site-b", "ngcs-east-firewall"]
+
+[[targets]]
+id = "psap-c"
+uri = "sip:{c}"
+failure_domain = ["site-c", "ngcs-east-firewall"]
+
+[[targets]]
+id = "pstn-gateway"
+uri = "sip:{gw}"
+failure_domain = "pstn"
+
+[[targets]]
+id = "business-line"
+tel = "+15555550100"
+gateway = "pstn-gateway"
+failure_domain = "pstn"
+
+[[routes]]
+id = "north-shore"
+service_urns = ["urn:service:sos"]
+chain = ["psap-a", "psap-b", "psap-c", "business-line"]
+
+[default_route]
+chain = ["psap-a", "psap-b", "psap-c", "business-line"]
+"#
+    );
+    let p = proxy(&rules, None).await;
+    eventually(WAIT, "PSAPs probed", || {
+        psaps.iter().all(|u| u.count("OPTIONS") >= 2)
+    })
+    .await;
+    let mut events = p.events.subscribe();
+    call_ok(&p, "through-the-firewall").await;
+    assert_eq!(g.count("INVITE"), 1, "the business line answered");
+
+    let mut systemic = vec![];
+    while let Ok(ev) = tokio::time::timeout(QUIET, events.recv()).await {
+        let ev = ev.unwrap();
+        if ev.kind == sosrouter::events::Kind::Systemic {
+            systemic.push(ev);
+        }
+    }
+    assert_eq!(systemic.len(), 1, "one alarm: {systemic:?}");
+    let ev = &systemic[0];
+    assert_eq!(ev.target.as_deref(), Some("ngcs-east-firewall"));
+    assert_eq!(ev.new.as_deref(), Some("raised"));
+    for id in ["psap-a", "psap-b", "psap-c"] {
+        assert!(ev.reason.contains(id), "sentence names {id}: {}", ev.reason);
+        assert_eq!(state(&p, id), State::Suspect, "{id}");
+    }
+    assert!(ev.reason.contains("ngcs-east-firewall"), "{}", ev.reason);
+    assert!(
+        ev.reason.contains("north-shore"),
+        "names the route: {}",
+        ev.reason
+    );
+    let detail = ev.detail.as_ref().unwrap().to_string();
+    assert!(
+        detail.contains("last resort"),
+        "route served by its last resort: {detail}"
+    );
+    assert!(detail.contains("attempt timeout"), "evidence: {detail}");
+    let status = p.health.systemic_status().to_string();
+    assert!(status.contains("ngcs-east-firewall"), "{status}");
+    assert!(
+        !status.contains("site-a"),
+        "only the shared domain turned: {status}"
     );
 }

@@ -27,6 +27,7 @@ fn thresholds() -> impl Strategy<Value = Thresholds> {
         down_after_call_failures: c,
         probed,
         test_calls: false,
+        suspect_hold: std::time::Duration::from_secs(1),
     })
 }
 
@@ -170,6 +171,60 @@ proptest! {
             }
             m.on_event(ok, &th, t0);
             prop_assert_eq!(m.state(), State::Up, "a success ends suspicion too");
+        }
+    }
+}
+
+fn suspicion_event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        4 => Just(Event::Call(Outcome::Overdue)),
+        3 => (180u16..200).prop_map(|c| Event::Call(Outcome::Progress(c))),
+        3 => (180u16..200).prop_map(|c| Event::Call(Outcome::LateProgress(c))),
+        1 => Just(Event::ProbeOk(200)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Rule 8 (damping): however overdue attempts and progress interleave (an overloaded but alive
+    /// target), overdue suspicion starts at most once per `suspect_hold`, while each suspicion
+    /// still needs only one overdue attempt outside the quiet time.
+    #[test]
+    fn overdue_suspicion_starts_at_most_once_per_hold(
+        steps in proptest::collection::vec((0u64..400, suspicion_event()), 1..300),
+    ) {
+        let th = Thresholds {
+            down_after_probe_failures: 2,
+            up_after_probe_successes: 2,
+            down_after_call_failures: 3,
+            probed: true,
+            test_calls: true,
+            suspect_hold: Duration::from_secs(1),
+        };
+        let t0 = Instant::now();
+        let mut m = Machine::new(t0);
+        let mut now = t0;
+        let mut starts: Vec<Instant> = Vec::new();
+        let mut quiet_until = t0; // the model's quiet time after a false alarm
+        for (dt, ev) in steps {
+            now += Duration::from_millis(dt);
+            let before = m.state();
+            let t = m.on_event(ev, &th, now);
+            if let Some(t) = t {
+                if t.to == State::Suspect {
+                    starts.push(now);
+                }
+                if t.from == State::Suspect && matches!(ev, Event::Call(Outcome::LateProgress(_))) {
+                    quiet_until = now + th.suspect_hold;
+                }
+            }
+            if before == State::Up && ev == Event::Call(Outcome::Overdue) && now >= quiet_until {
+                prop_assert_eq!(m.state(), State::Suspect, "an overdue attempt outside the quiet time");
+            }
+        }
+        for w in starts.windows(2) {
+            prop_assert!(w[1] - w[0] >= th.suspect_hold, "suspicion restarted after {:?}", w[1] - w[0]);
         }
     }
 }

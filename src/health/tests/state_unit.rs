@@ -19,6 +19,7 @@ fn th() -> Thresholds {
         down_after_call_failures: 3,
         probed: true,
         test_calls: false,
+        suspect_hold: Duration::from_secs(1),
     }
 }
 
@@ -281,4 +282,48 @@ fn since_moves_only_on_transitions() {
     assert_eq!(m.since(), t0);
     m.on_event(TIMEOUT, &th(), t0 + Duration::from_secs(2));
     assert_eq!(m.since(), t0 + Duration::from_secs(2));
+}
+
+/// Rule 8: overdue suspicion ends at once on the overdue attempt's own progress (a false alarm),
+/// after which overdue attempts raise none for the hold; another call's progress ends it only once
+/// the hold has passed; a good test call ends it at once.
+#[test]
+fn overdue_suspicion_is_damped() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let overdue = Event::Call(Outcome::Overdue);
+    let mut m = Machine::new(t0);
+    m.on_event(overdue, &th(), ms(10));
+    assert_eq!(m.state(), State::Suspect);
+    m.on_event(CALL_OK, &th(), ms(20));
+    assert_eq!(
+        m.state(),
+        State::Suspect,
+        "another call's progress, 10 ms in: held"
+    );
+    m.on_event(Event::Call(Outcome::LateProgress(180)), &th(), ms(30));
+    assert_eq!(
+        m.state(),
+        State::Up,
+        "the overdue attempt itself progressed: false alarm"
+    );
+    m.on_event(overdue, &th(), ms(500));
+    assert_eq!(m.state(), State::Up, "quiet just after a false alarm");
+    m.on_event(overdue, &th(), ms(1031));
+    assert_eq!(m.state(), State::Suspect, "the quiet is over");
+    m.on_event(CALL_OK, &th(), ms(2031));
+    assert_eq!(
+        m.state(),
+        State::Up,
+        "another call's progress once the hold has passed"
+    );
+    m.on_event(overdue, &th(), ms(2040));
+    assert_eq!(m.state(), State::Suspect, "no quiet after a real recovery");
+    m.on_event(Event::TestCall(TestResult::Good), &th(), ms(2050));
+    assert_eq!(m.state(), State::Up, "a good test call ends it at once");
+    // Suspicion for another reason is not held: a failed call's suspicion ends on progress.
+    m.on_event(CALL_503, &th(), ms(2060));
+    assert_eq!(m.state(), State::Suspect);
+    m.on_event(CALL_OK, &th(), ms(2061));
+    assert_eq!(m.state(), State::Up);
 }
