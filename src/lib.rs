@@ -21,10 +21,12 @@
 //!   `urn:service:test.sos` from sockets of its own, RTP loopback check, BYE; a typed verdict per call;
 //!   a scheduler that dedups per target, caps and jitters them. Pure machine in `testcall/machine.rs`.
 //! - `metrics`     — Prometheus counters, gauges and the call setup histogram (`GET /metrics`).
-//! - `events`      — alert events (health, operator, reload, undelivered): a never-blocking bus,
-//!   the `GET /events` stream and the webhook.
-//! - `admin`       — the operator's HTTP endpoint: target status, the enable switch, `/reload`,
-//!   metrics and the event stream.
+//! - `events`      — alert events (health, operator, reload, undelivered): a never-blocking bus
+//!   with sequence numbers and a replay ring, and the webhook (reqwest on rustls; its client
+//!   builder is the crate's one HTTP client, also used by `sosrouter route --admin`).
+//! - `admin`       — the operator's HTTP endpoint on axum: target status, the enable switch,
+//!   `/reload`, metrics and the resumable SSE event stream; `admin::router` assembles every route,
+//!   `admin::serve` adds the token gate and the bounds.
 //! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure);
 //!   also home of [`config::Proto`], the transport protocol every layer names.
 //! - `tasks`       — [`tasks::Tasks`]: the one task tracker and cancellation token every background

@@ -49,10 +49,19 @@ enum Cmd {
         /// Required for a non-loopback --admin. Default: the SOSROUTER_ADMIN_TOKEN variable, if set.
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
+        /// With an admin token: reads (/status, /events, /metrics) need it too. `false` leaves
+        /// reads open (they carry callers' numbers and locations: personal data).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        admin_token_for_reads: bool,
         /// POST every alert event (health, operator, reload, undelivered) as JSON to this
-        /// `http://host:port/path`; bounded queue and retry, never slows the call path.
+        /// `http://host:port/path` or `https://...`; bounded queue and retry, never slows the
+        /// call path.
         #[arg(long)]
         webhook: Option<String>,
+        /// PEM file of CA certificates the webhook trusts for an https receiver (beside the
+        /// system's roots).
+        #[arg(long)]
+        webhook_ca: Option<PathBuf>,
     },
     /// Validate rules files without running: exit 0 when all are valid, 1 otherwise.
     Check {
@@ -88,6 +97,10 @@ enum Cmd {
         /// Read readiness from a running proxy's admin endpoint, e.g. http://127.0.0.1:9060.
         #[arg(long)]
         admin: Option<String>,
+        /// File holding the admin bearer token, for a proxy whose reads need it. Default: the
+        /// SOSROUTER_ADMIN_TOKEN variable, if set.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -128,9 +141,11 @@ fn main() -> ExitCode {
             down,
             disabled,
             admin,
+            admin_token_file,
             json,
         } => {
             let args = app::route::RouteArgs {
+                admin_token_file,
                 uri,
                 dialled,
                 caller,
@@ -150,7 +165,9 @@ fn main() -> ExitCode {
             log_format,
             no_watch,
             webhook,
+            webhook_ca,
             admin_token_file,
+            admin_token_for_reads,
         } => {
             init_logs(log_format);
             let admin = match admin.as_str() {
@@ -177,7 +194,9 @@ fn main() -> ExitCode {
                 admin,
                 watch_rules: (!no_watch).then(app::WatchSettings::default),
                 webhook,
+                webhook_ca,
                 admin_token_file,
+                admin_token_for_reads: Some(admin_token_for_reads),
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -214,7 +233,17 @@ fn route(rules: &std::path::Path, args: &app::route::RouteArgs, json: bool) -> E
             return ExitCode::from(1);
         }
     };
-    match app::route::route(&rules, args) {
+    let answer = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(app::route::route(&rules, args)),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match answer {
         Ok(w) if json => match serde_json::to_string_pretty(&w) {
             Ok(s) => {
                 println!("{s}");

@@ -1,13 +1,20 @@
-//! Who may change things over the admin endpoint. The endpoint can switch answering points off, so:
+//! Who may use the admin endpoint. It can switch answering points off, and its reads carry
+//! personal data (callers' numbers and locations in `/events` and undelivered calls), so:
 //! 1. it listens on loopback unless a bearer token is configured (enforced in `app::start`);
 //! 2. when a token is configured, every mutating request (anything but GET/HEAD) must carry
-//!    `Authorization: Bearer <token>`, or gets 401; reads stay open so dashboards keep working.
+//!    `Authorization: Bearer <token>`, or gets 401;
+//! 3. with a token, reads need it too ([`Access::reads`], the `--admin-token-for-reads` option,
+//!    on by default); turned off, reads stay open for a dashboard on the same host.
 //!
 //! The token comes from `--admin-token-file PATH` or the `SOSROUTER_ADMIN_TOKEN` environment
 //! variable (a file wins: it keeps the secret out of `ps` and shell history).
 
-use super::{Request, Response};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Why a token could not be loaded; startup stops on any of these.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,11 @@ impl Token {
         Ok(Token(s.to_string()))
     }
 
+    /// The token itself, for a client that presents it (`sosrouter route --admin`).
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
     /// Compares in time independent of where the first difference is.
     fn matches(&self, presented: &str) -> bool {
         let (a, b) = (self.0.as_bytes(), presented.as_bytes());
@@ -68,29 +80,74 @@ pub fn load_token(file: Option<&Path>, env: Option<&str>) -> Result<Option<Token
     env.map(Token::new).transpose()
 }
 
-/// None: the request may proceed. Some: the 401 to send instead.
-pub fn check(token: Option<&Token>, req: &Request) -> Option<Response> {
-    let token = token?;
-    if req.method == "GET" || req.method == "HEAD" {
-        return None;
-    }
-    let presented = req
-        .authorization
-        .as_deref()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(p) if token.matches(p) => None,
-        Some(_) => Some(unauthorized("bad bearer token")),
-        None => Some(unauthorized(
-            "this endpoint changes state: send Authorization: Bearer <token>",
-        )),
+/// The token gate's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// None: no token, everything open (loopback only).
+    pub token: Option<Token>,
+    /// With a token: reads (GET/HEAD) need it too. Ignored without a token.
+    pub reads: bool,
+}
+
+impl Access {
+    /// A token (or none) with reads gated, the default.
+    pub fn new(token: Option<Token>) -> Access {
+        Access { token, reads: true }
     }
 }
 
-fn unauthorized(msg: &str) -> Response {
-    let mut r = Response::error(401, msg);
-    r.headers
-        .push(("WWW-Authenticate", "Bearer realm=\"sosrouter\"".to_string()));
-    r
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A token that is not ours.
+    Wrong,
+}
+
+/// Ok: the request may proceed. Err: it needs the token it did not bring.
+pub fn check(access: &Access, method: &Method, authorization: Option<&str>) -> Result<(), Denied> {
+    let Some(token) = &access.token else {
+        return Ok(());
+    };
+    let read = method == Method::GET || method == Method::HEAD;
+    if read && !access.reads {
+        return Ok(());
+    }
+    let presented = authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(p) if token.matches(p) => Ok(()),
+        Some(_) => Err(Denied::Wrong),
+        None => Err(Denied::Missing),
+    }
+}
+
+/// The gate as axum middleware: 401 with `WWW-Authenticate: Bearer` before any route runs.
+pub async fn gate(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match check(&access, req.method(), authorization) {
+        Ok(()) => next.run(req).await,
+        Err(why) => {
+            let msg = match why {
+                Denied::Wrong => "bad bearer token",
+                Denied::Missing if access.reads => {
+                    "this endpoint needs the admin token: send Authorization: Bearer <token>"
+                }
+                Denied::Missing => {
+                    "this endpoint changes state: send Authorization: Bearer <token>"
+                }
+            };
+            let mut r = super::error(StatusCode::UNAUTHORIZED, msg).into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sosrouter\""),
+            );
+            r
+        }
+    }
 }

@@ -1,25 +1,34 @@
-//! The operator's admin endpoint: target health and the enable switch over a tiny HTTP/1.1
-//! server (hand-written on tokio; one request per connection).
+//! The operator's admin endpoint: target health, the enable switch, reloads, metrics and the event
+//! stream, over HTTP/1.1 with axum (hyper 1.x).
 //!
-//! Routes (JSON bodies):
-//! - `GET /status` -> 200 `{"targets": [status, ...]}` in rules order, each with id, state,
-//!   enabled, readiness, since_unix_ms, last_reason and probe/call counters.
+//! Routes (JSON bodies unless said otherwise):
+//! - `GET /status` -> 200 `{"targets": [status, ...], "systemic": {...}, "rules": {...}}`: every
+//!   target in rules order (id, state, enabled, readiness, since_unix_ms, last_reason, counters),
+//!   the systemic alarm, and the `rules` object when a reloader is mounted ([`rules`]).
 //! - `POST /targets/{id}/disable`, `POST /targets/{id}/enable` -> 200 with the target's new
-//!   status; 404 for an unknown id; 405 for other methods.
-//! - `POST /reload`, and `GET /status` with a `rules` object: see [`rules`] (wired by `app`).
-//! - `GET /metrics` -> 200 Prometheus text format 0.0.4 ([`MetricsRoute`]).
-//! - `GET /events` -> 200 `text/event-stream`: one `data: {json}` per alert event, `: keepalive`
-//!   comments in between ([`EventsRoute`]).
-//! - anything else -> 404.
-//! - with a token configured (see `auth`), a POST without `Authorization: Bearer <token>` -> 401.
+//!   status; 404 for an unknown id.
+//! - `POST /reload` -> 200 or 422 ([`rules`]; mounted with a reloader).
+//! - `GET /metrics` -> 200 Prometheus text format ([`telemetry`]; mounted with a renderer).
+//! - `GET /events` -> 200 `text/event-stream`: one SSE event per alert event with `id: <seq>`,
+//!   keep-alive comments, `Last-Event-ID` resume from the bus's replay ring ([`telemetry`]).
+//! - a known path with another method -> 405 with `Allow`; anything else -> 404.
+//! - with a token configured, 401 without `Authorization: Bearer <token>`: for every request that
+//!   is not a read, and for reads too unless `--admin-token-for-reads false` ([`auth`]).
 //!
-//! Wiring: `admin::serve(listener, health)`; to add routes later, implement [`Handler`] and call
-//! [`serve_with`] with [`HealthRoutes`] plus yours.
+//! Where things are:
+//! - [`router`] is the ONE place routes are assembled: to add a route, add it there (its handler a
+//!   thin axum wrapper over a plain function, as the ones below). Routes need no protection of
+//!   their own: [`serve`] wraps the whole router in the token gate, the body limit, the response
+//!   timeout and JSON error bodies ([`http::protect`]).
+//! - [`serve`] (in `http`) runs the server on the app's [`Tasks`]: a connection cap, a header read
+//!   timeout, a write timeout, graceful shutdown on the tasks' cancellation.
+//!
+//! Wiring (`app`): `serve(listener, router(admin), access, Limits::default(), &tasks)`.
 
 pub mod auth;
 mod http;
 pub mod rules;
-mod telemetry;
+pub mod telemetry;
 /// The one HTTP test client, shared with the integration tests.
 #[cfg(test)]
 #[path = "../../tests/common/http.rs"]
@@ -29,73 +38,123 @@ mod tests;
 #[cfg(test)]
 mod tests_auth;
 
-pub use auth::{Token, TokenError, load_token};
-pub use http::{
-    BoxFuture, Handler, MAX_BODY_BYTES, MAX_HEAD_BYTES, READ_TIMEOUT, Request, Response, Streamer,
-    dispatch, parse_head, serve_with, serve_with_auth,
-};
-pub use telemetry::{EventsRoute, KEEPALIVE, MetricsRoute};
+pub use auth::{Access, Token, TokenError, load_token};
+pub use http::{Limits, protect, serve};
+pub use rules::RulesControl;
+pub use telemetry::KEEPALIVE;
 
-pub use rules::{RulesControl, RulesRoutes};
-
+use crate::events::Bus;
 use crate::health::Health;
+use crate::tasks::Tasks;
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Serves the health routes on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, health: Health) {
-    serve_with(listener, vec![Arc::new(HealthRoutes::new(health))]).await
+/// Renders the `/metrics` page (supplied by the wiring, so admin stays ignorant of where the
+/// numbers live).
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the routes read and act on. Cheap to clone (axum clones it per request).
+#[derive(Clone)]
+pub struct Admin {
+    pub health: Health,
+    /// `/reload` and the `rules` object of `/status`; None: neither.
+    pub rules: Option<Arc<dyn RulesControl>>,
+    /// `/metrics`; None: no such route.
+    pub metrics: Option<MetricsRender>,
+    /// `/events`; None: no such route.
+    pub events: Option<Bus>,
+    /// Time between keep-alive comments on an idle event stream ([`KEEPALIVE`]).
+    pub keepalive: Duration,
+    /// The app's tasks: blocking reloads run on them, and event streams end on their cancellation.
+    pub tasks: Tasks,
 }
 
-/// As [`serve`]; with a token, POSTs need `Authorization: Bearer <token>` (401 otherwise).
-pub async fn serve_auth(listener: tokio::net::TcpListener, health: Health, token: Option<Token>) {
-    let routes: Vec<Arc<dyn Handler>> = vec![Arc::new(HealthRoutes::new(health))];
-    serve_with_auth(listener, routes, token, crate::tasks::Tasks::new()).await
-}
-
-/// `/status` and `/targets/{id}/enable|disable`.
-#[derive(Debug, Clone)]
-pub struct HealthRoutes {
-    health: Health,
-}
-
-impl HealthRoutes {
-    pub fn new(health: Health) -> HealthRoutes {
-        HealthRoutes { health }
+impl Admin {
+    /// Health routes only; add the others with the fields.
+    pub fn new(health: Health, tasks: Tasks) -> Admin {
+        Admin {
+            health,
+            rules: None,
+            metrics: None,
+            events: None,
+            keepalive: KEEPALIVE,
+            tasks,
+        }
     }
 }
 
-impl Handler for HealthRoutes {
-    fn handle(&self, req: &Request) -> Option<Response> {
-        if req.path == "/status" {
-            if req.method != "GET" {
-                return Some(Response::method_not_allowed("GET"));
-            }
-            let targets = self.health.snapshot();
-            return Some(Response::json(
-                200,
-                &serde_json::json!({
-                    "targets": targets,
-                    "systemic": self.health.systemic_status(),
-                }),
-            ));
-        }
-        let rest = req.path.strip_prefix("/targets/")?;
-        let (id, action) = rest.rsplit_once('/')?;
-        let enable = match action {
-            "enable" => true,
-            "disable" => false,
-            _ => return None,
-        };
-        if id.is_empty() || id.contains('/') {
-            return None;
-        }
-        if req.method != "POST" {
-            return Some(Response::method_not_allowed("POST"));
-        }
-        if !self.health.set_enabled(id, enable) {
-            return Some(Response::error(404, &format!("unknown target: {id}")));
-        }
-        let status = self.health.status(id)?;
-        Some(Response::json(200, &status))
+/// Every route of the admin endpoint, unprotected: [`serve`] adds the gate and the limits.
+pub fn router(admin: Admin) -> Router {
+    let mut r = Router::new()
+        .route("/status", get(status_route))
+        .route("/targets/{id}/enable", post(enable_route))
+        .route("/targets/{id}/disable", post(disable_route));
+    if admin.rules.is_some() {
+        r = r.route("/reload", post(rules::reload_route));
     }
+    if admin.metrics.is_some() {
+        r = r.route("/metrics", get(telemetry::metrics_route));
+    }
+    if admin.events.is_some() {
+        r = r.route("/events", get(telemetry::events_route));
+    }
+    r.fallback(not_found).with_state(admin)
+}
+
+/// An error answer: `{"error": message}`.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The body of `GET /status`.
+pub fn status(admin: &Admin) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "targets": admin.health.snapshot(),
+        "systemic": admin.health.systemic_status(),
+    });
+    if let Some(rules) = &admin.rules {
+        body["rules"] = rules.status();
+    }
+    body
+}
+
+/// Flips the operator switch of target `id`: its new status, or None for an unknown id.
+pub fn switch(health: &Health, id: &str, enable: bool) -> Option<serde_json::Value> {
+    if !health.set_enabled(id, enable) {
+        return None;
+    }
+    let status = health.status(id)?;
+    serde_json::to_value(status).ok()
+}
+
+async fn status_route(State(admin): State<Admin>) -> Json<serde_json::Value> {
+    Json(status(&admin))
+}
+
+async fn enable_route(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
+    switch_route(&admin, &id, true)
+}
+
+async fn disable_route(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
+    switch_route(&admin, &id, false)
+}
+
+fn switch_route(admin: &Admin, id: &str, enable: bool) -> Response {
+    match switch(&admin.health, id, enable) {
+        Some(status) => Json(status).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("unknown target: {id}")),
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("no such resource: {}", uri.path()),
+    )
 }

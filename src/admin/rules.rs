@@ -7,12 +7,13 @@
 //!   `{"ok": false, "errors": ["file:line:col: error: ..."], "warnings": [...]}` (the old rules keep
 //!   serving).
 //! - `GET /status` -> 200 `{"targets": [...], "rules": {version, source, hash, loaded_unix_ms,
-//!   last_reload_error}}`. This handler answers `/status` before [`super::HealthRoutes`] does, with
-//!   the same `targets` array.
+//!   last_reload_error}, ...}` ([`super::status`] adds [`RulesControl::status`]).
 
-use super::{Handler, Request, Response};
-use crate::health::Health;
-use std::sync::Arc;
+use super::Admin;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 /// What the admin endpoint needs of the reloader. Both return JSON-ready values.
 pub trait RulesControl: Send + Sync + 'static {
@@ -22,50 +23,38 @@ pub trait RulesControl: Send + Sync + 'static {
     fn status(&self) -> serde_json::Value;
 }
 
-/// `/reload` and `/status` with the rules object.
-#[derive(Clone)]
-pub struct RulesRoutes {
-    health: Health,
-    control: Arc<dyn RulesControl>,
-}
-
-impl RulesRoutes {
-    pub fn new(health: Health, control: Arc<dyn RulesControl>) -> RulesRoutes {
-        RulesRoutes { health, control }
+/// The answer to `POST /reload`: 200 with the new version, or 422 with every error.
+pub fn reload(control: &dyn RulesControl) -> (StatusCode, serde_json::Value) {
+    match control.reload() {
+        Ok(body) => (StatusCode::OK, body),
+        Err(body) => (StatusCode::UNPROCESSABLE_ENTITY, body),
     }
 }
 
-impl Handler for RulesRoutes {
-    fn handle(&self, req: &Request) -> Option<Response> {
-        match req.path.as_str() {
-            "/status" => {
-                if req.method != "GET" {
-                    return Some(Response::method_not_allowed("GET"));
-                }
-                let body = serde_json::json!({
-                    "targets": self.health.snapshot(),
-                    "rules": self.control.status(),
-                });
-                Some(Response::json(200, &body))
-            }
-            "/reload" => {
-                if req.method != "POST" {
-                    return Some(Response::method_not_allowed("POST"));
-                }
-                Some(match self.control.reload() {
-                    Ok(body) => Response::json(200, &body),
-                    Err(body) => Response::json(422, &body),
-                })
-            }
-            _ => None,
-        }
+/// `POST /reload`: the reload reads and compiles a file, so it runs on the blocking pool.
+pub(super) async fn reload_route(State(admin): State<Admin>) -> Response {
+    let Some(control) = admin.rules.clone() else {
+        return super::error(StatusCode::NOT_FOUND, "no reloader");
+    };
+    let done = admin
+        .tasks
+        .spawn_blocking(move || reload(control.as_ref()))
+        .await;
+    match done {
+        Ok((code, body)) => (code, Json(body)).into_response(),
+        Err(e) => super::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("reload did not finish: {e}"),
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::Health;
     use serde_json::json;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     struct Fake(AtomicBool);
@@ -83,31 +72,19 @@ mod tests {
         }
     }
 
-    fn req(method: &str, path: &str) -> Request {
-        Request {
-            method: method.into(),
-            path: path.into(),
-            body: Vec::new(),
-            authorization: None,
-        }
-    }
-
     #[test]
     fn reload_answers_200_or_422_and_status_carries_rules() {
         let fake = Arc::new(Fake(AtomicBool::new(true)));
-        let routes = RulesRoutes::new(Health::from_targets(&[]), fake.clone());
-        let ok = routes.handle(&req("POST", "/reload")).unwrap();
-        assert_eq!(ok.status, 200);
+        assert_eq!(reload(fake.as_ref()).0, StatusCode::OK);
         fake.0.store(false, Ordering::Relaxed);
-        let bad = routes.handle(&req("POST", "/reload")).unwrap();
-        assert_eq!(bad.status, 422);
-        let v: serde_json::Value = serde_json::from_str(&bad.body).unwrap();
-        assert_eq!(v["errors"][0], "t.toml:3:1: error: bad");
-        assert_eq!(routes.handle(&req("GET", "/reload")).unwrap().status, 405);
-        let st = routes.handle(&req("GET", "/status")).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&st.body).unwrap();
+        let (code, body) = reload(fake.as_ref());
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["errors"][0], "t.toml:3:1: error: bad");
+        let mut admin = Admin::new(Health::from_targets(&[]), crate::tasks::Tasks::new());
+        assert!(super::super::status(&admin).get("rules").is_none());
+        admin.rules = Some(fake);
+        let v = super::super::status(&admin);
         assert_eq!(v["rules"]["version"], 1);
         assert!(v["targets"].is_array());
-        assert!(routes.handle(&req("GET", "/other")).is_none());
     }
 }

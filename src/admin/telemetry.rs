@@ -1,102 +1,114 @@
 //! `GET /metrics` and `GET /events`: telemetry read by monitoring, never on the call path.
+//!
+//! The event stream is server-sent events (axum's `Sse`):
+//! - each alert event is one SSE event: `id: <seq>` (the bus's sequence number) and
+//!   `data: <the event's JSON>`;
+//! - `: keepalive` comments every [`KEEPALIVE`] while idle, so proxies in between keep the
+//!   connection and a gone client is noticed by a failed write;
+//! - a client that reconnects with `Last-Event-ID: N` (browsers' `EventSource` do) first gets every
+//!   event after N still in the bus's replay ring, then the live ones, each exactly once;
+//! - when events the client should have had are gone (fell out of the ring, an id from before a
+//!   restart, or a client too slow for the live feed), it gets `event: lost` with
+//!   `data: {"lost": N | null, "reason": ...}` (null: how many is unknown) at that point, and no `id:`.
+//!
+//! The stream ends when the app shuts down.
 
-use super::http::{Handler, Request, Response, Streamer};
-use crate::events::{Bus, Event};
+use super::Admin;
+use crate::events::{Bus, Event, Resumed};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{self, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 
-/// Time between `: keepalive` comments on an idle event stream: often enough that proxies and load
-/// balancers in between keep the connection, and that a gone client is noticed by a failed write.
+/// Time between keep-alive comments on an idle event stream.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// `GET /metrics`: the page comes from a closure the wiring supplies, so admin stays ignorant of
-/// where the numbers live.
-#[derive(Clone)]
-pub struct MetricsRoute {
-    render: Arc<dyn Fn() -> String + Send + Sync>,
+/// `GET /metrics`.
+pub(super) async fn metrics_route(State(admin): State<Admin>) -> Response {
+    let Some(render) = admin.metrics else {
+        return super::error(StatusCode::NOT_FOUND, "no metrics");
+    };
+    let mut r = render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    r
 }
 
-impl MetricsRoute {
-    pub fn new(render: impl Fn() -> String + Send + Sync + 'static) -> MetricsRoute {
-        MetricsRoute {
-            render: Arc::new(render),
+/// `GET /events`.
+pub(super) async fn events_route(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    let Some(bus) = admin.events else {
+        return super::error(StatusCode::NOT_FOUND, "no events");
+    };
+    let last = last_event_id(&headers);
+    let events = stream_after(&bus, last, admin.tasks.token().clone());
+    tracing::info!(last_event_id = ?last, "event stream client connected");
+    let keepalive = KeepAlive::new().interval(admin.keepalive).text("keepalive");
+    let mut r = Sse::new(events).keep_alive(keepalive).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// The `Last-Event-ID` a reconnecting client sends; None when absent or not a number.
+pub fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("last-event-id")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// One SSE event per alert event, after `last` (see the module doc), until `stop` fires or the bus
+/// is gone.
+pub fn stream_after(
+    bus: &Bus,
+    last: Option<u64>,
+    stop: CancellationToken,
+) -> impl Stream<Item = Result<sse::Event, Infallible>> + Send + 'static {
+    // Subscribed before the headers go out: nothing published after the request is missed.
+    let Resumed { backlog, lost, rx } = bus.subscribe_after(last);
+    let mut first: VecDeque<sse::Event> = VecDeque::with_capacity(backlog.len() + 2);
+    first.push_back(sse::Event::default().comment("sosrouter events"));
+    if let Some(n) = lost {
+        first.push_back(lost_event(
+            n,
+            "events after your Last-Event-ID are no longer kept",
+        ));
+    }
+    first.extend(backlog.iter().map(to_sse));
+    let live = stream::unfold((first, rx), |(mut first, mut rx)| async move {
+        if let Some(ev) = first.pop_front() {
+            return Some((Ok::<_, Infallible>(ev), (first, rx)));
         }
-    }
-}
-
-impl Handler for MetricsRoute {
-    fn handle(&self, req: &Request) -> Option<Response> {
-        if req.path != "/metrics" {
-            return None;
-        }
-        if req.method != "GET" {
-            return Some(Response::method_not_allowed("GET"));
-        }
-        let body = (self.render)();
-        Some(Response::text(200, crate::metrics::CONTENT_TYPE, body))
-    }
-}
-
-/// `GET /events`: server-sent events, one per alert event, until the client goes away.
-#[derive(Clone)]
-pub struct EventsRoute {
-    bus: Bus,
-    keepalive: Duration,
-}
-
-impl EventsRoute {
-    pub fn new(bus: Bus) -> EventsRoute {
-        EventsRoute::with_keepalive(bus, KEEPALIVE)
-    }
-
-    pub fn with_keepalive(bus: Bus, keepalive: Duration) -> EventsRoute {
-        EventsRoute { bus, keepalive }
-    }
-}
-
-impl Handler for EventsRoute {
-    fn handle(&self, req: &Request) -> Option<Response> {
-        // Only reached for non-GET (a GET was claimed by `stream`).
-        (req.path == "/events").then(|| Response::method_not_allowed("GET"))
-    }
-
-    fn stream(&self, req: &Request) -> Option<Streamer> {
-        if req.path != "/events" || req.method != "GET" {
-            return None;
-        }
-        // Subscribed before the headers go out: nothing published after the request is missed.
-        let rx = self.bus.subscribe();
-        let keepalive = self.keepalive;
-        Some(Box::new(move |s| Box::pin(sse(s, rx, keepalive))))
-    }
-}
-
-type Rx = tokio::sync::broadcast::Receiver<Arc<Event>>;
-
-async fn sse(mut s: TcpStream, mut rx: Rx, keepalive: Duration) {
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n: sosrouter events\n\n";
-    if s.write_all(head.as_bytes()).await.is_err() {
-        return;
-    }
-    tracing::info!(peer = ?s.peer_addr().ok(), "event stream client connected");
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
-    loop {
-        let chunk = tokio::select! {
-            ev = rx.recv() => match ev {
-                Ok(ev) => format!("data: {}\n\n", ev.to_json()),
-                // A client too slow for SUBSCRIBER_CAPACITY events in a row: say so, keep going.
-                Err(RecvError::Lagged(n)) => format!(": lagged, {n} events dropped\n\n"),
-                Err(RecvError::Closed) => break,
-            },
-            _ = tick.tick() => ": keepalive\n\n".to_string(),
+        let ev = match rx.recv().await {
+            Ok(ev) => to_sse(&ev),
+            // A client too slow for SUBSCRIBER_CAPACITY events in a row: say so, keep going.
+            Err(RecvError::Lagged(n)) => lost_event(Some(n), "this stream fell behind"),
+            Err(RecvError::Closed) => return None,
         };
-        let write = tokio::time::timeout(keepalive, s.write_all(chunk.as_bytes()));
-        if !matches!(write.await, Ok(Ok(()))) {
-            break;
-        }
-    }
-    tracing::info!(peer = ?s.peer_addr().ok(), "event stream client gone");
+        Some((Ok(ev), (first, rx)))
+    });
+    live.take_until(stop.cancelled_owned())
+}
+
+fn to_sse(ev: &Arc<Event>) -> sse::Event {
+    sse::Event::default()
+        .id(ev.seq.to_string())
+        .data(ev.to_json())
+}
+
+fn lost_event(n: Option<u64>, reason: &str) -> sse::Event {
+    let data = serde_json::json!({ "lost": n, "reason": reason });
+    sse::Event::default().event("lost").data(data.to_string())
 }

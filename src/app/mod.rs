@@ -52,11 +52,17 @@ pub struct RunOptions {
     /// Watch the rules file and reload it when it changes (the binary: on; tests: off unless
     /// they test the watcher).
     pub watch_rules: Option<WatchSettings>,
-    /// `http://host:port/path` that receives every alert event as a JSON POST; None: no webhook.
+    /// `http://host:port/path` or `https://...` that receives every alert event as a JSON POST;
+    /// None: no webhook.
     pub webhook: Option<String>,
+    /// PEM file of CA certificates the webhook trusts for an https receiver, beside the system's.
+    pub webhook_ca: Option<PathBuf>,
     /// File holding the admin bearer token (`--admin-token-file`). When None, the environment
     /// variable `SOSROUTER_ADMIN_TOKEN` is used if set. Required for a non-loopback admin address.
     pub admin_token_file: Option<PathBuf>,
+    /// With a token: do reads (`/status`, `/events`, `/metrics`) need it too? None: yes (the
+    /// default: they carry callers' numbers and locations). Ignored without a token.
+    pub admin_token_for_reads: Option<bool>,
 }
 
 /// A running proxy: its parts, for the binary and for tests.
@@ -212,7 +218,11 @@ async fn start_on(
     start_test_calls(&rules, &health, &tasks);
     health.set_probe_lateness(Arc::new(|d| metrics::PROBE_LATENESS.observe(d)));
     if let Some(url) = &opts.webhook {
-        tasks.spawn(events.start_webhook(url).map_err(|e| anyhow!(e))?);
+        let hook = crate::events::WebhookOptions {
+            url: url.clone(),
+            ca_file: opts.webhook_ca.clone(),
+        };
+        tasks.spawn(events.start_webhook(&hook).map_err(|e| anyhow!(e))?);
     }
     let services = Services {
         metrics: metrics.clone(),
@@ -272,16 +282,13 @@ async fn start_on(
                 p.upgrade()
                     .map_or_else(String::new, |p| metrics::render(&p.figures(), &m, &h, &ev))
             };
-            let handlers: Vec<Arc<dyn crate::admin::Handler>> = vec![
-                Arc::new(crate::admin::RulesRoutes::new(
-                    health.clone(),
-                    Arc::new(reloader.clone()),
-                )),
-                Arc::new(crate::admin::HealthRoutes::new(health.clone())),
-                Arc::new(crate::admin::MetricsRoute::new(scrape)),
-                Arc::new(crate::admin::EventsRoute::new(events.clone())),
-            ];
-            Some(start_admin(addr, opts, handlers, &tasks).await?)
+            let admin = crate::admin::Admin {
+                rules: Some(Arc::new(reloader.clone())),
+                metrics: Some(Arc::new(scrape)),
+                events: Some(events.clone()),
+                ..crate::admin::Admin::new(health.clone(), tasks.clone())
+            };
+            Some(start_admin(addr, opts, crate::admin::router(admin), &tasks).await?)
         }
         None => None,
     };
@@ -382,7 +389,7 @@ fn health_changes(
 async fn start_admin(
     addr: SocketAddr,
     opts: &RunOptions,
-    handlers: Vec<Arc<dyn crate::admin::Handler>>,
+    router: axum::Router,
     tasks: &Tasks,
 ) -> anyhow::Result<SocketAddr> {
     let env = std::env::var("SOSROUTER_ADMIN_TOKEN").ok();
@@ -396,14 +403,13 @@ async fn start_admin(
         .await
         .with_context(|| format!("cannot bind the admin address {addr}"))?;
     let bound = l.local_addr()?;
-    let authed = token.is_some();
-    tasks.spawn(crate::admin::serve_with_auth(
-        l,
-        handlers,
-        token,
-        tasks.clone(),
-    ));
-    tracing::info!(addr = %bound, token = authed, "admin endpoint listening");
+    let access = crate::admin::Access {
+        reads: opts.admin_token_for_reads.unwrap_or(true),
+        ..crate::admin::Access::new(token)
+    };
+    let (authed, reads) = (access.token.is_some(), access.reads);
+    crate::admin::serve(l, router, access, crate::admin::Limits::default(), tasks);
+    tracing::info!(addr = %bound, token = authed, token_for_reads = authed && reads, "admin endpoint listening");
     Ok(bound)
 }
 

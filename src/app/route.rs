@@ -5,8 +5,8 @@ use crate::routing::whatif::{WhatIf, readiness_from_word, what_if};
 use crate::routing::{CallFacts, Readiness, Rules};
 use anyhow::{Context, anyhow, bail};
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The options of `sosrouter route`.
@@ -26,6 +26,9 @@ pub struct RouteArgs {
     pub disabled: Vec<String>,
     /// Admin base URL of a running proxy (`http://127.0.0.1:9060`): read readiness from its /status.
     pub admin: Option<String>,
+    /// The admin bearer token's file, for a proxy whose reads need it. Default: the
+    /// `SOSROUTER_ADMIN_TOKEN` variable, if set.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// How long the admin endpoint may take to connect and answer.
@@ -65,10 +68,14 @@ pub fn facts(rules: &Rules, args: &RouteArgs) -> anyhow::Result<CallFacts> {
 }
 
 /// Answers the question: loads readiness (admin, then `--down`/`--disabled`), routes the call.
-pub fn route(rules: &Rules, args: &RouteArgs) -> anyhow::Result<WhatIf> {
+pub async fn route(rules: &Rules, args: &RouteArgs) -> anyhow::Result<WhatIf> {
     let call = facts(rules, args)?;
     let mut supposed: HashMap<String, Readiness> = match &args.admin {
-        Some(url) => admin_readiness(url)?,
+        Some(url) => {
+            let env = std::env::var("SOSROUTER_ADMIN_TOKEN").ok();
+            let token = crate::admin::load_token(args.admin_token_file.as_deref(), env.as_deref())?;
+            admin_readiness(url, token.as_ref().map(|t| t.secret())).await?
+        }
         None => HashMap::new(),
     };
     for id in &args.down {
@@ -95,45 +102,53 @@ pub fn route(rules: &Rules, args: &RouteArgs) -> anyhow::Result<WhatIf> {
     Ok(what_if(rules, &call, &readiness, &from))
 }
 
-/// GET `<url>/status` over one plain HTTP/1.1 request; each target's `readiness`.
-pub fn admin_readiness(url: &str) -> anyhow::Result<HashMap<String, Readiness>> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("--admin `{url}`: expected http://IP:PORT"))?;
-    let authority = rest.trim_end_matches('/');
-    let addr: SocketAddr = authority
-        .parse()
-        .with_context(|| format!("--admin `{url}`: expected http://IP:PORT (IP literal)"))?;
-    let mut s = TcpStream::connect_timeout(&addr, ADMIN_TIMEOUT)
-        .with_context(|| format!("cannot connect to the admin endpoint {addr}"))?;
-    s.set_read_timeout(Some(ADMIN_TIMEOUT))?;
-    s.set_write_timeout(Some(ADMIN_TIMEOUT))?;
-    write!(
-        s,
-        "GET /status HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)
+/// GET `<url>/status` (with the bearer token when given); each target's `readiness`.
+pub async fn admin_readiness(
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<HashMap<String, Readiness>> {
+    let addr = format!("{}/status", url.trim_end_matches('/'));
+    let status_url = reqwest::Url::parse(&addr)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| anyhow!("--admin `{url}`: expected http://HOST:PORT"))?;
+    let client = crate::events::webhook::client_builder()
+        .timeout(ADMIN_TIMEOUT)
+        .build()
+        .context("HTTP client")?;
+    let mut req = client.get(status_url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot ask the admin endpoint {addr}"))?;
+    let status = resp.status();
+    let body = resp
+        .text()
+        .await
         .with_context(|| format!("reading the answer of {addr}"))?;
-    let (head, body) = out
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("{addr}: not an HTTP answer"))?;
-    let status = head.split(' ').nth(1).unwrap_or("");
-    if status != "200" {
-        bail!("{addr}/status answered {status}: {body}");
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        bail!(
+            "{addr} answered 401: its reads need the admin token (--admin-token-file or SOSROUTER_ADMIN_TOKEN)"
+        );
+    }
+    if !status.is_success() {
+        bail!("{addr} answered {status}: {body}");
     }
     let json: serde_json::Value =
-        serde_json::from_str(body).with_context(|| format!("{addr}/status: bad JSON"))?;
+        serde_json::from_str(&body).with_context(|| format!("{addr}: bad JSON"))?;
     let targets = json["targets"]
         .as_array()
-        .ok_or_else(|| anyhow!("{addr}/status: no `targets` array"))?;
+        .ok_or_else(|| anyhow!("{addr}: no `targets` array"))?;
     let mut map = HashMap::new();
     for t in targets {
         let (Some(id), Some(r)) = (t["id"].as_str(), t["readiness"].as_str()) else {
-            bail!("{addr}/status: a target without id or readiness: {t}");
+            bail!("{addr}: a target without id or readiness: {t}");
         };
         let r = readiness_from_word(r)
-            .ok_or_else(|| anyhow!("{addr}/status: target `{id}`: unknown readiness `{r}`"))?;
+            .ok_or_else(|| anyhow!("{addr}: target `{id}`: unknown readiness `{r}`"))?;
         map.insert(id.to_string(), r);
     }
     Ok(map)

@@ -5,8 +5,13 @@
 //! This module imports nothing of the crate, so any module may publish without bending the
 //! dependency direction (health stays free of it anyway: the wiring converts its changes).
 //!
+//! Every published event gets a sequence number (`seq`, 1, 2, 3, ... per process) and stays in a
+//! bounded replay ring of the last [`REPLAY_RING`] events, so a stream client that reconnects with
+//! the last id it saw gets exactly what it missed ([`Bus::subscribe_after`]).
+//!
 //! - `queue`   — a bounded drop-oldest queue (the webhook's backlog).
-//! - `webhook` — a hand-written HTTP/1.1 POST client with timeouts and bounded retry.
+//! - `webhook` — POSTs each event with `reqwest` (rustls: http and https receivers), timeouts and
+//!   bounded retry of transient failures only.
 
 mod queue;
 mod time;
@@ -14,16 +19,19 @@ pub mod webhook;
 
 pub use queue::Queue;
 pub use time::rfc3339_utc;
-pub use webhook::{WebhookStats, WebhookUrl};
+pub use webhook::{WebhookOptions, WebhookStats};
 
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
 /// Events a slow subscriber may fall behind by before it loses the oldest (it is told how many).
 pub const SUBSCRIBER_CAPACITY: usize = 1024;
+/// Recent events kept for stream clients that reconnect (`Last-Event-ID`).
+pub const REPLAY_RING: usize = 1024;
 /// Events the webhook may have waiting; when full the oldest is dropped and counted.
 pub const WEBHOOK_QUEUE: usize = 1024;
 
@@ -48,6 +56,9 @@ pub enum Kind {
 /// rely on the shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
+    /// The event's number in this process: 1, 2, 3, ... in publish order (0 until published). The
+    /// `id:` of the event stream.
+    pub seq: u64,
     /// When the change happened, Unix time in milliseconds.
     pub unix_ms: u64,
     /// The same instant as RFC 3339 UTC with milliseconds.
@@ -71,6 +82,7 @@ impl Event {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         Event {
+            seq: 0,
             unix_ms,
             time: rfc3339_utc(unix_ms),
             kind,
@@ -153,31 +165,74 @@ type WebhookSide = (Arc<Queue<Arc<Event>>>, Arc<WebhookStats>);
 
 struct Inner {
     tx: broadcast::Sender<Arc<Event>>,
+    /// The recent events and the last seq handed out. Publish sends under this lock, so a
+    /// subscriber taken under it sees each event exactly once: in the ring or on its receiver.
+    ring: Mutex<Ring>,
     webhook: OnceLock<WebhookSide>,
     published: AtomicU64,
 }
 
+struct Ring {
+    events: VecDeque<Arc<Event>>,
+    cap: usize,
+    last_seq: u64,
+}
+
+/// A subscription that resumes after an id a client saw ([`Bus::subscribe_after`]).
+pub struct Resumed {
+    /// Events after the client's id that are still in the ring, oldest first.
+    pub backlog: Vec<Arc<Event>>,
+    /// Some when events after the client's id are gone: `Some(n)`, n events fell out of the ring;
+    /// `None` inside, the id is not of this process (a restart): how many is unknown.
+    pub lost: Option<Option<u64>>,
+    /// Every event published after the backlog.
+    pub rx: broadcast::Receiver<Arc<Event>>,
+}
+
 impl Default for Bus {
     fn default() -> Bus {
+        Bus::with_ring(REPLAY_RING)
+    }
+}
+
+impl Bus {
+    /// A bus that keeps the last `ring` events for resuming streams (at least 1).
+    pub fn with_ring(ring: usize) -> Bus {
         let (tx, _) = broadcast::channel(SUBSCRIBER_CAPACITY);
+        let cap = ring.max(1);
         Bus {
             inner: Arc::new(Inner {
                 tx,
+                ring: Mutex::new(Ring {
+                    events: VecDeque::with_capacity(cap),
+                    cap,
+                    last_seq: 0,
+                }),
                 webhook: OnceLock::new(),
                 published: AtomicU64::new(0),
             }),
         }
     }
-}
 
-impl Bus {
-    /// Publishes to every subscriber and the webhook queue. Never blocks: a slow subscriber loses
-    /// its oldest events (broadcast lag), a full webhook queue drops its oldest.
-    pub fn publish(&self, ev: Event) {
-        let ev = Arc::new(ev);
+    /// Numbers the event, keeps it in the replay ring, publishes it to every subscriber and the
+    /// webhook queue. Never waits: a slow subscriber loses its oldest events (broadcast lag), a
+    /// full webhook queue and the full ring drop their oldest. The ring lock is held for a deque
+    /// push and a broadcast send, never across an `.await`.
+    pub fn publish(&self, mut ev: Event) {
+        let ev = {
+            let mut ring = self.ring();
+            ring.last_seq += 1;
+            ev.seq = ring.last_seq;
+            let ev = Arc::new(ev);
+            if ring.events.len() >= ring.cap {
+                ring.events.pop_front();
+            }
+            ring.events.push_back(ev.clone());
+            let _ = self.inner.tx.send(ev.clone()); // Err only means nobody listens
+            ev
+        };
         self.inner.published.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(kind = ?ev.kind, target = ?ev.target, "event published");
-        let _ = self.inner.tx.send(ev.clone()); // Err only means nobody listens
+        tracing::debug!(seq = ev.seq, kind = ?ev.kind, target = ?ev.target, "event published");
         if let Some((q, stats)) = self.inner.webhook.get()
             && q.push(ev)
         {
@@ -190,19 +245,58 @@ impl Bus {
         self.inner.tx.subscribe()
     }
 
+    /// A receiver of every event published from now on, plus the events after `last_seen` still in
+    /// the ring (none when `last_seen` is None: a new client). Each event is in exactly one of the
+    /// two.
+    pub fn subscribe_after(&self, last_seen: Option<u64>) -> Resumed {
+        let ring = self.ring();
+        let rx = self.inner.tx.subscribe();
+        let Some(last) = last_seen else {
+            return Resumed {
+                backlog: Vec::new(),
+                lost: None,
+                rx,
+            };
+        };
+        let oldest = ring.events.front().map_or(ring.last_seq + 1, |e| e.seq);
+        let (backlog, lost) = if last > ring.last_seq {
+            // An id from before a restart: all we have, and say that some may be gone.
+            (ring.events.iter().cloned().collect(), Some(None))
+        } else {
+            let backlog: Vec<_> = ring
+                .events
+                .iter()
+                .filter(|e| e.seq > last)
+                .cloned()
+                .collect();
+            let gone = oldest.saturating_sub(last + 1);
+            (backlog, (gone > 0).then_some(Some(gone)))
+        };
+        Resumed { backlog, lost, rx }
+    }
+
+    /// The seq of the last event published; 0 before the first.
+    pub fn last_seq(&self) -> u64 {
+        self.ring().last_seq
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.inner.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Events published since start.
     pub fn published(&self) -> u64 {
         self.inner.published.load(Ordering::Relaxed)
     }
 
-    /// Makes the webhook: from now on every event is queued for `url` (http:// only), and the
-    /// returned future, which the caller spawns (and owns), POSTs them. Err: a bad URL, or a webhook
-    /// already made.
+    /// Makes the webhook: from now on every event is queued for `opts.url` (http:// or https://),
+    /// and the returned future, which the caller spawns (and owns), POSTs them. Err: a bad URL or
+    /// CA file, or a webhook already made.
     pub fn start_webhook(
         &self,
-        url: &str,
+        opts: &WebhookOptions,
     ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, String> {
-        let url = WebhookUrl::parse(url)?;
+        let hook = webhook::Webhook::new(opts)?;
         let queue = Arc::new(Queue::new(WEBHOOK_QUEUE));
         let stats = Arc::new(WebhookStats::default());
         if self
@@ -213,8 +307,8 @@ impl Bus {
         {
             return Err("a webhook is already running".to_string());
         }
-        tracing::info!(url = %url, "event webhook started");
-        Ok(webhook::run(url, queue, stats))
+        tracing::info!(url = %hook.url(), "event webhook started");
+        Ok(webhook::run(hook, queue, stats))
     }
 
     /// The webhook's counters, when one runs.

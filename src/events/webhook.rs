@@ -1,36 +1,38 @@
-//! The event webhook: one task POSTs every queued event, in order, as JSON to an http:// URL with a
-//! hand-written HTTP/1.1 client (no HTTP crate for one request shape).
+//! The event webhook: one task POSTs every queued event, in order, as JSON to an `http://` or
+//! `https://` URL with `reqwest` (TLS by rustls on ring; the system's roots, plus an operator's CA
+//! file when given, e.g. for a receiver with an internal certificate).
 //!
 //! Delivery, per event:
-//! 1. Connect (within [`CONNECT_TIMEOUT`]), write the request and read the status line (each within
-//!    [`IO_TIMEOUT`]). A 2xx is delivered.
-//! 2. Anything else (refused, timeout, non-2xx) is retried after [`BACKOFF`], at most [`TRIES`]
-//!    tries in all; then the event is given up (logged, counted) and the next one goes.
+//! 1. POST within [`CONNECT_TIMEOUT`] to connect and [`REQUEST_TIMEOUT`] for the whole exchange.
+//!    A 2xx is delivered.
+//! 2. A transient failure — no connection, a timeout, a broken exchange, or 408, 429 or 5xx — is
+//!    retried after [`BACKOFF`], at most [`TRIES`] tries in all. Any other answer (3xx, 4xx) says
+//!    the receiver will not take this event: retrying cannot help, so it is given up at once.
+//! 3. A given-up event is logged and counted; the next one goes.
 //!
 //! Why bounded: an event describes a change operators must see within seconds; one dead receiver
 //! must not hold the queue for long, and the queue itself drops its oldest when full.
 
 use super::{Event, Queue};
-use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Tries per event, the first included.
 pub const TRIES: usize = 3;
 /// Pause before the 2nd and 3rd try.
 pub const BACKOFF: [Duration; TRIES - 1] = [Duration::from_millis(100), Duration::from_millis(400)];
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// The whole POST: connect, TLS, request, response head.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Counters of the webhook, for metrics.
 #[derive(Debug, Default)]
 pub struct WebhookStats {
     /// Events the receiver accepted (2xx).
     pub delivered: AtomicU64,
-    /// Events given up after every try.
+    /// Events given up (every try failed, or the receiver refused it for good).
     pub failed: AtomicU64,
     /// Single tries that failed (each retry counts).
     pub failed_tries: AtomicU64,
@@ -38,140 +40,140 @@ pub struct WebhookStats {
     pub dropped: AtomicU64,
 }
 
-/// A parsed `http://host[:port][/path]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookUrl {
-    pub host: String,
-    pub port: u16,
-    pub path: String,
+/// Where the webhook posts, and whom it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookOptions {
+    /// `http://host[:port]/path` or `https://...`.
+    pub url: String,
+    /// A PEM file of CA certificates trusted for an https receiver, on top of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
-impl WebhookUrl {
-    pub fn parse(s: &str) -> Result<WebhookUrl, String> {
-        let rest = s
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("webhook URL `{s}`: only http:// is supported"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let bad_port = |p: &str| format!("webhook URL `{s}`: bad port `{p}`");
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("webhook URL `{s}`: unclosed `[`"))?;
-            match after.strip_prefix(':') {
-                Some(p) => (h, p.parse().map_err(|_| bad_port(p))?),
-                None if after.is_empty() => (h, 80),
-                None => return Err(bad_port(after)),
-            }
-        } else {
-            match authority.split_once(':') {
-                Some((h, p)) => (h, p.parse().map_err(|_| bad_port(p))?),
-                None => (authority, 80),
-            }
-        };
-        if host.is_empty() || path.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return Err(format!("webhook URL `{s}`: missing host or bad path"));
-        }
-        Ok(WebhookUrl {
-            host: host.to_string(),
-            port,
-            path: path.to_string(),
-        })
-    }
+/// A checked URL and its HTTP client.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    url: reqwest::Url,
+    client: reqwest::Client,
+}
 
-    fn host_header(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+/// What one try came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Try {
+    Delivered,
+    /// Worth another try: no connection, a timeout, 408, 429 or 5xx.
+    Transient,
+    /// The receiver refused it for good (3xx, other 4xx): no retry.
+    Refused,
+}
+
+/// The verdict on a status code.
+pub fn classify(code: u16) -> Try {
+    match code {
+        200..=299 => Try::Delivered,
+        408 | 429 | 500..=599 => Try::Transient,
+        _ => Try::Refused,
     }
 }
 
-impl fmt::Display for WebhookUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.host_header(), self.path)
+impl Webhook {
+    pub fn new(opts: &WebhookOptions) -> Result<Webhook, String> {
+        let url = reqwest::Url::parse(&opts.url)
+            .map_err(|e| format!("webhook URL `{}`: {e}", opts.url))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!(
+                "webhook URL `{}`: expected http://host[:port]/path or https://...",
+                opts.url
+            ));
+        }
+        let mut b = client_builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            // A redirect is a 3xx: refused (never re-POSTed elsewhere).
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &opts.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("webhook CA file {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("webhook CA file {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "webhook CA file {}: no certificate",
+                    path.display()
+                ));
+            }
+            b = b.tls_certs_merge(certs);
+        }
+        let client = b.build().map_err(|e| format!("webhook HTTP client: {e}"))?;
+        Ok(Webhook { url, client })
     }
+
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
+    /// One POST of `body`.
+    pub async fn post(&self, body: &str) -> Try {
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        match sent {
+            Ok(resp) => {
+                let code = resp.status().as_u16();
+                let verdict = classify(code);
+                if verdict != Try::Delivered {
+                    tracing::debug!(url = %self.url, code, "webhook answered without taking the event");
+                }
+                verdict
+            }
+            Err(e) => {
+                tracing::debug!(url = %self.url, error = %e, "webhook POST failed");
+                Try::Transient
+            }
+        }
+    }
+
+    /// Up to [`TRIES`] POSTs of `body` while failures are transient; true once one got a 2xx.
+    pub async fn deliver(&self, body: &str, stats: &WebhookStats) -> bool {
+        for attempt in 0..TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(BACKOFF[attempt - 1]).await;
+            }
+            let verdict = self.post(body).await;
+            if verdict == Try::Delivered {
+                return true;
+            }
+            stats.failed_tries.fetch_add(1, Ordering::Relaxed);
+            if verdict == Try::Refused {
+                return false;
+            }
+        }
+        false
+    }
+}
+
+/// The one way this crate builds an HTTP client: rustls on ring, `sosrouter` user agent. Used by
+/// the webhook and by `sosrouter route --admin`.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    // reqwest asks rustls for the process default provider; install ring once (an Err only
+    // means one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().user_agent(concat!("sosrouter/", env!("CARGO_PKG_VERSION")))
 }
 
 /// The webhook task: forever takes the oldest event and delivers it.
-pub async fn run(url: WebhookUrl, queue: Arc<Queue<Arc<Event>>>, stats: Arc<WebhookStats>) {
+pub async fn run(hook: Webhook, queue: Arc<Queue<Arc<Event>>>, stats: Arc<WebhookStats>) {
     loop {
         let ev = queue.pop().await;
         let body = ev.to_json();
-        if deliver(&url, &body, &stats).await {
+        if hook.deliver(&body, &stats).await {
             stats.delivered.fetch_add(1, Ordering::Relaxed);
         } else {
             stats.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(url = %url, kind = ?ev.kind, "event webhook gave up on an event");
+            tracing::warn!(url = %hook.url, seq = ev.seq, kind = ?ev.kind, "event webhook gave up on an event");
         }
     }
-}
-
-/// Up to [`TRIES`] POSTs of `body`; true once one got a 2xx.
-pub async fn deliver(url: &WebhookUrl, body: &str, stats: &WebhookStats) -> bool {
-    for attempt in 0..TRIES {
-        if attempt > 0 {
-            tokio::time::sleep(BACKOFF[attempt - 1]).await;
-        }
-        match post(url, body).await {
-            Ok(code) if (200..300).contains(&code) => return true,
-            Ok(code) => tracing::debug!(url = %url, code, attempt, "webhook refused the event"),
-            Err(e) => tracing::debug!(url = %url, error = %e, attempt, "webhook POST failed"),
-        }
-        stats.failed_tries.fetch_add(1, Ordering::Relaxed);
-    }
-    false
-}
-
-/// One POST; the status code of the reply.
-pub async fn post(url: &WebhookUrl, body: &str) -> std::io::Result<u16> {
-    let timeout = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string());
-    let addr = (url.host.as_str(), url.port);
-    let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| timeout("connect timeout"))??;
-    let req = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: sosrouter\r\n\r\n{body}",
-        url.path,
-        url.host_header(),
-        body.len()
-    );
-    tokio::time::timeout(IO_TIMEOUT, s.write_all(req.as_bytes()))
-        .await
-        .map_err(|_| timeout("write timeout"))??;
-    let mut buf = Vec::with_capacity(256);
-    let read_status = async {
-        let mut chunk = [0u8; 512];
-        loop {
-            if let Some(code) = status_code(&buf) {
-                return Ok(code);
-            }
-            let n = s.read(&mut chunk).await?;
-            if n == 0 || buf.len() > 8192 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "no HTTP status line",
-                ));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    };
-    tokio::time::timeout(IO_TIMEOUT, read_status)
-        .await
-        .map_err(|_| timeout("reply timeout"))?
-}
-
-/// The code of a complete `HTTP/1.x NNN ...` status line in `buf`, once one is there.
-fn status_code(buf: &[u8]) -> Option<u16> {
-    let end = buf.windows(2).position(|w| w == b"\r\n")?;
-    let line = std::str::from_utf8(&buf[..end]).ok()?;
-    let mut parts = line.split(' ');
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return Some(0);
-    }
-    Some(parts.next()?.parse().unwrap_or(0))
 }

@@ -23,6 +23,14 @@ impl Reply {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
     }
 
+    /// The value of header `name` (any case: HTTP header names are case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.split("\r\n").skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
     /// Head and body as received, for assertion messages.
     pub fn text(&self) -> String {
         format!("{}\r\n\r\n{}", self.head, self.body)

@@ -26,13 +26,10 @@ chain = ["business-line", "psap-primary", "psap-backup"]
 "#
 }
 
-/// What `sosrouter route` answers, run off the async runtime (it does blocking IO for --admin).
+/// What `sosrouter route` answers.
 async fn ask(rules: &str, args: RouteArgs) -> WhatIf {
     let rules = Rules::parse(rules, "route.toml").unwrap().0;
-    tokio::task::spawn_blocking(move || route(&rules, &args))
-        .await
-        .unwrap()
-        .unwrap()
+    route(&rules, &args).await.unwrap()
 }
 
 fn ids(w: &WhatIf) -> Vec<String> {

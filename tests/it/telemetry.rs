@@ -280,9 +280,13 @@ async fn receiver(fail_first: usize) -> (SocketAddr, Arc<Mutex<Vec<(u16, String)
                 buf.extend_from_slice(&chunk[..n]);
                 let text = String::from_utf8_lossy(&buf).into_owned();
                 if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    // Any case: the webhook's client (hyper) sends lower-case names.
                     let len: usize = head
                         .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .find_map(|l| {
+                            let (n, v) = l.split_once(':')?;
+                            n.eq_ignore_ascii_case("content-length").then_some(v)
+                        })
                         .and_then(|v| v.trim().parse().ok())
                         .unwrap_or(0);
                     if body.len() >= len {
