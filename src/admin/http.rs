@@ -24,6 +24,8 @@ pub struct Request {
     pub method: String,
     /// The path without the query string.
     pub path: String,
+    /// The query string (after `?`, still percent-encoded); empty when none.
+    pub query: String,
     pub body: Vec<u8>,
     /// The `Authorization` header's value, if any (checked by `auth::check`).
     pub authorization: Option<String>,
@@ -226,12 +228,25 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, Response> {
     }
     body.truncate(content_length);
     let authorization = header_value(&buf[..head_end], "authorization");
+    let query = query_of(&buf[..head_end]);
     Ok(Request {
         method,
         path,
+        query,
         body,
         authorization,
     })
+}
+
+/// The query string of a head that `parse_head` accepted.
+fn query_of(head: &[u8]) -> String {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let target = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    target
+        .iter()
+        .position(|&b| b == b'?')
+        .map(|i| String::from_utf8_lossy(&target[i + 1..]).into_owned())
+        .unwrap_or_default()
 }
 
 /// The first value of header `name` (lower case) in a head that `parse_head` accepted.

@@ -8,6 +8,8 @@
 //!   status; 404 for an unknown id; 405 for other methods.
 //! - `POST /reload`, and `GET /status` with a `rules` object: see [`rules`] (wired by `app`).
 //! - `GET /metrics` -> 200 Prometheus text format 0.0.4 ([`MetricsRoute`]).
+//! - `GET /`, `/console.js`, `/console.css`, `/console/state`, `/console/whatif`: the operator
+//!   console ([`console`], wired by `app`).
 //! - `GET /events` -> 200 `text/event-stream`: one `data: {json}` per alert event, `: keepalive`
 //!   comments in between ([`EventsRoute`]).
 //! - anything else -> 404.
@@ -17,6 +19,7 @@
 //! [`serve_with`] with [`HealthRoutes`] plus yours.
 
 pub mod auth;
+pub mod console;
 mod http;
 pub mod rules;
 mod telemetry;
@@ -36,6 +39,7 @@ pub use http::{
 };
 pub use telemetry::{EventsRoute, KEEPALIVE, MetricsRoute};
 
+pub use console::{ConsoleData, ConsoleRoutes, WhatIfQuery};
 pub use rules::{RulesControl, RulesRoutes};
 
 use crate::health::Health;

@@ -87,6 +87,7 @@ mod tests {
         Request {
             method: method.into(),
             path: path.into(),
+            query: String::new(),
             body: Vec::new(),
             authorization: None,
         }

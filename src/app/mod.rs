@@ -7,6 +7,8 @@
 //!
 //! - `reload` — the [`Reloader`]: read, validate and swap in a new rules file (one at a time).
 //! - `watch`  — reload triggers: SIGHUP and the rules-file watcher (the admin route is the third).
+//! - `console` — the data behind the operator console at `GET /` (routes, traffic, undelivered,
+//!   what-if).
 //! - `route`  — `sosrouter route`: options and a running proxy's readiness -> the what-if answer.
 
 use crate::config::Proto;
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod console;
 pub mod reload;
 pub mod route;
 #[cfg(test)]
@@ -268,6 +271,14 @@ async fn start_on(
                 metrics.clone(),
                 events.clone(),
             );
+            let console = console::Console::new(
+                rules.clone(),
+                health.clone(),
+                &proxy,
+                metrics.clone(),
+                opts.undelivered_path.clone(),
+            );
+            console.spawn_sampler(&tasks);
             let scrape = move || {
                 p.upgrade()
                     .map_or_else(String::new, |p| metrics::render(&p.figures(), &m, &h, &ev))
@@ -280,6 +291,7 @@ async fn start_on(
                 Arc::new(crate::admin::HealthRoutes::new(health.clone())),
                 Arc::new(crate::admin::MetricsRoute::new(scrape)),
                 Arc::new(crate::admin::EventsRoute::new(events.clone())),
+                Arc::new(crate::admin::ConsoleRoutes::new(Arc::new(console))),
             ];
             Some(start_admin(addr, opts, handlers, &tasks).await?)
         }
