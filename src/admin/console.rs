@@ -4,7 +4,7 @@
 //! and `/events`.
 //!
 //! Routes:
-//! - `GET /`, `GET /console.js`, `GET /console.css` -> the page ([`asset`]).
+//! - `GET /`, `GET /console.js`, `GET /console.css`, `GET /favicon.svg` -> the page ([`asset`]).
 //! - `GET /console/state` -> 200 `{"routes": [...], "traffic": {...}, "undelivered": [...],
 //!   "systemic": {...}}` ([`state`]).
 //! - `GET /console/whatif?caller=..&uri=..|dialled=..` -> 200 the `sosrouter route --json` answer
@@ -24,6 +24,7 @@ pub const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'non
 const INDEX_HTML: &str = include_str!("console/index.html");
 const CONSOLE_JS: &str = include_str!("console/console.js");
 const CONSOLE_CSS: &str = include_str!("console/console.css");
+const FAVICON: &str = include_str!("console/favicon.svg");
 
 /// Undelivered records the console shows (newest first).
 pub const UNDELIVERED_SHOWN: usize = 50;
@@ -83,6 +84,7 @@ pub fn asset(path: &str) -> Option<(&'static str, &'static str)> {
         "/" | "/index.html" => Some(("text/html; charset=utf-8", INDEX_HTML)),
         "/console.js" => Some(("text/javascript; charset=utf-8", CONSOLE_JS)),
         "/console.css" => Some(("text/css; charset=utf-8", CONSOLE_CSS)),
+        "/favicon.svg" => Some(("image/svg+xml", FAVICON)),
         _ => None,
     }
 }
@@ -215,6 +217,7 @@ mod tests {
         assert!(page.contains("<script src=\"/console.js\""));
         assert!(!page.contains("<script>") && !page.contains("<style") && !page.contains("style="));
         assert!(!page.contains("http://") && !page.contains("https://"), "no CDN");
+        assert_eq!(asset("/favicon.svg").map(|a| a.0), Some("image/svg+xml"));
         assert_eq!(routes.handle(&req("POST", "/", "")).unwrap().status, 405);
         assert!(routes.handle(&req("GET", "/status", "")).is_none());
     }

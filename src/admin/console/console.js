@@ -178,8 +178,9 @@ function renderTraffic(tr) {
   const buckets = (tr && tr.buckets) || [];
   const sum = (k) => buckets.reduce((a, b) => a + (b[k] || 0), 0);
   const minutes = Math.round((buckets.length * ((tr && tr.bucket_ms) || 10000)) / 60000 * 10) / 10;
+  const n = (k, word) => { const v = sum(k); return `${v} ${word}${v === 1 || word === "undelivered" ? "" : "s"}`; };
   $("traffic-sum").textContent =
-    `${sum("calls")} calls, ${sum("failovers")} failovers, ${sum("undelivered")} undelivered in the last ${minutes} min`;
+    `${n("calls", "call")}, ${n("failovers", "failover")}, ${n("undelivered", "undelivered")} in the last ${minutes} min`;
   const max = Math.max(1, ...buckets.map((b) => b.calls));
   rows.replaceChildren(...buckets.slice().reverse().map((b) => {
     const bar = el("span", {});
