@@ -130,7 +130,8 @@ impl ConsoleRoutes {
 /// Headers every console answer carries: the page's policy, and no caching of live data.
 fn console_headers(mut r: Response) -> Response {
     r.headers.push(("Content-Security-Policy", CSP.to_string()));
-    r.headers.push(("X-Content-Type-Options", "nosniff".to_string()));
+    r.headers
+        .push(("X-Content-Type-Options", "nosniff".to_string()));
     r.headers.push(("Cache-Control", "no-store".to_string()));
     r
 }
@@ -210,13 +211,20 @@ mod tests {
                     .map(|(_, v)| v.clone())
             };
             assert!(h("Content-Type").unwrap().starts_with(ctype), "{path}");
-            assert!(h("Content-Security-Policy").unwrap().starts_with("default-src 'self'"));
+            assert!(
+                h("Content-Security-Policy")
+                    .unwrap()
+                    .starts_with("default-src 'self'")
+            );
         }
         let page = routes.handle(&req("GET", "/", "")).unwrap().body;
         // No inline script or style: the policy would block them.
         assert!(page.contains("<script src=\"/console.js\""));
         assert!(!page.contains("<script>") && !page.contains("<style") && !page.contains("style="));
-        assert!(!page.contains("http://") && !page.contains("https://"), "no CDN");
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "no CDN"
+        );
         assert_eq!(asset("/favicon.svg").map(|a| a.0), Some("image/svg+xml"));
         assert_eq!(routes.handle(&req("POST", "/", "")).unwrap().status, 405);
         assert!(routes.handle(&req("GET", "/status", "")).is_none());

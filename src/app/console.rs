@@ -4,8 +4,8 @@
 
 use crate::admin::{ConsoleData, WhatIfQuery};
 use crate::health::Health;
+use crate::metrics::CallFigures;
 use crate::metrics::{FailoverReason, Metrics};
-use crate::proxy::Proxy;
 use crate::routing::Rules;
 use crate::routing::whatif::{render_text, what_if};
 use crate::tasks::Tasks;
@@ -14,7 +14,7 @@ use serde_json::json;
 use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One bucket of the traffic series.
@@ -38,7 +38,8 @@ struct Sample {
 pub struct Console {
     rules: Arc<ArcSwap<Rules>>,
     health: Health,
-    proxy: Weak<Proxy>,
+    /// The proxy's call figures; None once the proxy is gone.
+    figures: Arc<dyn Fn() -> Option<CallFigures> + Send + Sync>,
     metrics: Arc<Metrics>,
     undelivered_path: Option<PathBuf>,
     samples: Arc<Mutex<VecDeque<Sample>>>,
@@ -54,14 +55,14 @@ impl Console {
     pub fn new(
         rules: Arc<ArcSwap<Rules>>,
         health: Health,
-        proxy: &Arc<Proxy>,
+        figures: Arc<dyn Fn() -> Option<CallFigures> + Send + Sync>,
         metrics: Arc<Metrics>,
         undelivered_path: Option<PathBuf>,
     ) -> Console {
         let c = Console {
             rules,
             health,
-            proxy: Arc::downgrade(proxy),
+            figures,
             metrics,
             undelivered_path,
             samples: Arc::new(Mutex::new(VecDeque::with_capacity(BUCKETS + 1))),
@@ -74,11 +75,10 @@ impl Console {
     pub fn spawn_sampler(&self, tasks: &Tasks) {
         let c = self.clone();
         tasks.spawn(async move {
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + BUCKET, BUCKET);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BUCKET, BUCKET);
             loop {
                 tick.tick().await;
-                if c.proxy.strong_count() == 0 {
+                if (c.figures)().is_none() {
                     return;
                 }
                 c.sample();
@@ -87,13 +87,7 @@ impl Console {
     }
 
     fn now(&self) -> Sample {
-        let (calls, undelivered) = self
-            .proxy
-            .upgrade()
-            .map_or((0, 0), |p| {
-                let f = p.figures();
-                (f.calls, f.undelivered)
-            });
+        let (calls, undelivered) = (self.figures)().map_or((0, 0), |f| (f.calls, f.undelivered));
         Sample {
             unix_ms: unix_ms(),
             calls,
@@ -250,6 +244,69 @@ mod tests {
         assert_eq!(b[1]["calls"], 0);
         assert_eq!(b[1]["end_unix_ms"], 20);
         assert!(buckets(&[s(0, 1, 0, 0)]).is_empty());
+    }
+
+    const RULES: &str = "listen = [\"udp:127.0.0.1:5999\"]\n\
+        [emergency]\nnumbers = [\"911\"]\n\
+        [[targets]]\nid = \"a\"\nuri = \"sip:127.0.0.1:5998\"\nfailure_domain = \"x\"\n\
+        [[targets]]\nid = \"b\"\nuri = \"sip:127.0.0.1:5997\"\nfailure_domain = \"y\"\n\
+        [[routes]]\nid = \"urn\"\nchain = [\"a\", \"b\"]\nservice_urns = [\"urn:service:sos\"]\n\
+        [default_route]\nchain = [\"b\", \"a\"]\n";
+
+    fn console() -> Console {
+        let (rules, _) = Rules::parse(RULES, "t.toml").unwrap();
+        let health = Health::new(&rules);
+        let figures = Arc::new(|| {
+            Some(CallFigures {
+                calls: 7,
+                ..Default::default()
+            })
+        });
+        Console::new(
+            Arc::new(ArcSwap::from_pointee(rules)),
+            health,
+            figures,
+            Arc::new(Metrics::default()),
+            None,
+        )
+    }
+
+    #[test]
+    fn routes_list_every_chain_then_the_default() {
+        let v = console().routes();
+        assert_eq!(v["routes"][0]["id"], "urn");
+        assert_eq!(v["routes"][0]["chain"], json!(["a", "b"]));
+        assert_eq!(v["routes"][0]["last_resort"], "b");
+        assert_eq!(v["routes"][1]["default"], true);
+        assert_eq!(v["routes"][1]["chain"], json!(["b", "a"]));
+        assert_eq!(v["targets"][1]["id"], "b");
+    }
+
+    #[test]
+    fn what_if_answers_as_sosrouter_route_with_health_now() {
+        let c = console();
+        c.health.set_enabled("b", false);
+        let q = WhatIfQuery {
+            caller: Some("+15085550100".into()),
+            dialled: Some("911".into()),
+            uri: None,
+        };
+        let v = c.what_if(&q).unwrap();
+        assert_eq!(v["request_uri"], "sip:911@127.0.0.1:5999");
+        assert_eq!(v["route"], "default");
+        assert_eq!(v["emergency"], true);
+        // b is disabled: a first, then b.
+        assert_eq!(v["plan"][0]["id"], "a");
+        assert_eq!(v["plan"][1]["readiness"], "disabled");
+        assert!(v["text"].as_str().unwrap().contains("+15085550100"));
+        let both = WhatIfQuery {
+            uri: Some("urn:service:sos".into()),
+            dialled: Some("911".into()),
+            caller: None,
+        };
+        assert!(c.what_if(&both).is_err());
+        assert_eq!(c.traffic()["buckets"][0]["calls"], 0);
+        assert_eq!(c.undelivered(5), json!([]));
     }
 
     #[test]

@@ -271,10 +271,11 @@ async fn start_on(
                 metrics.clone(),
                 events.clone(),
             );
+            let weak = Arc::downgrade(&proxy);
             let console = console::Console::new(
                 rules.clone(),
                 health.clone(),
-                &proxy,
+                Arc::new(move || weak.upgrade().map(|p| p.figures())),
                 metrics.clone(),
                 opts.undelivered_path.clone(),
             );

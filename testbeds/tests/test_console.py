@@ -192,7 +192,7 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab():
     if sync_playwright is None:
-        _missing("Playwright for Python is not installed (pip install playwright pytest-playwright)")
+        _missing("Playwright for Python is not installed (pip install --break-system-packages playwright)")
     if not os.access(CHROMIUM, os.X_OK):
         _missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     binary = sosrouter_binary()
