@@ -24,7 +24,7 @@
 //! - `events`      — alert events (health, operator, reload, undelivered): a never-blocking bus,
 //!   the `GET /events` stream and the webhook.
 //! - `admin`       — the operator's HTTP endpoint: target status, the enable switch, `/reload`,
-//!   metrics and the event stream.
+//!   metrics, the event stream, and the operator console at `GET /` (`admin/console.rs`).
 //! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure);
 //!   also home of [`config::Proto`], the transport protocol every layer names.
 //! - `tasks`       — [`tasks::Tasks`]: the one task tracker and cancellation token every background
