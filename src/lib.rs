@@ -25,7 +25,8 @@
 //!   with sequence numbers and a replay ring, and the webhook (reqwest on rustls; its client
 //!   builder is the crate's one HTTP client, also used by `sosrouter route --admin`).
 //! - `admin`       — the operator's HTTP endpoint on axum: target status, the enable switch,
-//!   `/reload`, metrics and the resumable SSE event stream; `admin::router` assembles every route,
+//!   `/reload`, metrics, the resumable SSE event stream and the operator console at `GET /`
+//!   (`admin/console.rs` + `admin/console/`); `admin::router` assembles every route,
 //!   `admin::serve` adds the token gate and the bounds.
 //! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure);
 //!   also home of [`config::Proto`], the transport protocol every layer names.

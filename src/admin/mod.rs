@@ -11,6 +11,8 @@
 //! - `GET /metrics` -> 200 Prometheus text format ([`telemetry`]; mounted with a renderer).
 //! - `GET /events` -> 200 `text/event-stream`: one SSE event per alert event with `id: <seq>`,
 //!   keep-alive comments, `Last-Event-ID` resume from the bus's replay ring ([`telemetry`]).
+//! - `GET /`, `/index.html`, `/console.js`, `/console.css`, `/favicon.svg`, `/console/state`,
+//!   `/console/whatif`: the operator console ([`console`]; mounted with a [`ConsoleData`]).
 //! - a known path with another method -> 405 with `Allow`; anything else -> 404.
 //! - with a token configured, 401 without `Authorization: Bearer <token>`: for every request that
 //!   is not a read, and for reads too unless `--admin-token-for-reads false` ([`auth`]).
@@ -26,6 +28,7 @@
 //! Wiring (`app`): `serve(listener, router(admin), access, Limits::default(), &tasks)`.
 
 pub mod auth;
+pub mod console;
 mod http;
 pub mod rules;
 pub mod telemetry;
@@ -42,6 +45,7 @@ pub use auth::{Access, Token, TokenError, load_token};
 pub use http::{Limits, protect, serve};
 pub use rules::RulesControl;
 pub use telemetry::KEEPALIVE;
+pub use console::{ConsoleData, WhatIfQuery};
 
 use crate::events::Bus;
 use crate::health::Health;
@@ -69,6 +73,8 @@ pub struct Admin {
     pub metrics: Option<MetricsRender>,
     /// `/events`; None: no such route.
     pub events: Option<Bus>,
+    /// The operator console (`GET /` and its JSON); None: no console.
+    pub console: Option<Arc<dyn ConsoleData>>,
     /// Time between keep-alive comments on an idle event stream ([`KEEPALIVE`]).
     pub keepalive: Duration,
     /// The app's tasks: blocking reloads run on them, and event streams end on their cancellation.
@@ -83,6 +89,7 @@ impl Admin {
             rules: None,
             metrics: None,
             events: None,
+            console: None,
             keepalive: KEEPALIVE,
             tasks,
         }
@@ -103,6 +110,9 @@ pub fn router(admin: Admin) -> Router {
     }
     if admin.events.is_some() {
         r = r.route("/events", get(telemetry::events_route));
+    }
+    if admin.console.is_some() {
+        r = console::routes(r);
     }
     r.fallback(not_found).with_state(admin)
 }

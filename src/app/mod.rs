@@ -7,6 +7,8 @@
 //!
 //! - `reload` — the [`Reloader`]: read, validate and swap in a new rules file (one at a time).
 //! - `watch`  — reload triggers: SIGHUP and the rules-file watcher (the admin route is the third).
+//! - `console` — the data behind the operator console at `GET /` (routes, traffic, undelivered,
+//!   what-if).
 //! - `route`  — `sosrouter route`: options and a running proxy's readiness -> the what-if answer.
 
 use crate::config::Proto;
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod console;
 pub mod reload;
 pub mod route;
 #[cfg(test)]
@@ -278,6 +281,15 @@ async fn start_on(
                 metrics.clone(),
                 events.clone(),
             );
+            let weak = Arc::downgrade(&proxy);
+            let console = console::Console::new(
+                rules.clone(),
+                health.clone(),
+                Arc::new(move || weak.upgrade().map(|p| p.figures())),
+                metrics.clone(),
+                opts.undelivered_path.clone(),
+            );
+            console.spawn_sampler(&tasks);
             let scrape = move || {
                 p.upgrade()
                     .map_or_else(String::new, |p| metrics::render(&p.figures(), &m, &h, &ev))
@@ -286,6 +298,7 @@ async fn start_on(
                 rules: Some(Arc::new(reloader.clone())),
                 metrics: Some(Arc::new(scrape)),
                 events: Some(events.clone()),
+                console: Some(Arc::new(console)),
                 ..crate::admin::Admin::new(health.clone(), tasks.clone())
             };
             Some(start_admin(addr, opts, crate::admin::router(admin), &tasks).await?)

@@ -667,11 +667,25 @@ def cmd_acceptance(cfg: Config) -> int:
     return 0
 
 
+def need_browser():
+    """Debian's Chromium and Playwright for Python (pointed at /usr/bin/chromium: no browser download)."""
+    need("chromium", "chromium")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        say("playwright missing: pip install --break-system-packages playwright")
+        if subprocess.call([sys.executable, "-m", "pip", "install", "--break-system-packages", "playwright"]):
+            need("pip3", "python3-pip")
+            subprocess.call([sys.executable, "-m", "pip", "install", "--break-system-packages", "playwright"])
+
+
 def cmd_test(cfg: Config) -> int:
     if subprocess.call(["cargo", "test"], cwd=ROOT):
         raise Fail("cargo test failed")
+    need_browser()
+    # The console's browser tests run here, never skip (they fail when the browser is missing).
     if subprocess.call([sys.executable, "-m", "pytest", "-q", os.path.join(HERE, "tests")],
-                       env=dict(os.environ, PYTHONPATH=HERE)):
+                       env=dict(os.environ, PYTHONPATH=HERE, SOSTEST_REQUIRE_BROWSER="1")):
         raise Fail("the testbed's pytest suite failed")
     if subprocess.call(["cargo", "build", "--release"], cwd=ROOT):
         raise Fail("cargo build --release failed")
