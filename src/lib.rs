@@ -40,7 +40,7 @@
 //! - `transaction` uses `sip`; `routing` uses `config` and `sip` (never `health`);
 //! - `transport` uses `config`, `sip` and `tasks`: it reports up through its `Handler` and knows
 //!   neither the rules nor the proxy;
-//! - `health` uses `config`, `routing` and `tasks`; never `transport` (probes leave through the
+//! - `health` uses `config`, `routing`, `sip` (to build OPTIONS) and `tasks`; never `transport` (probes leave through the
 //!   `ProbeTransport` seam), never `metrics` (probe lateness and alarms leave through sinks the
 //!   wiring sets), never `testcall` (test calls are asked for through a sink);
 //! - `testcall` uses `config`, `routing`, `sip` and `transaction`;
