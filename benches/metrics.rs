@@ -28,7 +28,12 @@ const SETUP: Duration = Duration::from_millis(42);
 
 /// The ids a lab rules file registers (4 targets, 2 routes), as `Arc<str>` like the rules'.
 fn ids() -> (Vec<Arc<str>>, Vec<Arc<str>>) {
-    let t = ["psap-primary", "psap-backup", "business-line", "pstn-gateway"];
+    let t = [
+        "psap-primary",
+        "psap-backup",
+        "business-line",
+        "pstn-gateway",
+    ];
     let r = ["sos", "default"];
     (
         t.iter().map(|s| Arc::from(*s)).collect(),
@@ -230,7 +235,9 @@ fn group<A: Record, B: Record, C: Record>(
     g.bench_function("prometheus_client_family", |b| {
         b.iter(|| call(black_box(naive), failed_first, t, r))
     });
-    g.bench_function("handwritten", |b| b.iter(|| call(black_box(old), failed_first, t, r)));
+    g.bench_function("handwritten", |b| {
+        b.iter(|| call(black_box(old), failed_first, t, r))
+    });
     g.finish();
 }
 

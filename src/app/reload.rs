@@ -353,7 +353,10 @@ mod tests {
         let known = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(read.hash.as_deref(), Some(known));
         assert_eq!(file_hash(&path).as_deref(), Some(known));
-        let sum = std::process::Command::new("sha256sum").arg(&path).output().unwrap();
+        let sum = std::process::Command::new("sha256sum")
+            .arg(&path)
+            .output()
+            .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let sum = String::from_utf8(sum.stdout).unwrap();
         assert_eq!(sum.split_whitespace().next(), Some(known), "{sum}");

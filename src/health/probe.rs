@@ -92,8 +92,9 @@ fn writable_sip_uri(uri: &str) -> bool {
         .bytes()
         .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>');
     clean
-        && Uri::parse(uri.as_bytes())
-            .is_some_and(|u| matches!(u.scheme, UriScheme::Sip | UriScheme::Sips) && u.host.is_some())
+        && Uri::parse(uri.as_bytes()).is_some_and(|u| {
+            matches!(u.scheme, UriScheme::Sip | UriScheme::Sips) && u.host.is_some()
+        })
 }
 
 /// Whether `code` is in one of the inclusive ranges.

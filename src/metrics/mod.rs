@@ -417,7 +417,12 @@ mod tests {
         let mut reg = Registry::default();
         let c = Counter::<u64>::default();
         c.inc_by(3);
-        register(&mut reg, "sosrouter_x_total", "Things \\ counted\non two lines.", c);
+        register(
+            &mut reg,
+            "sosrouter_x_total",
+            "Things \\ counted\non two lines.",
+            c,
+        );
         let f = Family::<AttemptLabels, Counter>::default();
         let labels = AttemptLabels {
             target: "a\"b\\c\nd".into(),

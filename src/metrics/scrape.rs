@@ -48,7 +48,12 @@ fn single(reg: &mut Registry, name: &str, help: &str, v: u64) {
 }
 
 /// A labelled family of values counted elsewhere (kind chosen by the name, as in [`single`]).
-fn family(reg: &mut Registry, name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, u64)>) {
+fn family(
+    reg: &mut Registry,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) {
     if name.ends_with("_total") {
         let f = Family::<Labels, Counter>::default();
         for (l, v) in rows {
@@ -139,9 +144,7 @@ fn targets(reg: &mut Registry, health: &Health) {
         reg,
         "sosrouter_target_transitions_total",
         "Health state changes of the target.",
-        targets
-            .iter()
-            .map(|t| (one(&t.id), t.counters.transitions)),
+        targets.iter().map(|t| (one(&t.id), t.counters.transitions)),
     );
     family(
         reg,

@@ -7,9 +7,9 @@
 //! condition itself (a counter, a record, an event).
 
 use crate::common::*;
+use prometheus_parse::{Scrape, Value};
 use sosrouter::config::Proto;
 use sosrouter::events::Kind;
-use prometheus_parse::{Scrape, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -92,7 +92,10 @@ fn parse(body: &str) -> Page {
             }
             Value::Untyped(_) => {
                 // A histogram's _sum and _count.
-                let base = s.metric.strip_suffix("_sum").or(s.metric.strip_suffix("_count"));
+                let base = s
+                    .metric
+                    .strip_suffix("_sum")
+                    .or(s.metric.strip_suffix("_count"));
                 base.unwrap_or_else(|| panic!("untyped sample {key}"))
             }
             _ => &*s.metric,
@@ -112,7 +115,10 @@ fn parse(body: &str) -> Page {
             page.gauges.push(s.metric.clone());
         }
         read += 1;
-        assert!(page.values.insert(key.clone(), value).is_none(), "{key} twice");
+        assert!(
+            page.values.insert(key.clone(), value).is_none(),
+            "{key} twice"
+        );
     }
     let lines = body.lines().filter(|l| !l.starts_with("# ")).count();
     assert_eq!(read, lines, "lines the parser skipped:\n{body}");
@@ -123,7 +129,11 @@ fn parse(body: &str) -> Page {
         let last = b.last().expect("a bucket");
         assert_eq!(last.0, f64::INFINITY, "{key}");
         let count = key.replacen('{', "_count{", 1);
-        assert_eq!(page.values.get(&count), Some(&last.1), "{key}: +Inf != _count");
+        assert_eq!(
+            page.values.get(&count),
+            Some(&last.1),
+            "{key}: +Inf != _count"
+        );
     }
     page
 }
@@ -185,7 +195,12 @@ async fn metrics_parse_strictly_and_count_known_calls() {
         let m = parse(&body);
         let counted: f64 = outcomes
             .iter()
-            .map(|o| m.get("sosrouter_calls_total", &[("route", "default"), ("outcome", o)]))
+            .map(|o| {
+                m.get(
+                    "sosrouter_calls_total",
+                    &[("route", "default"), ("outcome", o)],
+                )
+            })
             .sum();
         if counted >= 6.0 {
             break (body, m);
@@ -196,12 +211,18 @@ async fn metrics_parse_strictly_and_count_known_calls() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let calls = |o: &str| m.get("sosrouter_calls_total", &[("route", "default"), ("outcome", o)]);
+    let calls = |o: &str| {
+        m.get(
+            "sosrouter_calls_total",
+            &[("route", "default"), ("outcome", o)],
+        )
+    };
     assert_eq!(calls("answered"), 3.0, "{body}");
     assert_eq!(calls("rejected"), 1.0);
     assert_eq!(calls("cancelled"), 1.0);
     assert_eq!(calls("failed"), 1.0);
-    let att = |t: &str, o: &str| m.get("sosrouter_attempts_total", &[("target", t), ("outcome", o)]);
+    let att =
+        |t: &str, o: &str| m.get("sosrouter_attempts_total", &[("target", t), ("outcome", o)]);
     // 3 answered (180 and 200 count once each), the 404, the ringing one.
     assert_eq!(att("psap-primary", "progress"), 5.0, "{body}");
     assert_eq!(att("psap-primary", "failure_response"), 1.0);
@@ -240,12 +261,18 @@ async fn metrics_parse_strictly_and_count_known_calls() {
         let prefix = format!("{name}{{");
         assert!(m.values.keys().any(|k| k.starts_with(&prefix)), "no {name}");
     }
-    assert!(m.histograms.contains_key("sosrouter_probe_lateness_seconds{}"));
+    assert!(
+        m.histograms
+            .contains_key("sosrouter_probe_lateness_seconds{}")
+    );
 
     p.metrics.reload(false);
     let (_, body) = get(admin, "/metrics").await;
     let m = parse(&body);
-    assert_eq!(m.get("sosrouter_reloads_total", &[("result", "error")]), 1.0);
+    assert_eq!(
+        m.get("sosrouter_reloads_total", &[("result", "error")]),
+        1.0
+    );
 
     // Health events (a target suspect after its failed call) may come first: the undelivered
     // call's event is the first of its kind.

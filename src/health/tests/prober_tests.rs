@@ -360,7 +360,12 @@ fn options_request_parses_with_our_parser_and_with_rsip() {
 #[test]
 fn an_unwritable_target_uri_falls_back_to_the_next_hop() {
     let mut t = (*sip_target("a", 5071)).clone();
-    for bad in ["tel:+15551234", "sip:a b@x", "sip:x>\r\nVia: evil", "nonsense"] {
+    for bad in [
+        "tel:+15551234",
+        "sip:a b@x",
+        "sip:x>\r\nVia: evil",
+        "nonsense",
+    ] {
         t.uri = bad.into();
         let text = build_options(&t, "10.0.0.1:5060".parse().unwrap(), &ProbeIds::random());
         assert!(
