@@ -20,7 +20,7 @@
 //! - `testcall`    — sosrouter's own test calls to a target (RFC 6881 §15): INVITE to
 //!   `urn:service:test.sos` from sockets of its own, RTP loopback check, BYE; a typed verdict per call;
 //!   a scheduler that dedups per target, caps and jitters them. Pure machine in `testcall/machine.rs`.
-//! - `metrics`     — Prometheus counters, gauges and the call setup histogram (`GET /metrics`).
+//! - `metrics`     — Prometheus counters, gauges and histograms on `prometheus-client` (`GET /metrics`).
 //! - `events`      — alert events (health, operator, reload, undelivered): a never-blocking bus
 //!   with sequence numbers and a replay ring, and the webhook (reqwest on rustls; its client
 //!   builder is the crate's one HTTP client, also used by `sosrouter route --admin`).
@@ -43,9 +43,9 @@
 //! - `transaction` uses `sip`; `routing` uses `config` and `sip` (never `health`);
 //! - `transport` uses `config`, `sip` and `tasks`: it reports up through its `Handler` and knows
 //!   neither the rules nor the proxy;
-//! - `health` uses `config`, `routing` and `tasks`; never `transport` (probes leave through the
-//!   `ProbeTransport` seam), never `metrics` (probe lateness and alarms leave through sinks the
-//!   wiring sets), never `testcall` (test calls are asked for through a sink);
+//! - `health` uses `config`, `routing`, `sip` (to build OPTIONS) and `tasks`; never `transport`
+//!   (probes leave through the `ProbeTransport` seam), never `metrics` (probe lateness and alarms
+//!   leave through sinks the wiring sets), never `testcall` (test calls are asked for through a sink);
 //! - `testcall` uses `config`, `routing`, `sip` and `transaction`;
 //! - `metrics` reads `health`, `events` and `routing` at scrape time; never `proxy` (the proxy
 //!   hands in its `CallFigures`);

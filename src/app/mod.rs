@@ -177,7 +177,7 @@ pub async fn start(rules: Rules, opts: &RunOptions) -> anyhow::Result<Running> {
 
 async fn start_hashed(
     rules: Rules,
-    hash: Option<u64>,
+    hash: Option<String>,
     opts: &RunOptions,
 ) -> anyhow::Result<Running> {
     let tasks = Tasks::new();
@@ -191,7 +191,7 @@ async fn start_hashed(
 
 async fn start_on(
     rules: Rules,
-    hash: Option<u64>,
+    hash: Option<String>,
     opts: &RunOptions,
     tasks: Tasks,
 ) -> anyhow::Result<Running> {

@@ -20,6 +20,7 @@ use crate::transport::Transport;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,8 +33,8 @@ pub struct RulesStatus {
     pub version: u64,
     /// The rules file as given on the command line.
     pub source: String,
-    /// Hex of the 64-bit FNV-1a hash of the file's bytes; null when the rules did not come from a
-    /// file (tests that start from text).
+    /// SHA-256 of the file's bytes in lowercase hex, as `sha256sum` prints it; null when the
+    /// rules did not come from a file (tests that start from text).
     pub hash: Option<String>,
     /// When the running rules were loaded, Unix time in milliseconds.
     pub loaded_unix_ms: u64,
@@ -58,20 +59,16 @@ pub struct Refused {
     pub warnings: Vec<String>,
 }
 
-/// FNV-1a, 64 bit. Why not `std::hash::DefaultHasher`: its algorithm is unspecified and may change
-/// between Rust releases, and this hash is shown to operators to compare with `fnv1a` elsewhere.
-/// It identifies a file version; it is not a defence against anyone crafting collisions.
-pub fn content_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// SHA-256 of a rules file's bytes, in lowercase hex: what `sha256sum FILE` prints, so an
+/// operator can tell which file is running (`/status`, `/reload`) with the tools they have.
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest.iter() {
+        let _ = write!(hex, "{b:02x}");
     }
-    h
-}
-
-pub fn hex(hash: u64) -> String {
-    format!("{hash:016x}")
+    hex
 }
 
 fn unix_ms() -> u64 {
@@ -82,7 +79,7 @@ fn unix_ms() -> u64 {
 
 /// A rules file read and checked: its content hash (None when unreadable) and the outcome.
 pub struct Read {
-    pub hash: Option<u64>,
+    pub hash: Option<String>,
     pub result: Result<(Rules, Vec<String>), Refused>,
     /// Line of the top-level `listen` key, for messages (compiled rules keep no position for it).
     listen_line: usize,
@@ -132,7 +129,7 @@ fn lines(diags: &[crate::config::Diagnostic], severity: Severity) -> Vec<String>
 }
 
 /// Hash of the file as it is now, if readable (the watcher's cheap "did it change" test).
-pub(super) fn file_hash(path: &Path) -> Option<u64> {
+pub(super) fn file_hash(path: &Path) -> Option<String> {
     std::fs::read(path).ok().map(|b| content_hash(&b))
 }
 
@@ -163,7 +160,7 @@ struct Inner {
     status: Mutex<RulesStatus>,
     /// Hash of the last file content a reload was tried with, good or bad: the watcher does not
     /// retry a broken file every second, only a changed one.
-    last_tried: Mutex<Option<u64>>,
+    last_tried: Mutex<Option<String>>,
     /// Every reload is counted and published as an alert event.
     metrics: Arc<crate::metrics::Metrics>,
     events: crate::events::Bus,
@@ -173,7 +170,7 @@ impl Reloader {
     pub(super) fn new(
         path: PathBuf,
         rules: Arc<ArcSwap<Rules>>,
-        hash: Option<u64>,
+        hash: Option<String>,
         health: Health,
         transport: Transport,
         bound_listen: Option<Vec<Listen>>,
@@ -182,7 +179,7 @@ impl Reloader {
         let status = RulesStatus {
             version: 1,
             source: rules.load().source.clone(),
-            hash: hash.map(hex),
+            hash: hash.clone(),
             loaded_unix_ms: unix_ms(),
             last_reload_error: None,
         };
@@ -211,8 +208,8 @@ impl Reloader {
     }
 
     /// Hash of the file content last tried (see `Inner::last_tried`).
-    pub fn last_tried(&self) -> Option<u64> {
-        *lock(&self.inner.last_tried)
+    pub fn last_tried(&self) -> Option<String> {
+        lock(&self.inner.last_tried).clone()
     }
 
     /// Reloads the rules file; `trigger` names who asked ("sighup", "file change", "admin") for
@@ -257,7 +254,7 @@ impl Reloader {
     fn load_and_swap(&self) -> Result<Reloaded, Refused> {
         let inner = &*self.inner;
         let read = read_rules(&inner.path);
-        *lock(&inner.last_tried) = read.hash;
+        *lock(&inner.last_tried) = read.hash.clone();
         let (new, warnings) = read.result?;
         let hash = read.hash.unwrap_or_default(); // Some whenever the file parsed
         if let Some(bound) = &inner.bound_listen
@@ -294,7 +291,7 @@ impl Reloader {
         let version = lock(&inner.status).version + 1;
         Ok(Reloaded {
             version,
-            hash: hex(hash),
+            hash,
             warnings,
         })
     }
@@ -347,9 +344,34 @@ mod tests {
     }
 
     #[test]
-    fn fnv1a_matches_the_published_test_vectors() {
-        assert_eq!(content_hash(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(content_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(hex(content_hash(b"foobar")), "85944171f73967e8");
+    fn a_files_hash_is_what_sha256sum_prints() {
+        let dir = std::env::temp_dir().join(format!("sosrouter-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rules.toml");
+        std::fs::write(&path, "abc").unwrap();
+        let read = read_rules(&path);
+        let known = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(read.hash.as_deref(), Some(known));
+        assert_eq!(file_hash(&path).as_deref(), Some(known));
+        let sum = std::process::Command::new("sha256sum")
+            .arg(&path)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let sum = String::from_utf8(sum.stdout).unwrap();
+        assert_eq!(sum.split_whitespace().next(), Some(known), "{sum}");
+    }
+
+    #[test]
+    fn the_hash_is_sha256_in_lowercase_hex() {
+        // FIPS 180-2 test vectors.
+        assert_eq!(
+            content_hash(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            content_hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -54,7 +54,7 @@ pub fn reload_on_sighup(reloader: Reloader, tasks: &Tasks) -> std::io::Result<()
 }
 
 /// What the watcher saw of the file: modification time and content hash.
-type Seen = (Option<SystemTime>, Option<u64>);
+type Seen = (Option<SystemTime>, Option<String>);
 
 fn look(reloader: &Reloader) -> Seen {
     let path = reloader.path();

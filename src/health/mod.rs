@@ -7,7 +7,7 @@
 //! Layout, in the order data flows:
 //! - `state`  — the pure per-target state machine (hysteresis), time passed in.
 //! - `handle` — [`Health`]: a `DashMap` of machines keyed by target id, enable switch, reload.
-//! - `probe`  — OPTIONS built with `rsip`, the [`ProbeTransport`] seam, replies and timeouts.
+//! - `probe`  — OPTIONS built with `sip::build`, the [`ProbeTransport`] seam, replies and timeouts.
 //! - `prober` — the one background task that schedules probes with jitter.
 //!
 //! Wiring: `Health::new(&rules)`; `health.start_applier(&tasks)`;

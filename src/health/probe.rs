@@ -1,4 +1,4 @@
-//! OPTIONS probes: building them (with `rsip`), the transport seam the wiring implements, and
+//! OPTIONS probes: building them (with our own [`crate::sip::build::options`]), the transport seam the wiring implements, and
 //! matching replies, transport errors and timeouts to the probes still pending.
 //!
 //! A probe is identified by its Via branch, `z9hG4bK-sosprobe-<random>`. The proxy's receive loop
@@ -10,7 +10,6 @@ use super::state::{Event, ProbeFailure};
 use crate::config::Proto;
 use crate::routing::{Target, TargetId};
 use bytes::Bytes;
-use rsip::headers::UntypedHeader;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -61,62 +60,41 @@ impl ProbeIds {
 }
 
 /// Builds the OPTIONS request for `target` from `local` (our sent-by address).
-/// If the target URI does not parse (it was validated by config, so this is defensive), the
-/// Request-URI falls back to `sip:<next_hop>`.
+/// If the target URI is not a SIP URI we can write as the Request-URI (it was validated by config,
+/// so this is defensive), the Request-URI falls back to `sip:<next_hop>`.
 pub fn build_options(target: &Target, local: SocketAddr, ids: &ProbeIds) -> String {
-    use rsip::param::{Branch, Tag};
-    let uri = rsip::Uri::try_from(target.uri.as_str()).unwrap_or_else(|_| rsip::Uri {
-        scheme: Some(rsip::Scheme::Sip),
-        host_with_port: target.next_hop.into(),
-        ..Default::default()
+    let fallback;
+    let request_uri = if writable_sip_uri(&target.uri) {
+        target.uri.as_str()
+    } else {
+        fallback = format!("sip:{}", target.next_hop);
+        fallback.as_str()
+    };
+    let transport = target.transport.to_string().to_ascii_uppercase();
+    let bytes = crate::sip::build::options(&crate::sip::build::Options {
+        request_uri,
+        transport: &transport,
+        local,
+        branch: &ids.branch,
+        from_user: "sosrouter",
+        from_tag: &ids.from_tag,
+        call_id: &ids.call_id,
+        cseq: 1,
     });
-    let via_transport = match target.transport {
-        Proto::Udp => rsip::Transport::Udp,
-        Proto::Tcp => rsip::Transport::Tcp,
-    };
-    let via = rsip::typed::Via {
-        version: rsip::Version::V2,
-        transport: via_transport,
-        uri: rsip::Uri {
-            host_with_port: local.into(),
-            ..Default::default()
-        },
-        params: vec![rsip::Param::Branch(Branch::new(&ids.branch))],
-    };
-    let from = rsip::typed::From {
-        display_name: None,
-        uri: rsip::Uri {
-            scheme: Some(rsip::Scheme::Sip),
-            auth: Some(rsip::Auth {
-                user: "sosrouter".into(),
-                password: None,
-            }),
-            host_with_port: local.into(),
-            ..Default::default()
-        },
-        params: vec![rsip::Param::Tag(Tag::new(&ids.from_tag))],
-    };
-    let to = rsip::typed::To {
-        display_name: None,
-        uri: uri.clone(),
-        params: vec![],
-    };
-    let mut headers = rsip::Headers::default();
-    headers.push(via.into());
-    headers.push(rsip::headers::MaxForwards::new("70").into());
-    headers.push(from.into());
-    headers.push(to.into());
-    headers.push(rsip::headers::CallId::new(&ids.call_id).into());
-    headers.push(rsip::typed::CSeq::from((1u32, rsip::Method::Options)).into());
-    headers.push(rsip::headers::ContentLength::new("0").into());
-    rsip::Request {
-        method: rsip::Method::Options,
-        uri,
-        version: rsip::Version::V2,
-        headers,
-        body: vec![],
-    }
-    .to_string()
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A sip: or sips: URI our parser reads, with nothing that would break the request line or the
+/// To header (whitespace, control characters, `<`, `>`).
+fn writable_sip_uri(uri: &str) -> bool {
+    use crate::sip::{Uri, UriScheme};
+    let clean = uri
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>');
+    clean
+        && Uri::parse(uri.as_bytes()).is_some_and(|u| {
+            matches!(u.scheme, UriScheme::Sip | UriScheme::Sips) && u.host.is_some()
+        })
 }
 
 /// Whether `code` is in one of the inclusive ranges.

@@ -1,11 +1,16 @@
 //! The whole `/metrics` page. The only part of `metrics` that reads other modules: health's
 //! per-target snapshot and the event bus, read at scrape time so the call path pays nothing for
 //! them; the proxy's plain counters come in as [`CallFigures`] (metrics never imports the proxy).
+//! These values are counted elsewhere, so they go into a registry made for the one scrape.
 
-use super::Metrics;
-use super::text::Exposition;
+use super::{Metrics, register};
 use crate::events::Bus;
 use crate::health::{Health, State};
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 
 /// The proxy's plain counters at scrape time (`Proxy::figures`).
@@ -23,119 +28,147 @@ pub struct CallFigures {
     pub stray_responses: u64,
 }
 
-/// Renders every family, in a fixed order.
+/// Label sets of the scrape-time families, in written order.
+type Labels = Vec<(&'static str, String)>;
+
+/// A gauge of counts (never negative).
+type Count = Gauge<u64, std::sync::atomic::AtomicU64>;
+
+/// Writes a value another part counts: a counter when `name` ends in `_total`, a gauge otherwise.
+fn single(reg: &mut Registry, name: &str, help: &str, v: u64) {
+    if name.ends_with("_total") {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        register(reg, name, help, c);
+    } else {
+        let g = Count::default();
+        g.set(v);
+        register(reg, name, help, g);
+    }
+}
+
+/// A labelled family of values counted elsewhere (kind chosen by the name, as in [`single`]).
+fn family(
+    reg: &mut Registry,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) {
+    if name.ends_with("_total") {
+        let f = Family::<Labels, Counter>::default();
+        for (l, v) in rows {
+            f.get_or_create(&l).inc_by(v);
+        }
+        register(reg, name, help, f);
+    } else {
+        let f = Family::<Labels, Count>::default();
+        for (l, v) in rows {
+            f.get_or_create(&l).set(v);
+        }
+        register(reg, name, help, f);
+    }
+}
+
+/// Renders every family: [`Metrics`]' first, then the scrape-time ones in a fixed order.
+/// (Called by the admin server's `GET /metrics` route through the closure `app` gives it.)
 pub fn render(calls: &CallFigures, metrics: &Metrics, health: &Health, bus: &Bus) -> String {
-    let mut e = Exposition::default();
-    metrics.render_into(&mut e);
-    e.single(
+    let mut reg = Registry::default();
+    single(
+        &mut reg,
         "sosrouter_calls_received_total",
-        "counter",
         "Initial INVITEs that started a call.",
         calls.calls,
     );
-    e.single(
+    single(
+        &mut reg,
         "sosrouter_calls_in_flight",
-        "gauge",
         "Calls whose server transaction is still owned by a call task.",
         calls.in_flight,
     );
-    e.single(
+    single(
+        &mut reg,
         "sosrouter_undelivered_calls_total",
-        "counter",
         "Calls no target answered (written to the undelivered record).",
         calls.undelivered,
     );
-    e.single(
+    single(
+        &mut reg,
         "sosrouter_parse_errors_total",
-        "counter",
         "Received SIP messages that did not parse and were dropped.",
         calls.parse_errors,
     );
-    e.single(
+    single(
+        &mut reg,
         "sosrouter_stray_responses_total",
-        "counter",
         "Responses that matched no call, relay or probe and were dropped.",
         calls.stray_responses,
     );
-    render_targets(&mut e, health);
-    render_events(&mut e, bus);
-    e.finish()
+    targets(&mut reg, health);
+    events(&mut reg, bus);
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing into a String cannot fail; an encoder error would leave a shorter page, never a panic.
+    let _ = metrics.render_into(&mut out);
+    let _ = prometheus_text::encode(&mut out, &reg);
+    out
 }
 
-fn render_targets(e: &mut Exposition, health: &Health) {
+fn targets(reg: &mut Registry, health: &Health) {
     let targets = health.snapshot();
-    e.family(
+    let one = |id: &str| vec![("target", id.to_string())];
+    family(
+        reg,
         "sosrouter_target_up",
-        "gauge",
         "1 when the target's health makes it ready (up or probation), 0 when down.",
+        targets
+            .iter()
+            .map(|t| (one(&t.id), u64::from(t.state.is_ready()))),
     );
-    for t in &targets {
-        let up = u8::from(t.state.is_ready());
-        e.sample("sosrouter_target_up", &[("target", &t.id)], up);
-    }
-    e.family(
+    family(
+        reg,
         "sosrouter_target_state",
-        "gauge",
         "1 for the target's current health state, 0 for the others.",
+        targets.iter().flat_map(|t| {
+            [State::Up, State::Down, State::Recovering].map(|s| {
+                let labels = vec![("target", t.id.to_string()), ("state", s.to_string())];
+                (labels, u64::from(t.state == s))
+            })
+        }),
     );
-    for t in &targets {
-        for s in [State::Up, State::Down, State::Recovering] {
-            let name = s.to_string();
-            let v = u8::from(t.state == s);
-            e.sample(
-                "sosrouter_target_state",
-                &[("target", &t.id), ("state", &name)],
-                v,
-            );
-        }
-    }
-    e.family(
+    family(
+        reg,
         "sosrouter_target_enabled",
-        "gauge",
         "1 when the operator switch lets calls reach the target, 0 when disabled.",
+        targets.iter().map(|t| (one(&t.id), u64::from(t.enabled))),
     );
-    for t in &targets {
-        let v = u8::from(t.enabled);
-        e.sample("sosrouter_target_enabled", &[("target", &t.id)], v);
-    }
-    e.family(
+    family(
+        reg,
         "sosrouter_target_transitions_total",
-        "counter",
         "Health state changes of the target.",
+        targets.iter().map(|t| (one(&t.id), t.counters.transitions)),
     );
-    for t in &targets {
-        let v = t.counters.transitions;
-        e.sample(
-            "sosrouter_target_transitions_total",
-            &[("target", &t.id)],
-            v,
-        );
-    }
-    e.family(
+    family(
+        reg,
         "sosrouter_probes_total",
-        "counter",
         "OPTIONS probes on behalf of the target by result (sent, ok, failed).",
+        targets.iter().flat_map(|t| {
+            let c = &t.counters;
+            [
+                ("sent", c.probes_sent),
+                ("ok", c.probes_ok),
+                ("failed", c.probes_failed),
+            ]
+            .map(|(result, v)| {
+                let labels = vec![("target", t.id.to_string()), ("result", result.to_string())];
+                (labels, v)
+            })
+        }),
     );
-    for t in &targets {
-        let c = &t.counters;
-        for (result, v) in [
-            ("sent", c.probes_sent),
-            ("ok", c.probes_ok),
-            ("failed", c.probes_failed),
-        ] {
-            e.sample(
-                "sosrouter_probes_total",
-                &[("target", &t.id), ("result", result)],
-                v,
-            );
-        }
-    }
 }
 
-fn render_events(e: &mut Exposition, bus: &Bus) {
-    e.single(
+fn events(reg: &mut Registry, bus: &Bus) {
+    single(
+        reg,
         "sosrouter_events_published_total",
-        "counter",
         "Alert events published (health, operator, reload, undelivered).",
         bus.published(),
     );
@@ -143,21 +176,20 @@ fn render_events(e: &mut Exposition, bus: &Bus) {
     let n = |f: fn(&crate::events::WebhookStats) -> &std::sync::atomic::AtomicU64| {
         stats.as_ref().map_or(0, |s| f(s).load(Ordering::Relaxed))
     };
-    e.family(
+    family(
+        reg,
         "sosrouter_webhook_events_total",
-        "counter",
         "Events the webhook delivered, gave up on after every retry, or dropped from its full queue.",
+        [
+            ("delivered", n(|s| &s.delivered)),
+            ("failed", n(|s| &s.failed)),
+            ("dropped", n(|s| &s.dropped)),
+        ]
+        .map(|(result, v)| (vec![("result", result.to_string())], v)),
     );
-    for (result, v) in [
-        ("delivered", n(|s| &s.delivered)),
-        ("failed", n(|s| &s.failed)),
-        ("dropped", n(|s| &s.dropped)),
-    ] {
-        e.sample("sosrouter_webhook_events_total", &[("result", result)], v);
-    }
-    e.single(
+    single(
+        reg,
         "sosrouter_webhook_failed_tries_total",
-        "counter",
         "Single webhook POSTs that failed (each retry counts).",
         n(|s| &s.failed_tries),
     );

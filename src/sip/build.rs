@@ -1,4 +1,5 @@
-//! Messages the proxy originates: responses it generates, ACK for non-2xx, CANCEL.
+//! Messages the proxy originates: responses it generates, ACK for non-2xx, CANCEL, and the
+//! OPTIONS of health probes.
 //!
 //! Output uses long header names and CRLF line ends, in this order: Via(s), Max-Forwards (requests),
 //! To, From, Call-ID, CSeq, Route(s) (ACK/CANCEL), extra headers, `Content-Length: 0`.
@@ -6,6 +7,7 @@ use super::access::header_params;
 use super::text::param;
 use super::{HeaderName, Message};
 use bytes::{BufMut, Bytes, BytesMut};
+use std::net::SocketAddr;
 
 struct Out(BytesMut);
 
@@ -146,6 +148,55 @@ pub fn cancel(orig: &Message, leg: &Leg<'_>) -> Bytes {
     let mut out = request_head(orig, leg, b"CANCEL");
     out.copy(orig, HeaderName::To, b"To");
     request_tail(out, orig, leg, b"CANCEL")
+}
+
+/// An out-of-dialog OPTIONS request (RFC 3261 §11), as a health probe sends it. Every value is
+/// written as given: the caller passes a valid Request-URI and tokens (no CR, LF or `<>`).
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    /// Request-URI, also the To URI (`sip:psap.example:5060`).
+    pub request_uri: &'a str,
+    /// Via transport token: `UDP`, `TCP`, `TLS`.
+    pub transport: &'a str,
+    /// Our address: the Via sent-by and the From host.
+    pub local: SocketAddr,
+    /// The Via branch, magic cookie `z9hG4bK` included.
+    pub branch: &'a str,
+    /// The From user (`sip:<from_user>@<local>`).
+    pub from_user: &'a str,
+    pub from_tag: &'a str,
+    pub call_id: &'a str,
+    pub cseq: u32,
+}
+
+/// The OPTIONS request: Request-URI, one Via with the branch, Max-Forwards 70, To (no tag), From
+/// with its tag, Call-ID, `CSeq: <n> OPTIONS`, `Content-Length: 0`.
+pub fn options(o: &Options<'_>) -> Bytes {
+    let local = o.local.to_string();
+    let uri = o.request_uri.as_bytes();
+    let mut out = Out(BytesMut::with_capacity(320 + 2 * uri.len()));
+    out.line(&[b"OPTIONS ", uri, b" SIP/2.0"]);
+    out.line(&[
+        b"Via: SIP/2.0/",
+        o.transport.as_bytes(),
+        b" ",
+        local.as_bytes(),
+        b";branch=",
+        o.branch.as_bytes(),
+    ]);
+    out.header(b"Max-Forwards", b"70");
+    out.line(&[b"To: <", uri, b">"]);
+    out.line(&[
+        b"From: <sip:",
+        o.from_user.as_bytes(),
+        b"@",
+        local.as_bytes(),
+        b">;tag=",
+        o.from_tag.as_bytes(),
+    ]);
+    out.header(b"Call-ID", o.call_id.as_bytes());
+    out.line(&[b"CSeq: ", o.cseq.to_string().as_bytes(), b" OPTIONS"]);
+    out.finish()
 }
 
 /// The reason phrase RFC 3261 (and RFC 3262/3265/3329/4412/6442) gives for a code, or "Unknown".
@@ -317,6 +368,34 @@ Route: <sip:psap1.example;lr>\r\n\
 Route: <sip:gw.example;lr>\r\n\
 Content-Length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn options_exact_and_parses_back() {
+        let o = Options {
+            request_uri: "sip:psap@[2001:db8::1]:5070;transport=tcp",
+            transport: "TCP",
+            local: "[2001:db8::2]:5060".parse().unwrap(),
+            branch: "z9hG4bK-p1",
+            from_user: "sosrouter",
+            from_tag: "f1",
+            call_id: "c1",
+            cseq: 1,
+        };
+        let out = options(&o);
+        assert_eq!(
+            s(out.clone()),
+            "OPTIONS sip:psap@[2001:db8::1]:5070;transport=tcp SIP/2.0\r\n\
+Via: SIP/2.0/TCP [2001:db8::2]:5060;branch=z9hG4bK-p1\r\n\
+Max-Forwards: 70\r\n\
+To: <sip:psap@[2001:db8::1]:5070;transport=tcp>\r\n\
+From: <sip:sosrouter@[2001:db8::2]:5060>;tag=f1\r\n\
+Call-ID: c1\r\n\
+CSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        let m = Message::parse(out, &Limits::default()).unwrap();
+        assert_eq!(m.top_via().unwrap().branch, Some(&b"z9hG4bK-p1"[..]));
     }
 
     #[test]

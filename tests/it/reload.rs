@@ -129,6 +129,13 @@ async fn a_broken_file_or_a_moved_listen_address_changes_nothing() {
     let admin = p.admin.unwrap();
     let (_, status) = admin_call(admin, "GET", "/status").await;
     let hash = status["rules"]["hash"].as_str().unwrap().to_string();
+    // The hash is what an operator's `sha256sum` prints for the file.
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&path)
+        .output()
+        .expect("sha256sum (coreutils) runs");
+    let sum = String::from_utf8(sum.stdout).unwrap();
+    assert_eq!(sum.split_whitespace().next(), Some(hash.as_str()), "{sum}");
     assert_eq!(status["rules"]["version"], 1);
     assert_eq!(status["rules"]["source"], path.display().to_string());
     assert!(status["rules"]["last_reload_error"].is_null());

@@ -286,28 +286,91 @@ async fn unprobed_targets_get_no_probes() {
     assert_eq!(h.readiness("quiet"), Readiness::Ready);
 }
 
+/// The OPTIONS a probe sends, read back by our own parser and by `rsip` (the oracle): both find
+/// every header RFC 3261 §8.1.1 makes mandatory, with the values the probe put there.
 #[test]
-fn options_request_is_built_with_rsip_and_parses_back() {
+fn options_request_parses_with_our_parser_and_with_rsip() {
+    use crate::sip::{HeaderName, Limits, Message, Method};
     use rsip::prelude::*;
-    let t = sip_target("a", 5071);
-    let ids = ProbeIds::random();
-    let text = build_options(&t, "10.0.0.1:5060".parse().unwrap(), &ids);
-    assert!(
-        text.starts_with("OPTIONS sip:127.0.0.1:5071 SIP/2.0\r\n"),
-        "{text}"
-    );
-    assert!(text.ends_with("\r\n\r\n"), "{text:?}");
-    let req = rsip::Request::try_from(text.as_str()).unwrap();
-    assert_eq!(req.method, rsip::Method::Options);
-    let via = req.via_header().unwrap().typed().unwrap();
-    let branch = via.branch().unwrap().to_string();
-    assert!(is_probe_branch(branch.as_bytes()) && branch == ids.branch);
-    assert!(text.contains("SIP/2.0/UDP 10.0.0.1:5060"), "{text}");
-    assert_eq!(req.max_forwards_header().unwrap().num().unwrap(), 70);
-    assert_eq!(req.call_id_header().unwrap().value(), ids.call_id);
-    let from = req.from_header().unwrap().typed().unwrap();
-    assert_eq!(from.tag().unwrap().to_string(), ids.from_tag);
-    assert_eq!(req.cseq_header().unwrap().typed().unwrap().seq, 1);
-    assert!(text.contains("\r\nContent-Length: 0\r\n"), "{text}");
+    let mut tcp = (*sip_target("a", 5071)).clone();
+    tcp.transport = Proto::Tcp;
+    tcp.uri = "sip:psap@127.0.0.1:5071".into();
+    for (t, local) in [
+        (sip_target("a", 5071), "10.0.0.1:5060"),
+        // rsip reads no IPv6 host; our parser's IPv6 case is in `sip::build`'s tests.
+        (Arc::new(tcp), "10.0.0.2:5062"),
+    ] {
+        let local: SocketAddr = local.parse().unwrap();
+        let ids = ProbeIds::random();
+        let text = build_options(&t, local, &ids);
+        let proto = t.transport.to_string().to_uppercase();
+        assert!(
+            text.starts_with(&format!("OPTIONS {} SIP/2.0\r\n", t.uri)),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\n"), "{text:?}");
+
+        // Our parser.
+        let m = Message::parse(Bytes::from(text.clone()), &Limits::default()).unwrap();
+        assert_eq!(m.method(), Some(Method::Options));
+        assert_eq!(m.request_uri(), Some(t.uri.as_bytes()));
+        let via = m.top_via().unwrap();
+        assert_eq!(via.branch, Some(ids.branch.as_bytes()));
+        assert!(is_probe_branch(via.branch.unwrap()));
+        assert_eq!(m.vias().unwrap().len(), 1);
+        assert_eq!(m.max_forwards().unwrap(), Some(70));
+        assert_eq!(m.from_tag(), Some(ids.from_tag.as_bytes()));
+        assert_eq!(m.to_tag(), None);
+        let to = m.header(HeaderName::To).unwrap();
+        assert_eq!(&to[..], format!("<{}>", t.uri).as_bytes());
+        assert_eq!(m.call_id(), ids.call_id.as_bytes());
+        assert_eq!((m.cseq().seq, m.cseq().method), (1, Method::Options));
+        assert_eq!(m.content_length(), Some(0));
+        assert!(m.body().is_empty());
+        let sent_by = format!("SIP/2.0/{proto} {local};branch=");
+        assert!(text.contains(&sent_by), "{text}");
+
+        // The oracle.
+        let req = rsip::Request::try_from(text.as_str()).unwrap();
+        assert_eq!(req.method, rsip::Method::Options);
+        assert_eq!(req.uri.to_string(), t.uri);
+        let via = req.via_header().unwrap().typed().unwrap();
+        assert_eq!(via.branch().unwrap().to_string(), ids.branch);
+        assert_eq!(via.transport.to_string(), proto);
+        assert_eq!(req.max_forwards_header().unwrap().num().unwrap(), 70);
+        let from = req.from_header().unwrap().typed().unwrap();
+        assert_eq!(from.tag().unwrap().to_string(), ids.from_tag);
+        let to = req.to_header().unwrap().typed().unwrap();
+        assert_eq!(to.uri.to_string(), t.uri);
+        assert!(to.tag().is_none());
+        assert_eq!(req.call_id_header().unwrap().value(), ids.call_id);
+        let cseq = req.cseq_header().unwrap().typed().unwrap();
+        assert_eq!((cseq.seq, cseq.method), (1, rsip::Method::Options));
+        let length = req.headers.iter().find_map(|h| match h {
+            rsip::Header::ContentLength(l) => Some(l.value().to_string()),
+            _ => None,
+        });
+        assert_eq!(length.as_deref(), Some("0"));
+        assert!(req.body.is_empty());
+    }
     assert!(!is_probe_branch(b"z9hG4bK-abc"));
+}
+
+/// A target URI that cannot stand as a Request-URI falls back to `sip:<next_hop>`.
+#[test]
+fn an_unwritable_target_uri_falls_back_to_the_next_hop() {
+    let mut t = (*sip_target("a", 5071)).clone();
+    for bad in [
+        "tel:+15551234",
+        "sip:a b@x",
+        "sip:x>\r\nVia: evil",
+        "nonsense",
+    ] {
+        t.uri = bad.into();
+        let text = build_options(&t, "10.0.0.1:5060".parse().unwrap(), &ProbeIds::random());
+        assert!(
+            text.starts_with("OPTIONS sip:127.0.0.1:5071 SIP/2.0\r\n"),
+            "{bad}: {text}"
+        );
+    }
 }
