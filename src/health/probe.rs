@@ -73,6 +73,7 @@ pub fn build_options(target: &Target, local: SocketAddr, ids: &ProbeIds) -> Stri
     let via_transport = match target.transport {
         Proto::Udp => rsip::Transport::Udp,
         Proto::Tcp => rsip::Transport::Tcp,
+        Proto::Tls => rsip::Transport::Tls,
     };
     let via = rsip::typed::Via {
         version: rsip::Version::V2,

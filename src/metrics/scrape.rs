@@ -130,6 +130,38 @@ fn render_targets(e: &mut Exposition, health: &Health) {
             );
         }
     }
+    render_tls(e, &targets);
+}
+
+/// TLS targets only: connections open now and handshakes failed, per target.
+fn render_tls(e: &mut Exposition, targets: &[crate::health::TargetStatus]) {
+    let tls: Vec<_> = targets
+        .iter()
+        .filter_map(|t| Some((t.id.as_str(), t.tls.as_ref()?)))
+        .collect();
+    if tls.is_empty() {
+        return;
+    }
+    e.family(
+        "sosrouter_tls_connections",
+        "gauge",
+        "TLS connections open toward the target.",
+    );
+    for (id, f) in &tls {
+        e.sample("sosrouter_tls_connections", &[("target", id)], f.connections);
+    }
+    e.family(
+        "sosrouter_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes toward the target that failed (certificate refused, wrong name, expired, timeout).",
+    );
+    for (id, f) in &tls {
+        e.sample(
+            "sosrouter_tls_handshake_failures_total",
+            &[("target", id)],
+            f.handshake_failures,
+        );
+    }
 }
 
 fn render_events(e: &mut Exposition, bus: &Bus) {
