@@ -321,7 +321,10 @@ fn load_tls(rules: &Rules) -> anyhow::Result<Option<crate::transport::TlsMateria
         }
         Err(diags) => {
             let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-            Err(anyhow!("cannot load the [tls] files:\n{}", lines.join("\n")))
+            Err(anyhow!(
+                "cannot load the [tls] files:\n{}",
+                lines.join("\n")
+            ))
         }
     }
 }

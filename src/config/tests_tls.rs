@@ -44,7 +44,11 @@ fn errors_of(text: &str) -> Vec<(usize, String)> {
 
 #[test]
 fn a_tls_listener_and_tls_targets_are_read_with_their_names() {
-    let text = file(r#""udp:127.0.0.1:5060", "tls:127.0.0.1:5061""#, TLS, TARGETS);
+    let text = file(
+        r#""udp:127.0.0.1:5060", "tls:127.0.0.1:5061""#,
+        TLS,
+        TARGETS,
+    );
     let (f, _) = read(&text, "t.toml").unwrap();
     assert_eq!(f.listen[1].0, Proto::Tls);
     let tls = f.tls.unwrap();
@@ -66,8 +70,15 @@ fn tls_without_its_files_or_names_is_refused_at_the_right_lines() {
     // A TLS listener without [tls]; TLS targets without a CA to check them by.
     let text = file(r#""tls:127.0.0.1:5061""#, "", TARGETS);
     let errs = errors_of(&text);
-    assert!(errs.iter().any(|(l, m)| *l == 1 && m.contains("cert_file")), "{errs:?}");
-    assert_eq!(errs.iter().filter(|(_, m)| m.contains("ca_file")).count(), 2, "{errs:?}");
+    assert!(
+        errs.iter().any(|(l, m)| *l == 1 && m.contains("cert_file")),
+        "{errs:?}"
+    );
+    assert_eq!(
+        errs.iter().filter(|(_, m)| m.contains("ca_file")).count(),
+        2,
+        "{errs:?}"
+    );
 
     // A TLS target without tls_name; tls_name on a UDP target; sips: over udp.
     let targets = r#"
@@ -97,9 +108,21 @@ chain = ["a", "b", "c"]
     let errs = errors_of(&text);
     let line_of = |s: &str| 1 + text.lines().position(|l| l.contains(s)).unwrap();
     let has = |line: usize, frag: &str| errs.iter().any(|(l, m)| *l == line && m.contains(frag));
-    assert!(has(line_of("id = \"a\"") - 1, "needs `tls_name`"), "{errs:?}");
-    assert!(has(line_of("psap-b.example.net"), "only for transport"), "{errs:?}");
-    assert!(has(line_of("transport = \"udp\""), "sips: URI is reached over TLS only"), "{errs:?}");
+    assert!(
+        has(line_of("id = \"a\"") - 1, "needs `tls_name`"),
+        "{errs:?}"
+    );
+    assert!(
+        has(line_of("psap-b.example.net"), "only for transport"),
+        "{errs:?}"
+    );
+    assert!(
+        has(
+            line_of("transport = \"udp\""),
+            "sips: URI is reached over TLS only"
+        ),
+        "{errs:?}"
+    );
 }
 
 #[test]

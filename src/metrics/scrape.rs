@@ -148,7 +148,11 @@ fn render_tls(e: &mut Exposition, targets: &[crate::health::TargetStatus]) {
         "TLS connections open toward the target.",
     );
     for (id, f) in &tls {
-        e.sample("sosrouter_tls_connections", &[("target", id)], f.connections);
+        e.sample(
+            "sosrouter_tls_connections",
+            &[("target", id)],
+            f.connections,
+        );
     }
     e.family(
         "sosrouter_tls_handshake_failures_total",

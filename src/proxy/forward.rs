@@ -50,10 +50,13 @@ impl Local {
         let Some(host) = uri.host.and_then(parse_host) else {
             return false;
         };
-        [self.udp, self.tcp, self.tls].into_iter().flatten().any(|a| {
-            let ip_ok = a.ip() == host || (a.ip().is_unspecified() && host.is_loopback());
-            ip_ok && uri.port.unwrap_or(5060) == a.port()
-        })
+        [self.udp, self.tcp, self.tls]
+            .into_iter()
+            .flatten()
+            .any(|a| {
+                let ip_ok = a.ip() == host || (a.ip().is_unspecified() && host.is_loopback());
+                ip_ok && uri.port.unwrap_or(5060) == a.port()
+            })
     }
 }
 
@@ -214,11 +217,13 @@ pub fn response_hop(msg: &Message) -> Option<Destination> {
     let ip = parse_host(host)?;
     let port = match v.rport {
         Some(Some(p)) => p,
-        _ => v.port.unwrap_or(if v.transport == crate::sip::ViaTransport::Tls {
-            5061
-        } else {
-            5060
-        }),
+        _ => v
+            .port
+            .unwrap_or(if v.transport == crate::sip::ViaTransport::Tls {
+                5061
+            } else {
+                5060
+            }),
     };
     let proto = match v.transport {
         crate::sip::ViaTransport::Tcp => Proto::Tcp,

@@ -12,12 +12,10 @@ pub(super) fn compile(file: RulesFile, source: &str) -> Rules {
         .targets
         .iter()
         .filter_map(|t| match &t.endpoint {
-            Endpoint::Sip { uri, addr, .. } => {
-                Some((
-                    t.id.as_str(),
-                    (uri.clone(), *addr, t.transport, t.tls_name.clone()),
-                ))
-            }
+            Endpoint::Sip { uri, addr, .. } => Some((
+                t.id.as_str(),
+                (uri.clone(), *addr, t.transport, t.tls_name.clone()),
+            )),
             Endpoint::Tel { .. } => None,
         })
         .collect();

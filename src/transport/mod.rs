@@ -178,7 +178,8 @@ impl Transport {
             None => None,
         };
         let tls_ctx = stream::TlsCtx::new(tls);
-        let tls = stream::StreamSide::bind(Proto::Tls, addrs.tls, cfg, tasks, Some(tls_ctx)).await?;
+        let tls =
+            stream::StreamSide::bind(Proto::Tls, addrs.tls, cfg, tasks, Some(tls_ctx)).await?;
         Ok(Transport {
             inner: Arc::new(Inner {
                 cfg,

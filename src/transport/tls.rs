@@ -90,9 +90,18 @@ pub fn load(
         file: rules_file,
         diags: Vec::new(),
     };
-    let certs = spec.cert_file.as_ref().and_then(|f| certificates(&mut r, rules_file, f));
-    let key = spec.key_file.as_ref().and_then(|f| private_key(&mut r, rules_file, f));
-    let cas = spec.ca_file.as_ref().and_then(|f| certificates(&mut r, rules_file, f));
+    let certs = spec
+        .cert_file
+        .as_ref()
+        .and_then(|f| certificates(&mut r, rules_file, f));
+    let key = spec
+        .key_file
+        .as_ref()
+        .and_then(|f| private_key(&mut r, rules_file, f));
+    let cas = spec
+        .ca_file
+        .as_ref()
+        .and_then(|f| certificates(&mut r, rules_file, f));
     let provider = provider();
     let mut roots = RootCertStore::empty();
     if let (Some(cas), Some(f)) = (&cas, &spec.ca_file) {
@@ -114,9 +123,9 @@ pub fn load(
                     match ck.keys_match() {
                         Ok(()) => Some((certs, key)),
                         // A key type whose public key cannot be derived here: cannot tell, allow.
-                        Err(rustls::Error::InconsistentKeys(
-                            rustls::InconsistentKeys::Unknown,
-                        )) => Some((certs, key)),
+                        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+                            Some((certs, key))
+                        }
                         Err(_) => {
                             r.error(
                                 kf.pos,
@@ -147,7 +156,10 @@ pub fn load(
                 Ok(c) => Some(Arc::new(c)),
                 Err(e) => {
                     let pos = spec.cert_file.as_ref().map_or(spec.pos, |f| f.pos);
-                    r.error(pos, format!("cannot build the TLS server configuration: {e}"));
+                    r.error(
+                        pos,
+                        format!("cannot build the TLS server configuration: {e}"),
+                    );
                     return Err(r.diags);
                 }
             }
@@ -157,7 +169,10 @@ pub fn load(
     let client = match client_config(provider, roots, ours.as_ref()) {
         Ok(c) => Arc::new(c),
         Err(e) => {
-            r.error(spec.pos, format!("cannot build the TLS client configuration: {e}"));
+            r.error(
+                spec.pos,
+                format!("cannot build the TLS client configuration: {e}"),
+            );
             return Err(r.diags);
         }
     };
@@ -178,8 +193,8 @@ fn server_config(
     certs: &[CertificateDer<'static>],
     key: &PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let builder =
-        ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let verifier = |b: rustls::server::ClientCertVerifierBuilder| {
         b.build()
             .map_err(|e| rustls::Error::General(format!("client certificate verifier: {e}")))
@@ -295,9 +310,7 @@ fn expiry(r: &mut Report<'_>, f: &FileRef, index: usize, cert: &CertificateDer<'
         r.push(
             f.pos,
             Severity::Warning,
-            format!(
-                "{which} ({subject}) has EXPIRED: peers will refuse it; replace it and reload"
-            ),
+            format!("{which} ({subject}) has EXPIRED: peers will refuse it; replace it and reload"),
         );
     } else if not_after - now <= EXPIRY_WARNING.as_secs() as i64 {
         let days = (not_after - now) / 86_400;
@@ -388,7 +401,8 @@ mod tests {
 
     impl Files {
         fn new(name: &str) -> Files {
-            let dir = std::env::temp_dir().join(format!("sosrouter-tls-{name}-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("sosrouter-tls-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             Files { dir }
@@ -443,19 +457,39 @@ mod tests {
         let f = Files::new("good");
         let ca = ca();
         let (c, k) = leaf(&ca, "sosrouter.lab", 10);
-        let s = spec(&f.write("p.crt", &c), &f.write("p.key", &k), &f.write("ca.crt", &ca.pem()));
+        let s = spec(
+            &f.write("p.crt", &c),
+            &f.write("p.key", &k),
+            &f.write("ca.crt", &ca.pem()),
+        );
         let (m, warnings) = load(&s, "rules.toml").unwrap();
         assert!(m.has_server_certificate());
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert_eq!((warnings[0].line, warnings[0].severity), (3, Severity::Warning));
-        assert!(warnings[0].message.contains("expires in 9 days") || warnings[0].message.contains("expires in 10 days"), "{}", warnings[0]);
+        assert_eq!(
+            (warnings[0].line, warnings[0].severity),
+            (3, Severity::Warning)
+        );
+        assert!(
+            warnings[0].message.contains("expires in 9 days")
+                || warnings[0].message.contains("expires in 10 days"),
+            "{}",
+            warnings[0]
+        );
 
         let (c, k) = leaf(&ca, "sosrouter.lab", 365);
-        let s = spec(&f.write("p.crt", &c), &f.write("p.key", &k), &f.write("ca.crt", &ca.pem()));
+        let s = spec(
+            &f.write("p.crt", &c),
+            &f.write("p.key", &k),
+            &f.write("ca.crt", &ca.pem()),
+        );
         assert!(load(&s, "rules.toml").unwrap().1.is_empty());
 
         let (c, k) = leaf(&ca, "sosrouter.lab", -1);
-        let s = spec(&f.write("p.crt", &c), &f.write("p.key", &k), &f.write("ca.crt", &ca.pem()));
+        let s = spec(
+            &f.write("p.crt", &c),
+            &f.write("p.key", &k),
+            &f.write("ca.crt", &ca.pem()),
+        );
         let (_, w) = load(&s, "rules.toml").unwrap();
         assert!(w[0].message.contains("EXPIRED"), "{}", w[0]);
     }
@@ -466,24 +500,51 @@ mod tests {
         let ca = ca();
         let (c, _) = leaf(&ca, "sosrouter.lab", 365);
         let (_, other_key) = leaf(&ca, "other.lab", 365);
-        let s = spec(&f.write("p.crt", &c), &f.write("p.key", &other_key), &f.write("ca.crt", &ca.pem()));
+        let s = spec(
+            &f.write("p.crt", &c),
+            &f.write("p.key", &other_key),
+            &f.write("ca.crt", &ca.pem()),
+        );
         let errs = load(&s, "rules.toml").unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].line, 4);
-        assert!(errs[0].message.contains("does not match the certificate"), "{}", errs[0]);
+        assert!(
+            errs[0].message.contains("does not match the certificate"),
+            "{}",
+            errs[0]
+        );
 
         let missing = f.dir.join("nope.crt").display().to_string();
-        let s = spec(&missing, &f.write("g.key", "garbage"), &f.write("ca.crt", "no pem here"));
+        let s = spec(
+            &missing,
+            &f.write("g.key", "garbage"),
+            &f.write("ca.crt", "no pem here"),
+        );
         let errs = load(&s, "rules.toml").unwrap_err();
         let lines: Vec<usize> = errs.iter().map(|d| d.line).collect();
         assert_eq!(lines, vec![3, 4, 5], "{errs:?}");
-        assert!(errs[0].to_string().starts_with("rules.toml:3:1: error: cannot read"), "{}", errs[0]);
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("rules.toml:3:1: error: cannot read"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
     fn relative_paths_are_relative_to_the_rules_file() {
-        assert_eq!(resolve("/etc/sosrouter/rules.toml", "certs/a.crt"), PathBuf::from("/etc/sosrouter/certs/a.crt"));
-        assert_eq!(resolve("rules.toml", "certs/a.crt"), PathBuf::from("certs/a.crt"));
-        assert_eq!(resolve("/etc/x/rules.toml", "/abs/a.crt"), PathBuf::from("/abs/a.crt"));
+        assert_eq!(
+            resolve("/etc/sosrouter/rules.toml", "certs/a.crt"),
+            PathBuf::from("/etc/sosrouter/certs/a.crt")
+        );
+        assert_eq!(
+            resolve("rules.toml", "certs/a.crt"),
+            PathBuf::from("certs/a.crt")
+        );
+        assert_eq!(
+            resolve("/etc/x/rules.toml", "/abs/a.crt"),
+            PathBuf::from("/abs/a.crt")
+        );
     }
 }

@@ -28,7 +28,10 @@ pub struct Leaf {
 impl Leaf {
     /// Writes `<name>.crt` and `<name>.key` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
         std::fs::write(&c, &self.cert_pem).unwrap();
         std::fs::write(&k, &self.key_pem).unwrap();
         (c, k)
@@ -83,8 +86,10 @@ impl Ca {
     fn leaf_valid(&self, names: &[&str], expired: bool) -> Leaf {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut p = CertificateParams::new(names.clone()).unwrap();
-        p.distinguished_name
-            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        p.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         if expired {
             p.not_before = date_time_ymd(2019, 1, 1);
             p.not_after = date_time_ymd(2020, 1, 1);

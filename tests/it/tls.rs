@@ -114,14 +114,15 @@ async fn tls_caller_to_tls_psap_full_dialog() {
     ];
     let p = proxy(&lab.rules("none", &targets, NO_TIMERS), None).await;
     let at = p.local_addr(Proto::Tls).unwrap();
-    let mut uac = Uac::tls(at, lab.ca.client(None), PROXY_NAME)
-        .await
-        .unwrap();
+    let mut uac = Uac::tls(at, lab.ca.client(None), PROXY_NAME).await.unwrap();
 
     let out = uac.call("urn:service:sos", "tls-dialog-1", WAIT).await;
     assert_eq!(out.final_code, 200);
     let rr = record_routes(&out.final_msg);
-    assert!(!rr.is_empty() && rr.iter().all(|r| r.contains("transport=tls")), "{rr:?}");
+    assert!(
+        !rr.is_empty() && rr.iter().all(|r| r.contains("transport=tls")),
+        "{rr:?}"
+    );
     assert_eq!(uac.ack_and_bye(&out.final_msg, "tls-dialog-1").await, 200);
     eventually(WAIT, "ACK and BYE at the PSAP", || {
         psap.count("ACK") == 1 && psap.count("BYE") == 1
@@ -130,7 +131,11 @@ async fn tls_caller_to_tls_psap_full_dialog() {
 
     let invite = &psap.received()[0];
     assert_eq!(invite.method, "INVITE");
-    assert!(top_via(&invite.msg).starts_with("SIP/2.0/TLS "), "{}", top_via(&invite.msg));
+    assert!(
+        top_via(&invite.msg).starts_with("SIP/2.0/TLS "),
+        "{}",
+        top_via(&invite.msg)
+    );
     // One connection to the PSAP carried the INVITE, the ACK and the BYE.
     assert_eq!(psap.handshakes(), 1);
     assert_eq!(backup.count("INVITE"), 0);
@@ -214,7 +219,10 @@ async fn client_auth_require_refuses_a_caller_without_a_certificate() {
     let lab = Lab::new("tls-client-auth");
     let psap = Uas::start(Behaviour::Answer).await;
     let backup = Uas::start(Behaviour::Answer).await;
-    let targets = [udp("psap-primary", psap.addr), udp("psap-backup", backup.addr)];
+    let targets = [
+        udp("psap-primary", psap.addr),
+        udp("psap-backup", backup.addr),
+    ];
     let p = proxy(&lab.rules("require", &targets, NO_TIMERS), None).await;
     let at = p.local_addr(Proto::Tls).unwrap();
 
@@ -223,12 +231,20 @@ async fn client_auth_require_refuses_a_caller_without_a_certificate() {
     let no_cert = lab.ca.client(None);
     let tcp = tokio::net::TcpStream::connect(at).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(PROXY_NAME).unwrap();
-    if let Ok(mut s) = tokio_rustls::TlsConnector::from(no_cert).connect(name, tcp).await {
+    if let Ok(mut s) = tokio_rustls::TlsConnector::from(no_cert)
+        .connect(name, tcp)
+        .await
+    {
         let uac = Uac::new(Proto::Udp, p.local_addr(Proto::Udp).unwrap()).await;
-        let _ = s.write_all(&uac.invite("urn:service:sos", "no-cert-1", "z9hG4bK-nc")).await;
+        let _ = s
+            .write_all(&uac.invite("urn:service:sos", "no-cert-1", "z9hG4bK-nc"))
+            .await;
         let mut buf = vec![0u8; 4096];
         let read = tokio::time::timeout(WAIT, s.read(&mut buf)).await;
-        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "refused caller got {read:?}");
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "refused caller got {read:?}"
+        );
     }
     eventually(WAIT, "the refused handshake counted", || {
         p.transport.tls_inbound_failures() == 1
@@ -298,13 +314,21 @@ async fn certificates_reload_with_the_rules_and_a_bad_file_keeps_the_old_ones() 
         .position(|l| l.starts_with("key_file"))
         .unwrap();
     assert!(
-        refused.errors.iter().any(|e| e.contains(&format!(":{key_line}:"))),
+        refused
+            .errors
+            .iter()
+            .any(|e| e.contains(&format!(":{key_line}:"))),
         "{:?}",
         refused.errors
     );
     // The old certificate keeps serving.
     let mut uac = Uac::tls(at, lab.ca.client(None), PROXY_NAME).await.unwrap();
-    assert_eq!(uac.call("urn:service:sos", "reload-1", WAIT).await.final_code, 200);
+    assert_eq!(
+        uac.call("urn:service:sos", "reload-1", WAIT)
+            .await
+            .final_code,
+        200
+    );
 
     // A certificate from a new CA: refused by a client trusting only that CA until reloaded.
     let ca2 = Ca::new("second CA");
@@ -313,5 +337,10 @@ async fn certificates_reload_with_the_rules_and_a_bad_file_keeps_the_old_ones() 
     ca2.leaf(&[PROXY_NAME]).write(&lab.dir, "proxy");
     p.reloader.reload("test").unwrap();
     let mut uac2 = Uac::tls(at, only_ca2, PROXY_NAME).await.unwrap();
-    assert_eq!(uac2.call("urn:service:sos", "reload-2", WAIT).await.final_code, 200);
+    assert_eq!(
+        uac2.call("urn:service:sos", "reload-2", WAIT)
+            .await
+            .final_code,
+        200
+    );
 }
