@@ -4,7 +4,9 @@
 //!
 //! One line per module, in the order a message flows through them:
 //!
-//! - `transport`   — UDP and TCP sockets: bytes in, bytes out; TCP framing by Content-Length.
+//! - `transport`   — UDP, TCP and TLS sockets: bytes in, bytes out; TCP and TLS share one stream
+//!   path framed by Content-Length (`transport/stream.rs`); `transport/tls.rs` loads the `[tls]`
+//!   files (rustls) and counts handshakes per target.
 //! - `sip`         — our own codec: scan, parse into offsets, edit by splicing, build responses.
 //! - `transaction` — RFC 3261 transaction keys and timers, sans-IO (time passed in).
 //! - `proxy`       — the stateful proxy: classify, admit (ACL, emergency-first overload, per-source

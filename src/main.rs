@@ -30,7 +30,7 @@ enum Cmd {
         /// The routing rules file (TOML).
         #[arg(long)]
         rules: PathBuf,
-        /// Listen address, `udp:IP:PORT` or `tcp:IP:PORT`; repeatable. Default: the rules file's.
+        /// Listen address, `udp:IP:PORT`, `tcp:IP:PORT` or `tls:IP:PORT`; repeatable. Default: the rules file's.
         #[arg(long)]
         listen: Vec<String>,
         /// Append undelivered emergency calls to this JSON-lines file (synced per record).
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check { files } => {
-            let (ok, report) = sosrouter::routing::check_files(&files);
+            let (ok, report) = sosrouter::routing::check_files_with(&files, &app::check_tls);
             print!("{report}");
             if ok {
                 ExitCode::SUCCESS

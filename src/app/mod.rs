@@ -18,7 +18,7 @@ use crate::metrics::{self, Metrics};
 use crate::proxy::{Dispatcher, Proxy, ProxyConfig, Services};
 use crate::routing::{Listen, Rules};
 use crate::tasks::Tasks;
-use crate::transport::{Destination, Transport, TransportConfig};
+use crate::transport::{Destination, ListenAddrs, Transport, TransportConfig};
 use anyhow::{Context, anyhow};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -134,17 +134,18 @@ impl Running {
     }
 }
 
-/// Parses `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+/// Parses `udp:127.0.0.1:5060`, `tcp:[::1]:5060`, `tls:127.0.0.1:5061`.
 pub fn parse_listen(s: &str) -> anyhow::Result<Listen> {
-    let (proto, addr) = s
-        .split_once(':')
-        .ok_or_else(|| anyhow!("listen address `{s}`: expected udp:IP:PORT or tcp:IP:PORT"))?;
+    let (proto, addr) = s.split_once(':').ok_or_else(|| {
+        anyhow!("listen address `{s}`: expected udp:IP:PORT, tcp:IP:PORT or tls:IP:PORT")
+    })?;
     let transport = match proto {
         "udp" => Proto::Udp,
         "tcp" => Proto::Tcp,
+        "tls" => Proto::Tls,
         _ => {
             return Err(anyhow!(
-                "listen address `{s}`: transport must be udp or tcp"
+                "listen address `{s}`: transport must be udp, tcp or tls"
             ));
         }
     };
@@ -202,9 +203,16 @@ async fn start_on(
     };
     let first = |p: Proto| listen.iter().find(|l| l.transport == p).map(|l| l.addr);
     let tcfg = TransportConfig::from_spec(&rules.protection.limits);
-    let transport = Transport::bind(first(Proto::Udp), first(Proto::Tcp), tcfg, tasks.clone())
+    let tls = load_tls(&rules)?;
+    let addrs = ListenAddrs {
+        udp: first(Proto::Udp),
+        tcp: first(Proto::Tcp),
+        tls: first(Proto::Tls),
+    };
+    let transport = Transport::bind_all(addrs, tls, tcfg, tasks.clone())
         .await
         .context("cannot bind the listen addresses")?;
+    transport.set_tls_names(tls_names(&rules));
     let health = Health::new(&rules);
     let targets = rules.targets.clone();
     // Listen addresses the file chose are fixed for the process; command-line ones make the file's moot.
@@ -261,6 +269,7 @@ async fn start_on(
         }
     }
     health.spawn_prober(Arc::new(ProbeVia(transport.clone())), &tasks);
+    health.set_tls_source(tls_source(rules.clone(), transport.clone()));
     let reloader = Reloader::new(
         opts.rules_path.clone(),
         rules.clone(),
@@ -316,6 +325,69 @@ async fn start_on(
         admin,
         reloader,
     })
+}
+
+/// The `[tls]` files of `rules`, loaded (None without a `[tls]` section); every error refuses.
+fn load_tls(rules: &Rules) -> anyhow::Result<Option<crate::transport::TlsMaterial>> {
+    let Some(spec) = &rules.tls else {
+        return Ok(None);
+    };
+    match crate::transport::tls::load(spec, &rules.source) {
+        Ok((material, warnings)) => {
+            for w in warnings {
+                tracing::warn!(reason = %w, "tls warning");
+            }
+            Ok(Some(material))
+        }
+        Err(diags) => {
+            let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+            Err(anyhow!(
+                "cannot load the [tls] files:\n{}",
+                lines.join("\n")
+            ))
+        }
+    }
+}
+
+/// The `tls_name` of every TLS target, by address (tel targets share their gateway's).
+pub(crate) fn tls_names(rules: &Rules) -> std::collections::HashMap<SocketAddr, Arc<str>> {
+    rules
+        .targets
+        .iter()
+        .filter(|t| t.transport == Proto::Tls)
+        .filter_map(|t| Some((t.next_hop, t.tls_name.clone()?)))
+        .collect()
+}
+
+/// What `/status` and `/metrics` show of a TLS target's connections: the transport's figures for
+/// its address in the running rules.
+fn tls_source(rules: Arc<ArcSwap<Rules>>, transport: Transport) -> crate::health::TlsSource {
+    Arc::new(move |id: &str| {
+        let r = rules.load();
+        let t = r.target(id)?;
+        if t.transport != Proto::Tls {
+            return None;
+        }
+        let f = transport.tls_figures(t.next_hop)?;
+        Some(crate::health::TlsStatus {
+            connections: f.connections,
+            handshakes: f.handshakes,
+            handshake_failures: f.handshake_failures,
+            last_failure: f.last_failure,
+        })
+    })
+}
+
+/// `sosrouter check`'s TLS part: the `[tls]` files of valid rules, with their errors and expiry
+/// warnings at the positions of their keys.
+pub fn check_tls(rules: &Rules) -> Vec<crate::config::Diagnostic> {
+    match &rules.tls {
+        None => Vec::new(),
+        Some(spec) => match crate::transport::tls::load(spec, &rules.source) {
+            Ok((_, warnings)) => warnings,
+            Err(diags) => diags,
+        },
+    }
 }
 
 /// Test calls (RFC 6881 §15): health asks for them (suspicion, recovery), the test-call module places

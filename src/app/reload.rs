@@ -8,7 +8,9 @@
 //! 1. read the file and hash its bytes (the hash identifies what is running, in `/status`);
 //! 2. parse and validate it completely beside the running rules; any error refuses it whole;
 //! 3. refuse a change of listen addresses (sockets are bound once, at start);
-//! 4. open connected UDP sockets for new UDP next hops (so their ICMP errors are attributed);
+//! 4. open connected UDP sockets for new UDP next hops (so their ICMP errors are attributed); swap
+//!    in the `[tls]` certificates (read and checked in step 2: a bad file refuses the reload) and
+//!    the targets' `tls_name`s;
 //! 5. re-key health (surviving ids keep state, counters and the operator switch);
 //! 6. swap the snapshot in one `ArcSwap::store`. Calls in flight keep the plan they started with:
 //!    each call loaded its own `Arc<Rules>` when it began (`proxy/task.rs`).
@@ -16,7 +18,7 @@
 use crate::config::{Proto, Severity};
 use crate::health::Health;
 use crate::routing::{Listen, Rules};
-use crate::transport::Transport;
+use crate::transport::{Transport, tls};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -81,6 +83,8 @@ fn unix_ms() -> u64 {
 pub struct Read {
     pub hash: Option<String>,
     pub result: Result<(Rules, Vec<String>), Refused>,
+    /// The `[tls]` files, loaded when the rules are good and have the section.
+    pub tls: Option<crate::transport::TlsMaterial>,
     /// Line of the top-level `listen` key, for messages (compiled rules keep no position for it).
     listen_line: usize,
 }
@@ -98,6 +102,7 @@ pub fn read_rules(path: &Path) -> Read {
                     errors: vec![format!("{source}:1:1: error: cannot read the file: {e}")],
                     warnings: Vec::new(),
                 }),
+                tls: None,
                 listen_line: 1,
             };
         }
@@ -106,8 +111,24 @@ pub fn read_rules(path: &Path) -> Read {
         .lines()
         .position(|l| l.trim_start().starts_with("listen"))
         .map_or(1, |i| i + 1);
+    let mut tls = None;
     let result = match Rules::parse(&text, &source) {
-        Ok((rules, warnings)) => Ok((rules, lines(&warnings, Severity::Warning))),
+        // Certificate files are part of the rules: a bad one refuses the file like a bad key.
+        Ok((rules, mut warnings)) => match rules.tls.as_deref().map(|s| tls::load(s, &source)) {
+            None => Ok((rules, lines(&warnings, Severity::Warning))),
+            Some(Ok((material, tls_warnings))) => {
+                tls = Some(material);
+                warnings.extend(tls_warnings);
+                Ok((rules, lines(&warnings, Severity::Warning)))
+            }
+            Some(Err(diags)) => {
+                warnings.extend(diags);
+                Err(Refused {
+                    errors: lines(&warnings, Severity::Error),
+                    warnings: lines(&warnings, Severity::Warning),
+                })
+            }
+        },
         Err(diags) => Err(Refused {
             errors: lines(&diags, Severity::Error),
             warnings: lines(&diags, Severity::Warning),
@@ -116,6 +137,7 @@ pub fn read_rules(path: &Path) -> Read {
     Read {
         hash: Some(content_hash(text.as_bytes())),
         result,
+        tls,
         listen_line,
     }
 }
@@ -285,6 +307,9 @@ impl Reloader {
                 inner.transport.add_udp_target(t.next_hop);
             }
         }
+        // New certificates and trust for new connections; those up keep theirs until they close.
+        inner.transport.set_tls_material(read.tls);
+        inner.transport.set_tls_names(super::tls_names(&new));
         inner.health.rekey(&new);
         inner.metrics.prepare_rules(&new);
         inner.rules.store(Arc::new(new));

@@ -13,6 +13,7 @@ mod read;
 mod routes;
 mod suspicion;
 mod testcalls;
+mod tls;
 mod validate;
 mod values;
 mod walk;
@@ -26,6 +27,7 @@ pub use protect::{
 };
 pub use suspicion::SuspicionSpec;
 pub use testcalls::{TestCallMedia, TestCallSpec, defaults as test_call_defaults};
+pub use tls::{ClientAuth, FileRef, TlsSpec, defaults as tls_defaults};
 pub use values::{Cidr, DEFAULT_SIP_PORT, parse_code};
 pub use walk::Pos;
 
@@ -54,11 +56,29 @@ pub fn read(text: &str, file: &str) -> Result<(RulesFile, Vec<Diagnostic>), Vec<
     }
 }
 
-/// The transport protocol toward a target or of a listen address (`udp` or `tcp`).
+/// The transport protocol toward a target or of a listen address (`udp`, `tcp` or `tls`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
     Udp,
     Tcp,
+    /// SIP over TLS over TCP (RFC 3261 §26.2): framed like TCP, encrypted and authenticated.
+    Tls,
+}
+
+impl Proto {
+    /// A stream transport (TCP or TLS): reliable, framed by Content-Length, connection-oriented.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Proto::Tcp | Proto::Tls)
+    }
+
+    /// The Via transport token (`SIP/2.0/<token>`).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
+        }
+    }
 }
 
 impl fmt::Display for Proto {
@@ -66,6 +86,7 @@ impl fmt::Display for Proto {
         f.write_str(match self {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
+            Proto::Tls => "tls",
         })
     }
 }
@@ -106,3 +127,5 @@ mod tests;
 mod tests_protect;
 #[cfg(test)]
 mod tests_testcalls;
+#[cfg(test)]
+mod tests_tls;

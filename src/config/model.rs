@@ -108,8 +108,11 @@ pub enum Endpoint {
 pub struct TargetSpec {
     pub id: String,
     pub endpoint: Endpoint,
-    /// As written; `None` for tel targets (they use their gateway's) and when left to the default, udp.
+    /// As written; `None` for tel targets (they use their gateway's) and when left to the default, udp
+    /// (`tls` for a `sips:` URI).
     pub transport: Option<Proto>,
+    /// For TLS targets: the name the target's certificate must carry.
+    pub tls_name: Option<String>,
     /// One or more tags: every shared element the target depends on.
     pub failure_domain: Vec<String>,
     pub description: Option<String>,
@@ -160,4 +163,6 @@ pub struct RulesFile {
     pub suspicion: super::suspicion::SuspicionSpec,
     /// `[test_calls]`, defaults filled in.
     pub test_calls: super::testcalls::TestCallSpec,
+    /// `[tls]`, when present.
+    pub tls: Option<super::tls::TlsSpec>,
 }

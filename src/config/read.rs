@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &[
     "acl",
     "suspicion",
     "test_calls",
+    "tls",
 ];
 const TIMER_KEYS: &[&str] = &[
     "attempt_timeout_ms",
@@ -49,6 +50,7 @@ const TARGET_KEYS: &[&str] = &[
     "description",
     "health",
     "test_uri",
+    "tls_name",
 ];
 /// A target as read, with the spans `validate` reports at.
 pub(crate) struct ReadTarget {
@@ -74,6 +76,7 @@ pub(crate) struct ReadFile {
     pub protection: super::protect::ProtectionSpec,
     pub suspicion: super::suspicion::SuspicionSpec,
     pub test_calls: super::testcalls::TestCallSpec,
+    pub tls: Option<(super::tls::TlsSpec, Span)>,
 }
 
 pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
@@ -82,6 +85,7 @@ pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
     let protection = super::protect::read_protection(ctx, doc, &listen);
     let suspicion = super::suspicion::read_suspicion(ctx, doc);
     let test_calls = super::testcalls::read_test_calls(ctx, doc);
+    let tls = super::tls::read_tls(ctx, doc);
     let defaults = match ctx.table(doc, "defaults") {
         Some((t, _)) => {
             ctx.check_keys(t, "in [defaults]", TIMER_KEYS);
@@ -140,6 +144,7 @@ pub(crate) fn read_document(ctx: &mut Ctx, doc: &DeTable) -> ReadFile {
         protection,
         suspicion,
         test_calls,
+        tls,
     }
 }
 
@@ -259,9 +264,13 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
     let failure_domain = failure_domains(ctx, t, &span);
     let description = ctx.string(t, "description").map(|(s, _)| s);
     let test_uri = super::testcalls::read_test_uri(ctx, t);
-    let transport = ctx
-        .string(t, "transport")
-        .and_then(|(s, sp)| checked(ctx, &sp, values::parse_transport(&s)));
+    let transport_key = ctx.string(t, "transport");
+    let transport = transport_key
+        .as_ref()
+        .and_then(|(s, sp)| checked(ctx, sp, values::parse_transport(s)));
+    let tls_name = ctx
+        .string(t, "tls_name")
+        .and_then(|(s, sp)| checked(ctx, &sp, super::tls::parse_tls_name(&s)).map(|n| (n, sp)));
     let health = match ctx.table(t, "health") {
         Some((h, _)) => {
             ctx.check_keys(h, "in a target's health table", HEALTH_KEYS);
@@ -281,6 +290,15 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
                 ctx.error(
                     gsp,
                     "`gateway` is only for tel targets; a sip target is its own next hop",
+                );
+            }
+            if values::is_sips(&uri)
+                && let Some((Some(p), tsp)) = transport_key.as_ref().map(|(_, s)| (transport, s))
+                && p != Proto::Tls
+            {
+                ctx.error(
+                    tsp,
+                    format!("a sips: URI is reached over TLS only; write transport = \"tls\", not \"{p}\""),
                 );
             }
             checked(ctx, &sp, values::parse_sip_uri(&uri)).map(|(user, addr)| Endpoint::Sip {
@@ -324,6 +342,24 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
             None
         }
     };
+    // A sips: target with no transport written is a TLS target.
+    let transport = match &endpoint {
+        Some(Endpoint::Sip { uri, .. }) if values::is_sips(uri) && transport_key.is_none() => {
+            Some(Proto::Tls)
+        }
+        _ => transport,
+    };
+    match (&tls_name, transport) {
+        (Some((_, sp)), t) if t != Some(Proto::Tls) => ctx.error(
+            sp,
+            "`tls_name` is only for transport = \"tls\" (the name the PSAP's certificate carries)",
+        ),
+        (None, Some(Proto::Tls)) => ctx.error(
+            &span,
+            "a TLS target needs `tls_name`: the name its certificate must carry (we connect to the IP literal, without DNS)",
+        ),
+        _ => {}
+    }
     let (id, id_span) = id?;
     let pos = ctx.pos(span.start);
     let spec = match (endpoint, failure_domain) {
@@ -331,6 +367,7 @@ fn read_target(ctx: &mut Ctx, t: &DeTable, span: Span) -> Option<ReadTarget> {
             id: id.clone(),
             endpoint,
             transport,
+            tls_name: tls_name.map(|(n, _)| n),
             failure_domain,
             description,
             health,

@@ -326,9 +326,11 @@ fn target_uris_are_ip_literals_with_a_default_port() {
         parse_sip_uri("sip:psap@192.0.2.1").unwrap().0.as_deref(),
         Some("psap")
     );
+    // sips: (TLS only; the default port is 5061) is accepted since TLS targets exist.
+    assert_eq!(addr("sips:192.0.2.1"), Ok("192.0.2.1:5061".into()));
     for bad in [
         "sip:psap.example.com",
-        "sips:192.0.2.1",
+        "sips:psap.example.com",
         "sip:::1",
         "sip:192.0.2.1;transport=tcp",
         "tel:+1",

@@ -1,5 +1,6 @@
 //! Cross-references and lints, once every value has been read: ids, chains, gateways, fate sharing.
 
+use super::Proto;
 use super::model::{Endpoint, HealthSpec, RulesFile, TargetSpec, TimerSpec, defaults};
 use super::read::{ReadFile, ReadTarget};
 use super::routes::ReadRoute;
@@ -20,6 +21,7 @@ pub(crate) fn validate(ctx: &mut Ctx, file: ReadFile) -> Option<RulesFile> {
         }
     }
     let targets = check_targets(ctx, &file.targets);
+    check_tls(ctx, &file);
     let defaults = file.defaults.or(&builtin_timers());
     let health = file.health.or(&builtin_health());
     let mut route_ids: HashMap<&str, usize> = HashMap::new();
@@ -49,7 +51,36 @@ pub(crate) fn validate(ctx: &mut Ctx, file: ReadFile) -> Option<RulesFile> {
         protection: file.protection,
         suspicion: file.suspicion,
         test_calls: file.test_calls,
+        tls: file.tls.map(|(t, _)| t),
     })
+}
+
+/// TLS listen addresses need our certificate and key; TLS targets need a CA to check theirs by.
+fn check_tls(ctx: &mut Ctx, file: &ReadFile) {
+    let tls = file.tls.as_ref().map(|(t, _)| t);
+    for (transport, addr, span) in &file.listen {
+        if *transport == Proto::Tls && tls.is_none_or(|t| t.cert_file.is_none()) {
+            ctx.error(
+                span,
+                format!("listening on tls:{addr} needs [tls] with `cert_file` and `key_file`"),
+            );
+        }
+    }
+    for t in &file.targets {
+        let is_tls = t
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.transport == Some(Proto::Tls));
+        if is_tls && tls.is_none_or(|t| t.ca_file.is_none()) {
+            ctx.error(
+                &t.id_span,
+                format!(
+                    "target `{}` uses TLS: set [tls] `ca_file` (the CA that signed its certificate)",
+                    t.id
+                ),
+            );
+        }
+    }
 }
 
 fn codes(list: &[&str]) -> Vec<(u16, u16)> {

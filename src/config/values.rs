@@ -27,7 +27,10 @@ pub fn parse_transport(s: &str) -> Result<Proto, String> {
     match s {
         "udp" => Ok(Proto::Udp),
         "tcp" => Ok(Proto::Tcp),
-        _ => Err(format!("transport `{s}` is not \"udp\" or \"tcp\"")),
+        "tls" => Ok(Proto::Tls),
+        _ => Err(format!(
+            "transport `{s}` is not \"udp\", \"tcp\" or \"tls\""
+        )),
     }
 }
 
@@ -43,18 +46,20 @@ pub fn parse_listen(s: &str) -> Result<(Proto, SocketAddr), String> {
     Ok((transport, addr))
 }
 
-/// A target's `sip:[user@]ip[:port]`. The host must be an IP literal: resolving names would put DNS,
-/// a dependency that can fail for every target at once, on the emergency call path.
+/// SIP's default port over TLS when a `sips:` URI names none (RFC 3261 §19.1.2).
+pub const DEFAULT_SIPS_PORT: u16 = 5061;
+
+/// A target's `sip:[user@]ip[:port]` or `sips:[user@]ip[:port]`. The host must be an IP literal:
+/// resolving names would put DNS, a dependency that can fail for every target at once, on the
+/// emergency call path. Use [`is_sips`] to tell the schemes apart.
 pub fn parse_sip_uri(s: &str) -> Result<(Option<String>, SocketAddr), String> {
-    let rest = if let Some(r) = s.strip_prefix("sip:") {
-        r
-    } else if s.starts_with("sips:") {
-        return Err(format!(
-            "`{s}`: sips (TLS) is not supported; use sip: with transport udp or tcp"
-        ));
+    let (rest, default_port) = if let Some(r) = s.strip_prefix("sip:") {
+        (r, DEFAULT_SIP_PORT)
+    } else if let Some(r) = s.strip_prefix("sips:") {
+        (r, DEFAULT_SIPS_PORT)
     } else {
         return Err(format!(
-            "`{s}` is not a sip: URI (e.g. \"sip:192.0.2.10:5060\")"
+            "`{s}` is not a sip: or sips: URI (e.g. \"sip:192.0.2.10:5060\")"
         ));
     };
     if rest.contains([';', '?', '>', ' ']) {
@@ -67,12 +72,17 @@ pub fn parse_sip_uri(s: &str) -> Result<(Option<String>, SocketAddr), String> {
         Some(_) => return Err(format!("`{s}`: empty user part before '@'")),
         None => (None, rest),
     };
-    let addr = parse_hostport(hostport)
+    let addr = parse_hostport(hostport, default_port)
         .ok_or_else(|| format!("`{s}`: host must be an IP literal (v4, or v6 in brackets), optionally with :port; no DNS names on the emergency call path"))?;
     Ok((user, addr))
 }
 
-fn parse_hostport(s: &str) -> Option<SocketAddr> {
+/// Whether a target URI uses the `sips:` scheme (then only TLS may carry it).
+pub fn is_sips(uri: &str) -> bool {
+    uri.starts_with("sips:")
+}
+
+fn parse_hostport(s: &str, default_port: u16) -> Option<SocketAddr> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return (addr.port() != 0).then_some(addr);
     }
@@ -82,7 +92,7 @@ fn parse_hostport(s: &str) -> Option<SocketAddr> {
         .unwrap_or(s);
     let ip = host.parse::<IpAddr>().ok()?;
     // A bare IPv6 without brackets would make a port ambiguous: require brackets.
-    (ip.is_ipv4() || host.len() != s.len()).then_some(SocketAddr::new(ip, DEFAULT_SIP_PORT))
+    (ip.is_ipv4() || host.len() != s.len()).then_some(SocketAddr::new(ip, default_port))
 }
 
 /// A `tel:` target number: `+` and 1-15 digits (E.164), or a local number of digits only.

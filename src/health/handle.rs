@@ -52,6 +52,8 @@ pub(super) struct Inner {
     test_calls: OnceLock<TestCallSink>,
     /// How late probes go out (set once by the wiring).
     pub(super) probe_lateness: OnceLock<LatenessSink>,
+    /// A TLS target's connection figures, for `/status` (set once by the wiring).
+    tls: OnceLock<TlsSource>,
     /// Whether test calls decide recovery (rule 5 of `state`).
     test_calls_on: AtomicBool,
     /// `[suspicion]` of the rules in force.
@@ -62,6 +64,23 @@ pub(super) struct Inner {
 
 /// Receives how late each probe went out against its schedule (the wiring feeds a histogram).
 pub type LatenessSink = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// A target's TLS connection figures by target id (None: not a TLS target). The wiring reads them
+/// from the transport, which `health` does not import. Must be quick and never block.
+pub type TlsSource = Arc<dyn Fn(&str) -> Option<TlsStatus> + Send + Sync>;
+
+/// TLS connections toward one target, as `/status` and `/metrics` show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TlsStatus {
+    /// Connections open now.
+    pub connections: u64,
+    /// Handshakes completed since start.
+    pub handshakes: u64,
+    /// Handshakes that failed (certificate refused, name mismatch, expired, timeout, reset).
+    pub handshake_failures: u64,
+    /// Why the last one failed; null once a handshake completes.
+    pub last_failure: Option<String>,
+}
 
 /// Receives test-call requests: (target id, why). Must be quick and never block.
 pub type TestCallSink = Arc<dyn Fn(&str, TestWhy) + Send + Sync>;
@@ -240,6 +259,9 @@ pub struct TargetStatus {
     pub since_unix_ms: u64,
     pub last_reason: String,
     pub counters: Counters,
+    /// TLS targets only: their connections and handshakes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
 }
 
 /// The clock of the health module: tokio's, so paused-time tests drive it.
@@ -276,6 +298,7 @@ impl Health {
             outcomes: OnceLock::new(),
             test_calls: OnceLock::new(),
             probe_lateness: OnceLock::new(),
+            tls: OnceLock::new(),
             test_calls_on: AtomicBool::new(false),
             suspicion: ArcSwap::from_pointee(SuspicionSpec::default()),
             domains: Mutex::new(Domains::default()),
@@ -344,6 +367,11 @@ impl Health {
     /// Where each probe's lateness goes (the wiring sets it once: `sosrouter_probe_lateness_seconds`).
     pub fn set_probe_lateness(&self, sink: LatenessSink) -> bool {
         self.inner.probe_lateness.set(sink).is_ok()
+    }
+
+    /// Where `/status` reads TLS targets' connection figures (the wiring sets it once).
+    pub fn set_tls_source(&self, source: TlsSource) -> bool {
+        self.inner.tls.set(source).is_ok()
     }
 
     /// Where test-call requests go (the wiring sets it once); `on`: test calls decide recovery.
@@ -574,6 +602,7 @@ impl Health {
                 .map_or(0, |d| d.as_millis() as u64),
             last_reason: e.machine.last_reason().to_string(),
             counters: e.machine.counters(),
+            tls: self.inner.tls.get().and_then(|f| f(id)),
         })
     }
 

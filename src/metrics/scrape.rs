@@ -163,6 +163,25 @@ fn targets(reg: &mut Registry, health: &Health) {
             })
         }),
     );
+    // TLS targets only: connections open now and handshakes failed, per target.
+    let tls: Vec<_> = targets
+        .iter()
+        .filter_map(|t| Some((t.id.as_str(), t.tls.as_ref()?)))
+        .collect();
+    if !tls.is_empty() {
+        family(
+            reg,
+            "sosrouter_tls_connections",
+            "TLS connections open toward the target.",
+            tls.iter().map(|(id, f)| (one(id), f.connections)),
+        );
+        family(
+            reg,
+            "sosrouter_tls_handshake_failures_total",
+            "TLS handshakes toward the target that failed (certificate refused, wrong name, expired, timeout).",
+            tls.iter().map(|(id, f)| (one(id), f.handshake_failures)),
+        );
+    }
 }
 
 fn events(reg: &mut Registry, bus: &Bus) {

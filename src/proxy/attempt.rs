@@ -67,7 +67,7 @@ impl Attempt {
         now: Instant,
         attempt_timeout: Duration,
     ) -> Attempt {
-        let reliable = proto == Proto::Tcp;
+        let reliable = proto.is_stream();
         Attempt {
             target,
             plan_index,

@@ -588,6 +588,7 @@ mod forwarding_props {
             let local = Local {
                 udp: Some("127.0.0.1:5060".parse().unwrap()),
                 tcp: Some("127.0.0.1:5060".parse().unwrap()),
+                tls: None,
             };
             let inb = Inbound {
                 proto: if caller_tcp { Proto::Tcp } else { Proto::Udp },

@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 pub struct Local {
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
 }
 
 impl Local {
@@ -19,24 +20,26 @@ impl Local {
         match proto {
             Proto::Udp => self.udp,
             Proto::Tcp => self.tcp,
+            Proto::Tls => self.tls,
         }
+    }
+
+    /// Our address for `proto`, else any of ours (a TLS target reached without a TLS listener).
+    fn any_addr(&self, proto: Proto) -> Option<SocketAddr> {
+        self.addr(proto).or(self.udp).or(self.tcp).or(self.tls)
     }
 
     /// `SIP/2.0/UDP 127.0.0.1:5060;branch=...;rport`
     pub fn via(&self, proto: Proto, branch: &str) -> Vec<u8> {
-        let addr = self.addr(proto).or(self.udp).or(self.tcp);
-        let hp = addr.map(host_port).unwrap_or_default();
-        let t = match proto {
-            Proto::Udp => "UDP",
-            Proto::Tcp => "TCP",
-        };
+        let hp = self.any_addr(proto).map(host_port).unwrap_or_default();
+        let t = proto.via_token();
         format!("SIP/2.0/{t} {hp};branch={branch};rport").into_bytes()
     }
 
-    /// `<sip:127.0.0.1:5060;transport=udp;lr>`, with a flow token naming the caller's TCP connection
-    /// when `flow` is given, so requests toward the caller reuse that connection.
+    /// `<sip:127.0.0.1:5060;transport=udp;lr>`, with a flow token naming the caller's TCP or TLS
+    /// connection when `flow` is given, so requests toward the caller reuse that connection.
     pub fn record_route(&self, proto: Proto, flow: Option<ConnId>) -> Vec<u8> {
-        let addr = self.addr(proto).or(self.udp).or(self.tcp);
+        let addr = self.any_addr(proto);
         let hp = addr.map(host_port).unwrap_or_default();
         let user = flow.map(|c| format!("f{}@", c.raw())).unwrap_or_default();
         format!("<sip:{user}{hp};transport={proto};lr>").into_bytes()
@@ -47,10 +50,13 @@ impl Local {
         let Some(host) = uri.host.and_then(parse_host) else {
             return false;
         };
-        [self.udp, self.tcp].into_iter().flatten().any(|a| {
-            let ip_ok = a.ip() == host || (a.ip().is_unspecified() && host.is_loopback());
-            ip_ok && uri.port.unwrap_or(5060) == a.port()
-        })
+        [self.udp, self.tcp, self.tls]
+            .into_iter()
+            .flatten()
+            .any(|a| {
+                let ip_ok = a.ip() == host || (a.ip().is_unspecified() && host.is_loopback());
+                ip_ok && uri.port.unwrap_or(5060) == a.port()
+            })
     }
 }
 
@@ -121,7 +127,7 @@ pub fn invite_for_attempt(
         e.push_record_route(&local.record_route(out, None));
     } else {
         // Double Record-Route (RFC 5658): the caller-facing entry below, the target-facing one on top.
-        let flow = if inb.proto == Proto::Tcp {
+        let flow = if inb.proto.is_stream() {
             inb.conn
         } else {
             None
@@ -129,7 +135,7 @@ pub fn invite_for_attempt(
         e.push_record_route(&local.record_route(inb.proto, flow));
         e.push_record_route(&local.record_route(out, None));
     }
-    if out == Proto::Tcp {
+    if out.is_stream() {
         e.ensure_content_length();
     }
     Forwarded {
@@ -174,7 +180,10 @@ pub fn next_hop(msg: &Message, popped: usize, last_ours: Option<&[u8]>) -> Optio
     let ours = last_ours.and_then(Message::addr_spec).and_then(Uri::parse);
     let proto_of = |u: &Uri<'_>| match u.param(b"transport") {
         Some(Some(t)) if t.eq_ignore_ascii_case(b"tcp") => Some(Proto::Tcp),
+        Some(Some(t)) if t.eq_ignore_ascii_case(b"tls") => Some(Proto::Tls),
         Some(Some(t)) if t.eq_ignore_ascii_case(b"udp") => Some(Proto::Udp),
+        // sips: means TLS (RFC 3261 §26.2.2) when no transport parameter says otherwise.
+        _ if u.scheme == crate::sip::UriScheme::Sips => Some(Proto::Tls),
         _ => None,
     };
     let proto = proto_of(&uri)
@@ -186,12 +195,17 @@ pub fn next_hop(msg: &Message, popped: usize, last_ours: Option<&[u8]>) -> Optio
         .and_then(|u| u.strip_prefix(b"f"))
         .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u64>().ok())
         .map(ConnId::from_raw)
-        .filter(|_| proto == Proto::Tcp);
+        .filter(|_| proto.is_stream());
     Some(Destination {
         proto,
-        addr: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+        addr: SocketAddr::new(ip, uri.port.unwrap_or(default_port(proto))),
         conn,
     })
+}
+
+/// SIP's default port: 5061 for TLS, 5060 otherwise (RFC 3261 §19.1.2).
+fn default_port(proto: Proto) -> u16 {
+    if proto == Proto::Tls { 5061 } else { 5060 }
 }
 
 /// Where a response goes when no transaction knows it (RFC 3261 §18.2.2): the Via below ours,
@@ -203,10 +217,17 @@ pub fn response_hop(msg: &Message) -> Option<Destination> {
     let ip = parse_host(host)?;
     let port = match v.rport {
         Some(Some(p)) => p,
-        _ => v.port.unwrap_or(5060),
+        _ => v
+            .port
+            .unwrap_or(if v.transport == crate::sip::ViaTransport::Tls {
+                5061
+            } else {
+                5060
+            }),
     };
     let proto = match v.transport {
         crate::sip::ViaTransport::Tcp => Proto::Tcp,
+        crate::sip::ViaTransport::Tls => Proto::Tls,
         _ => Proto::Udp,
     };
     Some(Destination::new(proto, SocketAddr::new(ip, port)))

@@ -194,6 +194,7 @@ impl Proxy {
         let local = Local {
             udp: transport.local_addr(Proto::Udp),
             tcp: transport.local_addr(Proto::Tcp),
+            tls: transport.local_addr(Proto::Tls),
         };
         let undelivered = undelivered::Sink::new(cfg.undelivered_path.clone(), &services.tasks);
         let expiry = Arc::new(expiry::Wheel::new(tokio::time::Instant::now().into_std()));
@@ -547,7 +548,7 @@ impl Proxy {
             if let Some(dst) = forward::response_hop(&msg) {
                 let mut e = crate::sip::Editor::new(&msg);
                 e.pop_via();
-                if dst.proto == Proto::Tcp {
+                if dst.proto.is_stream() {
                     e.ensure_content_length();
                 }
                 self.transport.send(dst, e.finish());

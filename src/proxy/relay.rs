@@ -3,7 +3,6 @@
 //! The branch is derived from the incoming one, so a retransmission is forwarded identically.
 
 use super::forward::{Inbound, Local};
-use crate::config::Proto;
 use crate::sip::{Editor, Message};
 use crate::transaction::{TIMEOUT_64T1, derived_branch};
 use crate::transport::{Destination, Transport};
@@ -46,7 +45,7 @@ impl Relays {
             .push_via(&local.via(dst.proto, &branch))
             .set_max_forwards(mf)
             .pop_routes(popped);
-        if dst.proto == Proto::Tcp {
+        if dst.proto.is_stream() {
             e.ensure_content_length();
         }
         let out = e.finish();
@@ -72,7 +71,7 @@ impl Relays {
         };
         let mut e = Editor::new(msg);
         e.pop_via();
-        if reply.proto == Proto::Tcp {
+        if reply.proto.is_stream() {
             e.ensure_content_length();
         }
         transport.send(reply, e.finish());

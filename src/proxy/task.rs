@@ -85,7 +85,7 @@ pub(super) fn spawn_call(
         last_resort: sel.route.chain.last().cloned(),
         timers: sel.route.timers,
         failover: sel.route.failover.clone(),
-        caller_reliable: inb.proto == Proto::Tcp,
+        caller_reliable: inb.proto.is_stream(),
         routes_removed: popped,
         overdue,
         to_tag: format!("sos{:08x}", rand::random::<u32>()),

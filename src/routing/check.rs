@@ -8,11 +8,29 @@ use std::path::PathBuf;
 /// Validates each file. Returns whether all are valid, and the report: one `file:line:col: severity:
 /// message` line per diagnostic, then one summary line per file. Warnings do not make a file invalid.
 pub fn check_files(paths: &[PathBuf]) -> (bool, String) {
+    check_files_with(paths, &|_| Vec::new())
+}
+
+/// As [`check_files`], with `extra` checks of each valid file (the wiring's: the `[tls]` files,
+/// which need IO this module does not do); their errors make the file invalid.
+pub fn check_files_with(
+    paths: &[PathBuf],
+    extra: &dyn Fn(&Rules) -> Vec<Diagnostic>,
+) -> (bool, String) {
     let mut all_valid = true;
     let mut report = String::new();
     for path in paths {
         let name = path.display();
-        let (summary, diags) = match Rules::load(path) {
+        let loaded = Rules::load(path).and_then(|(rules, mut warnings)| {
+            warnings.extend(extra(&rules));
+            warnings.sort_by_key(|d| (d.line, d.column));
+            if warnings.iter().any(|d| d.severity == Severity::Error) {
+                Err(warnings)
+            } else {
+                Ok((rules, warnings))
+            }
+        });
+        let (summary, diags) = match loaded {
             Ok((rules, warnings)) => {
                 let routes = rules.routes.len();
                 let plural = if routes == 1 { "" } else { "s" };

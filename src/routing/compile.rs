@@ -12,16 +12,20 @@ pub(super) fn compile(file: RulesFile, source: &str) -> Rules {
         .targets
         .iter()
         .filter_map(|t| match &t.endpoint {
-            Endpoint::Sip { uri, addr, .. } => {
-                Some((t.id.as_str(), (uri.clone(), *addr, t.transport)))
-            }
+            Endpoint::Sip { uri, addr, .. } => Some((
+                t.id.as_str(),
+                (uri.clone(), *addr, t.transport, t.tls_name.clone()),
+            )),
             Endpoint::Tel { .. } => None,
         })
         .collect();
     let mut targets = Vec::new();
     for t in &file.targets {
-        let (kind, (uri, next_hop, transport)) = match &t.endpoint {
-            Endpoint::Sip { uri, addr, .. } => (TargetKind::Sip, (uri.clone(), *addr, t.transport)),
+        let (kind, (uri, next_hop, transport, tls_name)) = match &t.endpoint {
+            Endpoint::Sip { uri, addr, .. } => (
+                TargetKind::Sip,
+                (uri.clone(), *addr, t.transport, t.tls_name.clone()),
+            ),
             Endpoint::Tel { number, gateway } => {
                 let kind = TargetKind::Tel {
                     number: number.clone(),
@@ -36,6 +40,7 @@ pub(super) fn compile(file: RulesFile, source: &str) -> Rules {
             uri,
             next_hop,
             transport: transport.unwrap_or(Proto::Udp),
+            tls_name: tls_name.map(Arc::from),
             failure_domain: t.failure_domain.clone(),
             health: health(&t.health.or(&file.health)),
             line: t.pos.line,
@@ -59,6 +64,7 @@ pub(super) fn compile(file: RulesFile, source: &str) -> Rules {
         protection: Arc::new(file.protection),
         suspicion: Arc::new(file.suspicion),
         test_calls: Arc::new(super::testcalls::compile(&file.test_calls, &file.targets)),
+        tls: file.tls.map(Arc::new),
         by_id,
     }
 }

@@ -31,7 +31,7 @@ mod tests_select;
 mod tests_whatif;
 pub mod whatif;
 
-pub use check::check_files;
+pub use check::{check_files, check_files_with};
 pub use plan::plan;
 pub use testcalls::TestCallSettings;
 pub use whatif::{WhatIf, render_text, what_if};
@@ -79,6 +79,8 @@ pub struct Target {
     /// Where requests for this target are sent (for Tel targets: the gateway's address). IP literals only.
     pub next_hop: SocketAddr,
     pub transport: Proto,
+    /// TLS targets: the name the target's certificate must carry (we connect to `next_hop`).
+    pub tls_name: Option<Arc<str>>,
     /// Failure-domain tags, e.g. ["psap-site-a", "ngcs-east-firewall"]: what the target shares fate
     /// with. Used by the lint in `check` and by health's domain suspicion.
     pub failure_domain: Vec<String>,
@@ -108,6 +110,7 @@ impl Target {
             uri: format!("sip:127.0.0.1:{port}"),
             next_hop: SocketAddr::from(([127, 0, 0, 1], port)),
             transport: Proto::Udp,
+            tls_name: None,
             failure_domain: vec!["lab".into()],
             health: HealthSettings::default(),
             line: 1,
@@ -289,6 +292,8 @@ pub struct Rules {
     pub suspicion: Arc<crate::config::SuspicionSpec>,
     /// `[test_calls]` and each target's test Request-URI (see `crate::testcall`).
     pub test_calls: Arc<TestCallSettings>,
+    /// `[tls]`: certificate, key and CA files (read by `transport::tls`), client auth, timeout.
+    pub tls: Option<Arc<crate::config::TlsSpec>>,
     by_id: HashMap<Arc<str>, Arc<Target>>,
     /// Candidate routes of a call (built from `routes` at compile time).
     index: index::Index,

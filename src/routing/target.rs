@@ -12,9 +12,12 @@ pub(super) fn request_uri_for(target: &Target, original: &[u8]) -> Vec<u8> {
         return original.to_vec();
     }
     let uri = target.uri.as_bytes();
-    let rest = uri.strip_prefix(b"sip:").unwrap_or(uri);
+    let (scheme, rest): (&[u8], &[u8]) = match uri.strip_prefix(b"sips:") {
+        Some(rest) => (b"sips:", rest),
+        None => (b"sip:", uri.strip_prefix(b"sip:").unwrap_or(uri)),
+    };
     match original_user(original) {
-        Some(user) if !rest.contains(&b'@') => [b"sip:", user, b"@", rest].concat(),
+        Some(user) if !rest.contains(&b'@') => [scheme, user, b"@", rest].concat(),
         _ => uri.to_vec(),
     }
 }

@@ -235,7 +235,7 @@ impl TestCall {
                 self.give(Verdict::of_final(status), now, out);
                 match self.setup.transport {
                     // Only UDP retransmits finals.
-                    Proto::Tcp => self.phase = Phase::Done,
+                    Proto::Tcp | Proto::Tls => self.phase = Phase::Done,
                     Proto::Udp => self.linger(now),
                 }
             }

@@ -43,10 +43,7 @@ fn host_port(a: SocketAddr) -> String {
 }
 
 fn via(transport: Proto, local: SocketAddr, branch: &str) -> String {
-    let t = match transport {
-        Proto::Udp => "UDP",
-        Proto::Tcp => "TCP",
-    };
+    let t = transport.via_token();
     format!("SIP/2.0/{t} {};branch={branch};rport", host_port(local))
 }
 

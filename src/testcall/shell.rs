@@ -112,6 +112,9 @@ async fn open(target: &Target, p: &CallParams) -> Result<(Sip, SocketAddr), Verd
     let to = target.next_hop;
     let local_err = |e: io::Error| Verdict::NotPlaced(format!("SIP socket: {e}"));
     match target.transport {
+        // Not yet: the test-call client has no TLS side. Inconclusive (no code: 0), so that a
+        // recovering TLS target is tried by one real call at a time instead (health rule 5).
+        Proto::Tls => Err(Verdict::Inconclusive(0)),
         Proto::Udp => {
             let s = UdpSocket::bind(bind_addr(p.bind_ip, to))
                 .await

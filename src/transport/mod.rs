@@ -1,11 +1,13 @@
 //! Sockets: bytes in, bytes out. UDP listen sockets, one connected UDP socket per target (so ICMP
-//! "port unreachable" is seen at once and attributed to that target), TCP listeners and connections
-//! framed by Content-Length. Nothing here parses SIP beyond framing.
+//! "port unreachable" is seen at once and attributed to that target), TCP and TLS listeners and
+//! connections framed by Content-Length (`stream`: one code path generic over the byte stream;
+//! `tls`: the `[tls]` files loaded into rustls configurations). Nothing here parses SIP beyond framing.
 //!
 //! Receive loops hand every message to a [`Handler`] synchronously; sending never blocks the caller.
 
-mod tcp;
-mod tcp_read;
+mod stream;
+mod stream_read;
+pub mod tls;
 mod udp;
 
 use crate::config::{LimitsSpec, Proto};
@@ -17,7 +19,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use tcp::ConnId;
+pub use stream::{ConnId, KEEPALIVE_PING};
+pub use tls::{TlsFigures, TlsMaterial};
 
 /// One received message (a UDP datagram or one framed TCP message).
 #[derive(Debug, Clone)]
@@ -25,11 +28,11 @@ pub struct Incoming {
     pub data: Bytes,
     pub peer: SocketAddr,
     pub proto: Proto,
-    /// The TCP connection it arrived on, so replies go back over it.
+    /// The TCP or TLS connection it arrived on, so replies go back over it.
     pub conn: Option<ConnId>,
 }
 
-/// Where to send: protocol, address, and for TCP the connection to prefer.
+/// Where to send: protocol, address, and for TCP and TLS the connection to prefer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Destination {
     pub proto: Proto,
@@ -50,7 +53,8 @@ impl Destination {
 /// What the transport reports upward. Implemented by the proxy.
 pub trait Handler: Send + Sync + 'static {
     fn on_message(&self, msg: Incoming);
-    /// Nothing can reach `addr` over `proto` right now: ICMP unreachable on UDP, TCP refused/reset/timeout.
+    /// Nothing can reach `addr` over `proto` right now: ICMP unreachable on UDP, TCP refused/reset/timeout,
+    /// a failed TLS handshake.
     fn on_unreachable(&self, proto: Proto, addr: SocketAddr);
 }
 
@@ -112,8 +116,18 @@ pub struct Transport {
 struct Inner {
     cfg: TransportConfig,
     udp: Option<udp::UdpSide>,
-    tcp: Option<tcp::TcpSide>,
+    tcp: Option<stream::StreamSide>,
+    /// Always there (TLS targets need no TLS listener); listens only when given an address.
+    tls: stream::StreamSide,
     handler: OnceLock<Arc<dyn Handler>>,
+}
+
+/// The listen addresses of [`Transport::bind_all`]; any may be absent, not all of them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListenAddrs {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
 }
 
 impl Transport {
@@ -125,25 +139,53 @@ impl Transport {
         cfg: TransportConfig,
         tasks: Tasks,
     ) -> io::Result<Transport> {
-        if udp_addr.is_none() && tcp_addr.is_none() {
+        let addrs = ListenAddrs {
+            udp: udp_addr,
+            tcp: tcp_addr,
+            tls: None,
+        };
+        Transport::bind_all(addrs, None, cfg, tasks).await
+    }
+
+    /// As [`Transport::bind`], with a TLS listener when `addrs.tls` is given (it needs `tls` with a
+    /// certificate) and TLS toward targets whenever `tls` is given.
+    pub async fn bind_all(
+        addrs: ListenAddrs,
+        tls: Option<TlsMaterial>,
+        cfg: TransportConfig,
+        tasks: Tasks,
+    ) -> io::Result<Transport> {
+        if addrs.udp.is_none() && addrs.tcp.is_none() && addrs.tls.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "no listen address",
             ));
         }
-        let udp = match udp_addr {
+        if addrs.tls.is_some() && !tls.as_ref().is_some_and(|m| m.has_server_certificate()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a TLS listen address needs [tls] cert_file and key_file",
+            ));
+        }
+        let udp = match addrs.udp {
             Some(a) => Some(udp::UdpSide::bind(a, tasks.clone())?),
             None => None,
         };
-        let tcp = match tcp_addr {
-            Some(a) => Some(tcp::TcpSide::bind(a, cfg, tasks).await?),
+        let tcp = match addrs.tcp {
+            Some(a) => {
+                Some(stream::StreamSide::bind(Proto::Tcp, Some(a), cfg, tasks.clone(), None).await?)
+            }
             None => None,
         };
+        let tls_ctx = stream::TlsCtx::new(tls);
+        let tls =
+            stream::StreamSide::bind(Proto::Tls, addrs.tls, cfg, tasks, Some(tls_ctx)).await?;
         Ok(Transport {
             inner: Arc::new(Inner {
                 cfg,
                 udp,
                 tcp,
+                tls,
                 handler: OnceLock::new(),
             }),
         })
@@ -158,15 +200,17 @@ impl Transport {
             u.start(handler.clone(), self.inner.cfg.max_message_bytes);
         }
         if let Some(t) = &self.inner.tcp {
-            t.start(handler);
+            t.start(handler.clone());
         }
+        self.inner.tls.start(handler);
     }
 
     /// The local address of the listener for `proto` (what goes into our Via and Record-Route).
     pub fn local_addr(&self, proto: Proto) -> Option<SocketAddr> {
         match proto {
             Proto::Udp => self.inner.udp.as_ref().map(|u| u.local_addr()),
-            Proto::Tcp => self.inner.tcp.as_ref().map(|t| t.local_addr()),
+            Proto::Tcp => self.inner.tcp.as_ref().and_then(|t| t.local_addr()),
+            Proto::Tls => self.inner.tls.local_addr(),
         }
     }
 
@@ -193,7 +237,33 @@ impl Transport {
                 Some(t) => t.send(dst.addr, dst.conn, data, handler),
                 None => handler.on_unreachable(dst.proto, dst.addr),
             },
+            Proto::Tls => self.inner.tls.send(dst.addr, dst.conn, data, handler),
         }
+    }
+
+    /// Replaces the TLS certificates and trust (reload); connections already up keep theirs.
+    pub fn set_tls_material(&self, material: Option<TlsMaterial>) {
+        self.inner.tls.set_tls_material(material);
+    }
+
+    /// The name each TLS target's certificate must carry, by its address (`tls_name`).
+    pub fn set_tls_names(&self, names: std::collections::HashMap<SocketAddr, Arc<str>>) {
+        self.inner.tls.set_tls_names(names);
+    }
+
+    /// TLS connections and handshakes toward `addr` (zeros when none was tried yet).
+    pub fn tls_figures(&self, addr: SocketAddr) -> Option<TlsFigures> {
+        self.inner.tls.tls_figures(addr)
+    }
+
+    /// Handshakes with callers that failed (no or bad client certificate, timeout, garbage).
+    pub fn tls_inbound_failures(&self) -> u64 {
+        self.inner.tls.tls_inbound_failures()
+    }
+
+    /// Open TLS connections, both directions.
+    pub fn tls_connections(&self) -> usize {
+        self.inner.tls.connections()
     }
 
     /// Open TCP connections, both directions (for tests and soak checks).
@@ -201,10 +271,11 @@ impl Transport {
         self.inner.tcp.as_ref().map_or(0, |t| t.connections())
     }
 
-    /// Stops accepting new TCP connections (graceful shutdown).
+    /// Stops accepting new TCP and TLS connections (graceful shutdown).
     pub fn stop_accepting(&self) {
         if let Some(t) = &self.inner.tcp {
             t.stop_accepting();
         }
+        self.inner.tls.stop_accepting();
     }
 }

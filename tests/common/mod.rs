@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod http;
+pub mod tls;
 
 use bytes::{Bytes, BytesMut};
 use sosrouter::config::Proto;
@@ -129,10 +130,26 @@ async fn uas_loop(
             msg: msg.clone(),
         });
         let contact = format!("<sip:uas@{}>", sock.local_addr().unwrap());
-        let send = |m: Bytes| {
+        for m in react(&msg, &method, b, &contact, &log) {
             let _ = sock.try_send_to(&m, from);
-        };
-        match (method.as_str(), b) {
+        }
+    }
+}
+
+/// What a fake answering point sends back for one request it logged (any transport).
+pub fn react(
+    msg: &Message,
+    method: &str,
+    b: Behaviour,
+    contact: &str,
+    log: &Mutex<Vec<Received>>,
+) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    {
+        let msg = msg.clone();
+        let contact = contact.to_string();
+        let mut send = |m: Bytes| out.push(m);
+        match (method, b) {
             ("INVITE", Behaviour::Answer) => {
                 send(response(&msg, 100, "Trying", None, None));
                 send(response(&msg, 180, "Ringing", Some("uas1"), None));
@@ -171,6 +188,7 @@ async fn uas_loop(
             _ => send(response(&msg, 200, "OK", Some("uas1"), None)),
         }
     }
+    out
 }
 
 fn same_branch(a: &Message, b: &Message) -> bool {
@@ -336,11 +354,15 @@ pub async fn proxy_with(
     sosrouter::app::start(rules, &opts).await.unwrap()
 }
 
-/// A fake caller over UDP or TCP.
+/// A byte stream a fake caller talks over: TCP, or TLS over TCP.
+pub trait SipStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> SipStream for T {}
+
+/// A fake caller over UDP, TCP or TLS.
 pub struct Uac {
     proto: Proto,
     udp: Option<UdpSocket>,
-    tcp: Option<TcpStream>,
+    tcp: Option<Box<dyn SipStream>>,
     buf: BytesMut,
     pub proxy: SocketAddr,
     pub local: SocketAddr,
@@ -382,14 +404,41 @@ impl Uac {
                 Uac {
                     proto,
                     udp: None,
-                    tcp: Some(s),
+                    tcp: Some(Box::new(s)),
                     buf: BytesMut::new(),
                     proxy,
                     local,
                     cseq: 1,
                 }
             }
+            Proto::Tls => panic!("a TLS caller needs its client configuration: Uac::tls"),
         }
+    }
+
+    /// A caller over TLS to the proxy's TLS address, checking the proxy's certificate carries
+    /// `name`. Err: the handshake failed (as the client saw it; with TLS 1.3 a server refusing
+    /// the client's certificate shows only on the first read).
+    pub async fn tls(
+        proxy: SocketAddr,
+        client: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> std::io::Result<Uac> {
+        let s = TcpStream::connect(proxy).await?;
+        let local = s.local_addr()?;
+        let name = rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(std::io::Error::other)?;
+        let s = tokio_rustls::TlsConnector::from(client)
+            .connect(name, s)
+            .await?;
+        Ok(Uac {
+            proto: Proto::Tls,
+            udp: None,
+            tcp: Some(Box::new(s)),
+            buf: BytesMut::new(),
+            proxy,
+            local,
+            cseq: 1,
+        })
     }
 
     /// A UDP caller bound to `ip` (any 127.0.0.0/8 address works on Linux loopback), so tests can
@@ -418,7 +467,11 @@ impl Uac {
                     .await
                     .unwrap();
             }
-            Proto::Tcp => self.tcp.as_mut().unwrap().write_all(m).await.unwrap(),
+            Proto::Tcp | Proto::Tls => {
+                let s = self.tcp.as_mut().unwrap();
+                s.write_all(m).await.unwrap();
+                s.flush().await.unwrap();
+            }
         }
     }
 
@@ -437,7 +490,7 @@ impl Uac {
                 let (n, _) = self.udp.as_ref().unwrap().recv_from(&mut b).await.ok()?;
                 Message::parse(Bytes::copy_from_slice(&b[..n]), &Limits::default()).ok()
             }
-            Proto::Tcp => loop {
+            Proto::Tcp | Proto::Tls => loop {
                 if let Ok(Some(n)) = frame_len(&self.buf, &Limits::default()) {
                     let f = self.buf.split_to(n).freeze();
                     if f.iter().all(|c| *c == b'\r' || *c == b'\n') {
@@ -454,10 +507,7 @@ impl Uac {
     }
 
     fn transport_token(&self) -> &'static str {
-        match self.proto {
-            Proto::Udp => "UDP",
-            Proto::Tcp => "TCP",
-        }
+        self.proto.via_token()
     }
 
     /// An emergency INVITE to `ruri` with PAI, Geolocation and an SDP body.

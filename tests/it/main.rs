@@ -20,4 +20,5 @@ mod reload_signal;
 mod route;
 mod telemetry;
 mod testcall_sipp;
+mod tls;
 mod torture;

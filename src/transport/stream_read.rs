@@ -1,4 +1,5 @@
-//! The read side of one TCP connection: framing by Content-Length, and the three limits that keep a
+//! The read side of one stream connection (TCP or TLS): framing by Content-Length, keep-alive
+//! pings answered (RFC 5626 §4.4.1), and the three limits that keep a
 //! hostile or broken peer from holding memory: the message size (via `sip::frame_len`), the idle
 //! timeout between messages, and the deadline for finishing a message once its first byte arrived.
 //!
@@ -8,19 +9,20 @@
 use super::{ConnId, Handler, Incoming, TransportConfig};
 use crate::config::Proto;
 use crate::sip::frame_len;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Reads and hands up messages until the connection ends; returns why it ended (for the log).
-pub(super) async fn read_loop(
-    rd: &mut OwnedReadHalf,
-    peer: SocketAddr,
-    id: ConnId,
+/// `pong`: the connection's write queue, for answering a keep-alive ping.
+pub(super) async fn read_loop<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    (peer, id, proto): (SocketAddr, ConnId, Proto),
     cfg: &TransportConfig,
     handler: &dyn Handler,
+    pong: Option<&mpsc::Sender<Bytes>>,
 ) -> String {
     let limits = cfg.limits;
     let mut buf = BytesMut::with_capacity(8192);
@@ -33,18 +35,24 @@ pub(super) async fn read_loop(
                     let frame = buf.split_to(n).freeze();
                     started = None;
                     if frame.iter().all(|b| *b == b'\r' || *b == b'\n') {
-                        continue; // keep-alive
+                        // Keep-alive: a ping (CRLFCRLF) gets a pong (CRLF); a pong needs nothing.
+                        if frame.len() >= 4
+                            && let Some(tx) = pong
+                        {
+                            let _ = tx.try_send(Bytes::from_static(b"\r\n"));
+                        }
+                        continue;
                     }
                     handler.on_message(Incoming {
                         data: frame,
                         peer,
-                        proto: Proto::Tcp,
+                        proto,
                         conn: Some(id),
                     });
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::debug!(peer = %peer, error = %e, "tcp framing refused the stream");
+                    tracing::debug!(peer = %peer, error = %e, "stream framing refused the stream");
                     return format!("bad framing: {e}");
                 }
             }
@@ -67,7 +75,7 @@ pub(super) async fn read_loop(
             Err(_) if started.is_some() => {
                 tracing::debug!(peer = %peer, pending_bytes = buf.len(),
                     deadline_ms = cfg.tcp_message_deadline.as_millis() as u64,
-                    "tcp message not finished within its deadline");
+                    "stream message not finished within its deadline");
                 return "incomplete message deadline".to_string();
             }
             Err(_) => return "idle timeout".to_string(),
