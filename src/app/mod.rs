@@ -197,7 +197,6 @@ async fn start_on(
         .await
         .context("cannot bind the listen addresses")?;
     let health = Health::new(&rules);
-    let targets = rules.targets.clone();
     // Listen addresses the file chose are fixed for the process; command-line ones make the file's moot.
     let bound_listen = opts.listen.is_empty().then(|| rules.listen.clone());
     let rules = Arc::new(ArcSwap::from_pointee(rules));
@@ -228,11 +227,6 @@ async fn start_on(
         services,
     );
     transport.start(Arc::new(Dispatcher(proxy.clone())));
-    for t in &targets {
-        if t.transport == Proto::Udp {
-            transport.add_udp_target(t.next_hop);
-        }
-    }
     let sweeper = Arc::downgrade(&proxy);
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -253,7 +247,6 @@ async fn start_on(
         rules.clone(),
         hash,
         health.clone(),
-        transport.clone(),
         bound_listen,
         (metrics.clone(), events.clone()),
     );

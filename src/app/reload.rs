@@ -8,18 +8,15 @@
 //! 1. read the file and hash its bytes (the hash identifies what is running, in `/status`);
 //! 2. parse and validate it completely beside the running rules; any error refuses it whole;
 //! 3. refuse a change of listen addresses (sockets are bound once, at start);
-//! 4. open connected UDP sockets for new UDP next hops (so their ICMP errors are attributed);
-//! 5. re-key health (surviving ids keep state, counters and the operator switch);
-//! 6. swap the snapshot in one `ArcSwap::store`. Calls in flight keep the plan they started with:
+//! 4. re-key health (surviving ids keep state, counters and the operator switch);
+//! 5. swap the snapshot in one `ArcSwap::store`. Calls in flight keep the plan they started with:
 //!    each call loaded its own `Arc<Rules>` when it began (`proxy/task.rs`).
 
-use crate::config::{Proto, Severity};
+use crate::config::Severity;
 use crate::health::Health;
 use crate::routing::{Listen, Rules};
-use crate::transport::Transport;
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -153,7 +150,6 @@ struct Inner {
     path: PathBuf,
     rules: Arc<ArcSwap<Rules>>,
     health: Health,
-    transport: Transport,
     /// The listen addresses the running sockets were bound from, as the file wrote them. None when
     /// the command line chose them: then the file's `listen` is not in effect and may change.
     bound_listen: Option<Vec<Listen>>,
@@ -175,7 +171,6 @@ impl Reloader {
         rules: Arc<ArcSwap<Rules>>,
         hash: Option<u64>,
         health: Health,
-        transport: Transport,
         bound_listen: Option<Vec<Listen>>,
         telemetry: (Arc<crate::metrics::Metrics>, crate::events::Bus),
     ) -> Reloader {
@@ -191,7 +186,6 @@ impl Reloader {
                 path,
                 rules,
                 health,
-                transport,
                 bound_listen,
                 reload: Mutex::new(()),
                 status: Mutex::new(status),
@@ -253,7 +247,7 @@ impl Reloader {
         result
     }
 
-    /// Steps 1-6 of the module doc. Called with the reload lock held.
+    /// Steps 1-5 of the module doc. Called with the reload lock held.
     fn load_and_swap(&self) -> Result<Reloaded, Refused> {
         let inner = &*self.inner;
         let read = read_rules(&inner.path);
@@ -275,18 +269,6 @@ impl Reloader {
                 )],
                 warnings,
             });
-        }
-        let old = inner.rules.load();
-        let known: HashSet<_> = old
-            .targets
-            .iter()
-            .filter(|t| t.transport == Proto::Udp)
-            .map(|t| t.next_hop)
-            .collect();
-        for t in &new.targets {
-            if t.transport == Proto::Udp && !known.contains(&t.next_hop) {
-                inner.transport.add_udp_target(t.next_hop);
-            }
         }
         inner.health.rekey(&new);
         inner.metrics.prepare_rules(&new);
