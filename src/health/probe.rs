@@ -10,7 +10,6 @@ use super::state::{Event, ProbeFailure};
 use crate::config::Proto;
 use crate::routing::{Target, TargetId};
 use bytes::Bytes;
-use rsip::headers::UntypedHeader;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -60,63 +59,41 @@ impl ProbeIds {
     }
 }
 
-/// Builds the OPTIONS request for `target` from `local` (our sent-by address).
-/// If the target URI does not parse (it was validated by config, so this is defensive), the
-/// Request-URI falls back to `sip:<next_hop>`.
+/// Builds the OPTIONS request for `target` from `local` (our sent-by address), written straight
+/// into one string (it runs for every probe: 20 000 a second at size; building it through typed
+/// `rsip` headers cost a URI parse and a dozen allocations each time). The Request-URI is the
+/// target's URI as the rules wrote it (validated when the rules were compiled); should it hold a
+/// character that cannot stand in a request line, `sip:<next_hop>` is used instead.
 pub fn build_options(target: &Target, local: SocketAddr, ids: &ProbeIds) -> String {
-    use rsip::param::{Branch, Tag};
-    let uri = rsip::Uri::try_from(target.uri.as_str()).unwrap_or_else(|_| rsip::Uri {
-        scheme: Some(rsip::Scheme::Sip),
-        host_with_port: target.next_hop.into(),
-        ..Default::default()
-    });
+    use std::fmt::Write;
+    let uri = target.uri.as_str();
+    let next_hop;
+    let uri = if uri.is_empty() || uri.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        next_hop = format!("sip:{}", target.next_hop);
+        next_hop.as_str()
+    } else {
+        uri
+    };
     let via_transport = match target.transport {
-        Proto::Udp => rsip::Transport::Udp,
-        Proto::Tcp => rsip::Transport::Tcp,
+        Proto::Udp => "UDP",
+        Proto::Tcp => "TCP",
     };
-    let via = rsip::typed::Via {
-        version: rsip::Version::V2,
-        transport: via_transport,
-        uri: rsip::Uri {
-            host_with_port: local.into(),
-            ..Default::default()
-        },
-        params: vec![rsip::Param::Branch(Branch::new(&ids.branch))],
-    };
-    let from = rsip::typed::From {
-        display_name: None,
-        uri: rsip::Uri {
-            scheme: Some(rsip::Scheme::Sip),
-            auth: Some(rsip::Auth {
-                user: "sosrouter".into(),
-                password: None,
-            }),
-            host_with_port: local.into(),
-            ..Default::default()
-        },
-        params: vec![rsip::Param::Tag(Tag::new(&ids.from_tag))],
-    };
-    let to = rsip::typed::To {
-        display_name: None,
-        uri: uri.clone(),
-        params: vec![],
-    };
-    let mut headers = rsip::Headers::default();
-    headers.push(via.into());
-    headers.push(rsip::headers::MaxForwards::new("70").into());
-    headers.push(from.into());
-    headers.push(to.into());
-    headers.push(rsip::headers::CallId::new(&ids.call_id).into());
-    headers.push(rsip::typed::CSeq::from((1u32, rsip::Method::Options)).into());
-    headers.push(rsip::headers::ContentLength::new("0").into());
-    rsip::Request {
-        method: rsip::Method::Options,
-        uri,
-        version: rsip::Version::V2,
-        headers,
-        body: vec![],
-    }
-    .to_string()
+    let mut m = String::with_capacity(320 + 2 * uri.len());
+    let _ = write!(
+        m,
+        "OPTIONS {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/{via_transport} {local};branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:sosrouter@{local}>;tag={tag}\r\n\
+         To: <{uri}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        branch = ids.branch,
+        tag = ids.from_tag,
+        call_id = ids.call_id,
+    );
+    m
 }
 
 /// Whether `code` is in one of the inclusive ranges.

@@ -287,7 +287,7 @@ async fn unprobed_targets_get_no_probes() {
 }
 
 #[test]
-fn options_request_is_built_with_rsip_and_parses_back() {
+fn options_request_parses_back_with_rsip() {
     use rsip::prelude::*;
     let t = sip_target("a", 5071);
     let ids = ProbeIds::random();
@@ -310,4 +310,95 @@ fn options_request_is_built_with_rsip_and_parses_back() {
     assert_eq!(req.cseq_header().unwrap().typed().unwrap().seq, 1);
     assert!(text.contains("\r\nContent-Length: 0\r\n"), "{text}");
     assert!(!is_probe_branch(b"z9hG4bK-abc"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_carries_health_over_by_id_and_probes_added_and_removed_targets_right() {
+    let kept_up = no_jitter("kept-up", 5071);
+    let kept_down = no_jitter("kept-down", 5072);
+    let removed = no_jitter("removed", 5073);
+    let (h, fake, _) = start(&[kept_up.clone(), kept_down.clone(), removed.clone()]);
+    fake.replies(kept_up.next_hop, Some(200));
+    fake.replies(removed.next_hop, Some(200));
+    sleep(Duration::from_millis(3500)).await;
+    assert_eq!(h.status("kept-up").unwrap().state, State::Up);
+    assert_eq!(h.status("kept-down").unwrap().state, State::Down);
+    let before = |id: &str| h.status(id).unwrap().counters;
+    let (up_before, down_before) = (before("kept-up"), before("kept-down"));
+
+    // The new file: the same two ids (one at a new address, with a slower interval), one id gone,
+    // one new target.
+    let mut moved = (*kept_down).clone();
+    moved.next_hop = "127.0.0.1:5082".parse().unwrap();
+    moved.uri = "sip:127.0.0.1:5082".into();
+    moved.health.probe_interval = Duration::from_millis(2000);
+    let moved = Arc::new(moved);
+    let added = no_jitter("added", 5074);
+    fake.replies(added.next_hop, Some(200));
+    h.rekey_targets(&[kept_up.clone(), moved.clone(), added.clone()]);
+    let t1 = Instant::now();
+
+    // Health carried over by id, at once: state and counters.
+    assert_eq!(h.status("kept-up").unwrap().state, State::Up);
+    assert_eq!(h.status("kept-down").unwrap().state, State::Down);
+    assert_eq!(h.status("kept-up").unwrap().counters, up_before);
+    assert_eq!(h.status("kept-down").unwrap().counters, down_before);
+    assert!(h.status("removed").is_none());
+    assert_eq!(h.readiness("kept-down"), Readiness::NotReady);
+
+    sleep(Duration::from_millis(4100)).await;
+    // The removed target is no longer probed; the added one is, from the reload on.
+    assert!(fake.times_to(removed.next_hop).iter().all(|&t| t < t1));
+    let to_added = fake.times_to(added.next_hop);
+    assert!(to_added[0] - t1 <= Duration::from_millis(1000), "{:?}", to_added[0] - t1);
+    assert!(to_added.len() >= 4, "{}", to_added.len());
+    assert_eq!(h.status("added").unwrap().state, State::Up);
+    // The kept targets keep being probed, the moved one at its new address and interval.
+    let to_moved = fake.times_to(moved.next_hop);
+    assert!(
+        (2..=3).contains(&to_moved.len()),
+        "every 2 s: {}",
+        to_moved.len()
+    );
+    for w in to_moved.windows(2) {
+        assert_eq!(w[1] - w[0], Duration::from_millis(2000));
+    }
+    assert!(fake.times_to(kept_down.next_hop).iter().all(|&t| t < t1));
+    assert!(h.status("kept-up").unwrap().counters.probes_ok >= up_before.probes_ok + 4);
+    // Its probes still count: the moved target answers, and two good probes (2 s apart) make it
+    // recovering.
+    fake.replies(moved.next_hop, Some(200));
+    sleep(Duration::from_millis(4100)).await;
+    assert_eq!(h.status("kept-down").unwrap().state, State::Recovering);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_target_set_still_raises_the_systemic_alarm() {
+    // Above SYSTEMIC_EVERY_TRANSITION_UP_TO targets the systemic check is coalesced (at most one per
+    // SYSTEMIC_GAP, flushed by the prober): the alarm must still come, and only once.
+    let n = crate::health::handle::SYSTEMIC_EVERY_TRANSITION_UP_TO as u16 + 200;
+    let targets: Vec<_> = (0..n)
+        .map(|i| no_jitter(&format!("t{i}"), 20000 + i))
+        .collect();
+    let h = Health::from_targets(&targets);
+    let raised = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = raised.clone();
+    h.set_change_sink(Arc::new(move |c| {
+        if let crate::health::Change::Systemic(rep) = c
+            && rep.active
+            && rep.domain.is_none()
+        {
+            r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }));
+    let fake = Arc::new(Fake::default());
+    fake.health.set(h.clone()).unwrap();
+    h.spawn_prober(fake.clone(), &crate::tasks::Tasks::new());
+    // Nobody answers: every target is down after two probe intervals and a timeout.
+    sleep(Duration::from_millis(2500)).await;
+    assert!(targets
+        .iter()
+        .all(|t| h.status(&t.id).unwrap().state == State::Down));
+    sleep(crate::health::handle::SYSTEMIC_GAP + Duration::from_millis(10)).await;
+    assert_eq!(raised.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
