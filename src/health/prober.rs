@@ -227,9 +227,7 @@ impl Health {
                     }
                 }
             }
-            let mut wake = sched
-                .next_due()
-                .unwrap_or(now + Duration::from_secs(3600));
+            let mut wake = sched.next_due().unwrap_or(now + Duration::from_secs(3600));
             if self.flush_systemic() {
                 wake = wake.min(now + super::handle::SYSTEMIC_GAP);
             }

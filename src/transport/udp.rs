@@ -194,7 +194,10 @@ fn read_error_queue(sock: &UdpSocket) -> io::Result<Option<SocketAddr>> {
     let dest = msg.address.and_then(|a| {
         a.as_sockaddr_in()
             .map(|v4| SocketAddr::from((v4.ip(), v4.port())))
-            .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from((v6.ip(), v6.port()))))
+            .or_else(|| {
+                a.as_sockaddr_in6()
+                    .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
+            })
     });
     let mut found = None;
     for c in msg.cmsgs().map_err(io::Error::from)? {

@@ -350,7 +350,11 @@ async fn a_reload_carries_health_over_by_id_and_probes_added_and_removed_targets
     // The removed target is no longer probed; the added one is, from the reload on.
     assert!(fake.times_to(removed.next_hop).iter().all(|&t| t < t1));
     let to_added = fake.times_to(added.next_hop);
-    assert!(to_added[0] - t1 <= Duration::from_millis(1000), "{:?}", to_added[0] - t1);
+    assert!(
+        to_added[0] - t1 <= Duration::from_millis(1000),
+        "{:?}",
+        to_added[0] - t1
+    );
     assert!(to_added.len() >= 4, "{}", to_added.len());
     assert_eq!(h.status("added").unwrap().state, State::Up);
     // The kept targets keep being probed, the moved one at its new address and interval.
@@ -396,9 +400,11 @@ async fn a_large_target_set_still_raises_the_systemic_alarm() {
     h.spawn_prober(fake.clone(), &crate::tasks::Tasks::new());
     // Nobody answers: every target is down after two probe intervals and a timeout.
     sleep(Duration::from_millis(2500)).await;
-    assert!(targets
-        .iter()
-        .all(|t| h.status(&t.id).unwrap().state == State::Down));
+    assert!(
+        targets
+            .iter()
+            .all(|t| h.status(&t.id).unwrap().state == State::Down)
+    );
     sleep(crate::health::handle::SYSTEMIC_GAP + Duration::from_millis(10)).await;
     assert_eq!(raised.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
