@@ -214,7 +214,6 @@ async fn start_on(
         .context("cannot bind the listen addresses")?;
     transport.set_tls_names(tls_names(&rules));
     let health = Health::new(&rules);
-    let targets = rules.targets.clone();
     // Listen addresses the file chose are fixed for the process; command-line ones make the file's moot.
     let bound_listen = opts.listen.is_empty().then(|| rules.listen.clone());
     let rules = Arc::new(ArcSwap::from_pointee(rules));
@@ -249,11 +248,6 @@ async fn start_on(
     );
     health.set_change_sink(health_changes(events.clone(), Arc::downgrade(&proxy)));
     transport.start(Arc::new(Dispatcher(proxy.clone())));
-    for t in &targets {
-        if t.transport == Proto::Udp {
-            transport.add_udp_target(t.next_hop);
-        }
-    }
     let sweeper = Arc::downgrade(&proxy);
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -8,20 +8,18 @@
 //! 1. read the file and hash its bytes (the hash identifies what is running, in `/status`);
 //! 2. parse and validate it completely beside the running rules; any error refuses it whole;
 //! 3. refuse a change of listen addresses (sockets are bound once, at start);
-//! 4. open connected UDP sockets for new UDP next hops (so their ICMP errors are attributed); swap
-//!    in the `[tls]` certificates (read and checked in step 2: a bad file refuses the reload) and
-//!    the targets' `tls_name`s;
+//! 4. swap in the `[tls]` certificates (read and checked in step 2: a bad file refuses the reload)
+//!    and the targets' `tls_name`s;
 //! 5. re-key health (surviving ids keep state, counters and the operator switch);
 //! 6. swap the snapshot in one `ArcSwap::store`. Calls in flight keep the plan they started with:
 //!    each call loaded its own `Arc<Rules>` when it began (`proxy/task.rs`).
 
-use crate::config::{Proto, Severity};
+use crate::config::Severity;
 use crate::health::Health;
 use crate::routing::{Listen, Rules};
 use crate::transport::{Transport, tls};
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -172,6 +170,7 @@ struct Inner {
     path: PathBuf,
     rules: Arc<ArcSwap<Rules>>,
     health: Health,
+    /// Where new `[tls]` certificates and `tls_name`s go.
     transport: Transport,
     /// The listen addresses the running sockets were bound from, as the file wrote them. None when
     /// the command line chose them: then the file's `listen` is not in effect and may change.
@@ -272,7 +271,7 @@ impl Reloader {
         result
     }
 
-    /// Steps 1-6 of the module doc. Called with the reload lock held.
+    /// Steps 1-5 of the module doc. Called with the reload lock held.
     fn load_and_swap(&self) -> Result<Reloaded, Refused> {
         let inner = &*self.inner;
         let read = read_rules(&inner.path);
@@ -294,18 +293,6 @@ impl Reloader {
                 )],
                 warnings,
             });
-        }
-        let old = inner.rules.load();
-        let known: HashSet<_> = old
-            .targets
-            .iter()
-            .filter(|t| t.transport == Proto::Udp)
-            .map(|t| t.next_hop)
-            .collect();
-        for t in &new.targets {
-            if t.transport == Proto::Udp && !known.contains(&t.next_hop) {
-                inner.transport.add_udp_target(t.next_hop);
-            }
         }
         // New certificates and trust for new connections; those up keep theirs until they close.
         inner.transport.set_tls_material(read.tls);
@@ -330,11 +317,22 @@ fn show(listen: &[Listen]) -> String {
     format!("[{}]", v.join(", "))
 }
 
-/// The admin endpoint's view. The reload runs on the admin connection's task: it is a small file
-/// read and parse, and the admin endpoint is never on the call path.
+/// Runs `f`, a blocking reload, from a runtime thread without stalling the tasks queued on it: on
+/// the multi-threaded runtime the thread hands its other tasks to the rest of the runtime first
+/// (`block_in_place`; reading and compiling an 18 000-target file takes hundreds of milliseconds).
+/// Elsewhere (a current-thread runtime in tests, or no runtime) it simply runs.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The admin endpoint's view. The admin route calls this on its connection's task; the reload
+/// itself runs through [`off_the_runtime`], so calls in flight are not held up behind it.
 impl crate::admin::RulesControl for Reloader {
     fn reload(&self) -> Result<serde_json::Value, serde_json::Value> {
-        match Reloader::reload(self, "admin") {
+        match off_the_runtime(|| Reloader::reload(self, "admin")) {
             Ok(r) => Ok(serde_json::json!({
                 "ok": true, "version": r.version, "hash": r.hash, "warnings": r.warnings,
             })),

@@ -62,12 +62,39 @@ pub fn first_offset(s: &HealthSettings, i: usize, n: usize) -> Duration {
 }
 
 /// What a heap entry is due for.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug)]
 enum Due {
     /// Probe host `id` if its schedule is still generation `gen` (else: removed or re-added).
     Probe { id: TargetId, generation: u64 },
     /// Fail the probe with this branch if it is still pending.
     Deadline(String),
+}
+
+/// One heap entry, ordered by due time, then by insertion: never by its content (comparing
+/// branches and ids on every tie cost a string compare per heap step, and ties are the rule:
+/// every probe sent in one wake-up has the same deadline).
+#[derive(Debug)]
+struct Timer {
+    at: Instant,
+    seq: u64,
+    due: Due,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
 }
 
 /// A scheduled host: its target (settings may change on reload) and the generation of its schedule.
@@ -78,9 +105,10 @@ struct Scheduled {
 
 /// The prober's timers: one heap of (due time, what) and the hosts by id.
 pub(super) struct Schedule {
-    heap: BinaryHeap<Reverse<(Instant, Due)>>,
+    heap: BinaryHeap<Reverse<Timer>>,
     hosts: HashMap<TargetId, Scheduled>,
     generation: u64,
+    seq: u64,
 }
 
 impl Schedule {
@@ -89,7 +117,17 @@ impl Schedule {
             heap: BinaryHeap::new(),
             hosts: HashMap::new(),
             generation: 0,
+            seq: 0,
         }
+    }
+
+    fn push(&mut self, at: Instant, due: Due) {
+        self.seq += 1;
+        self.heap.push(Reverse(Timer {
+            at,
+            seq: self.seq,
+            due,
+        }));
     }
 
     /// Makes the scheduled hosts those of `hosts`, by id (rule 4).
@@ -113,13 +151,14 @@ impl Schedule {
         for (i, t) in new.into_iter().enumerate() {
             self.generation += 1;
             let at = now + first_offset(&t.health, i, n);
-            self.heap.push(Reverse((
+            let generation = self.generation;
+            self.push(
                 at,
                 Due::Probe {
                     id: t.id.clone(),
-                    generation: self.generation,
+                    generation,
                 },
-            )));
+            );
             self.hosts.insert(
                 t.id.clone(),
                 Scheduled {
@@ -131,7 +170,7 @@ impl Schedule {
         // Drop the entries of removed hosts now when they are many, so the heap stays O(hosts).
         if self.heap.len() > 4 * self.hosts.len() + 1024 {
             let hosts = &self.hosts;
-            self.heap.retain(|Reverse((_, d))| match d {
+            self.heap.retain(|Reverse(t)| match &t.due {
                 Due::Probe { id, generation } => {
                     hosts.get(id).is_some_and(|s| s.generation == *generation)
                 }
@@ -141,7 +180,7 @@ impl Schedule {
     }
 
     fn next_due(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        self.heap.peek().map(|Reverse(t)| t.at)
     }
 
     /// Pops the next entry due at or before `now`.
@@ -149,7 +188,7 @@ impl Schedule {
         if self.next_due()? > now {
             return None;
         }
-        self.heap.pop().map(|Reverse(e)| e)
+        self.heap.pop().map(|Reverse(t)| (t.at, t.due))
     }
 }
 
@@ -179,18 +218,19 @@ impl Health {
                             sink(now.saturating_duration_since(at));
                         }
                         let (deadline, branch) = self.send_probe(&host, &*transport, now);
-                        sched.heap.push(Reverse((deadline, Due::Deadline(branch))));
+                        sched.push(deadline, Due::Deadline(branch));
                         let mut next = at + next_delay(&host.health);
                         if next <= now {
                             next = now + next_delay(&host.health);
                         }
-                        sched
-                            .heap
-                            .push(Reverse((next, Due::Probe { id, generation })));
+                        sched.push(next, Due::Probe { id, generation });
                     }
                 }
             }
-            let wake = sched.next_due().unwrap_or(now + Duration::from_secs(3600));
+            let mut wake = sched.next_due().unwrap_or(now + Duration::from_secs(3600));
+            if self.flush_systemic() {
+                wake = wake.min(now + super::handle::SYSTEMIC_GAP);
+            }
             tokio::select! {
                 _ = sleep_until(wake) => {}
                 _ = self.inner.changed.notified() => {

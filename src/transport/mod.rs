@@ -214,15 +214,6 @@ impl Transport {
         }
     }
 
-    /// Prepares a connected UDP socket toward a target so its ICMP errors are attributed to it.
-    pub fn add_udp_target(&self, addr: SocketAddr) {
-        if let (Some(u), Some(h)) = (&self.inner.udp, self.inner.handler.get())
-            && let Err(e) = u.connected(addr, h, self.inner.cfg.max_message_bytes)
-        {
-            tracing::warn!(target_addr = %addr, error = %e, "cannot open a connected UDP socket; using the shared one");
-        }
-    }
-
     /// Sends without blocking. Errors that mean "unreachable" are reported to the handler.
     pub fn send(&self, dst: Destination, data: Bytes) {
         let Some(handler) = self.inner.handler.get() else {
@@ -230,7 +221,7 @@ impl Transport {
         };
         match dst.proto {
             Proto::Udp => match &self.inner.udp {
-                Some(u) => u.send(dst.addr, data, handler),
+                Some(u) => u.send(dst.addr, data),
                 None => handler.on_unreachable(dst.proto, dst.addr),
             },
             Proto::Tcp => match &self.inner.tcp {

@@ -1,25 +1,30 @@
-//! UDP: one shared listen socket (several receive loops on it, so both cores work), plus one socket
-//! per target *connected* to it and bound to the same local address and port (SO_REUSEPORT). The
-//! kernel delivers a target's datagrams to its connected socket, and reports ICMP "port unreachable"
-//! for what we sent it as `ECONNREFUSED` on that socket: the failover contract's "transport error,
-//! fail over at once" needs exactly that, and an unconnected socket never sees it.
+//! UDP: one shared socket per listen address, with several receive loops on it (so both cores
+//! work), and its ICMP errors read from the socket's error queue (`IP_RECVERR`).
+//!
+//! The failover contract's "transport error, fail over at once" needs ICMP "port unreachable" for
+//! what we sent a target. An unconnected socket is told nothing of it by default; with
+//! `IP_RECVERR` (`IPV6_RECVERR`) the kernel queues each ICMP error with the destination of the
+//! datagram that drew it, and one task per socket reads that queue ([`error_loop`]) and reports
+//! the destination unreachable. Earlier, one socket per target was *connected* to it and bound to
+//! the listen address and port (SO_REUSEPORT): the kernel then keeps every one of those sockets
+//! in the one hash slot of that address and port and scans them all for each datagram received
+//! (for calls as well as probe replies), so the cost of every packet grew with the number of
+//! targets: 1.2 ms per datagram at 12 000 targets, measured (`testbeds/run scale`).
 
 use super::{Handler, Incoming};
 use crate::config::Proto;
 use crate::tasks::Tasks;
 use bytes::{Bytes, BytesMut};
-use dashmap::DashMap;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 pub(super) struct UdpSide {
     main: Arc<UdpSocket>,
     local: SocketAddr,
-    /// Connected sockets by target address. Created once per target, never removed (targets are few).
-    connected: DashMap<SocketAddr, Arc<UdpSocket>>,
     tasks: Tasks,
 }
 
@@ -31,11 +36,12 @@ fn reuse_socket(local: SocketAddr) -> io::Result<Socket> {
     // Bursts of thousands of calls per second: a larger receive buffer absorbs scheduling hiccups.
     let _ = s.set_recv_buffer_size(4 * 1024 * 1024);
     s.bind(&local.into())?;
+    recv_errors(&s, local)?;
     Ok(s)
 }
 
 impl UdpSide {
-    /// Binds the listen socket. SO_REUSEPORT (needed by the connected sockets) would also let a
+    /// Binds the listen socket. SO_REUSEPORT (kept from when connected sockets shared the port) would also let a
     /// second process of the same user bind the same port without error, and the kernel would then
     /// split incoming calls between the two: a second sosrouter started by mistake on 5060 would
     /// silently take half the emergency calls with rules of its own. So after binding, the listen
@@ -60,7 +66,6 @@ impl UdpSide {
             return Ok(UdpSide {
                 main: Arc::new(main),
                 local,
-                connected: DashMap::new(),
                 tasks,
             });
         }
@@ -80,77 +85,36 @@ impl UdpSide {
             .min(4);
         for _ in 0..loops {
             self.tasks
-                .spawn(recv_loop(self.main.clone(), None, handler.clone(), max));
+                .spawn(recv_loop(self.main.clone(), handler.clone(), max));
         }
+        self.tasks.spawn(error_loop(self.main.clone(), handler));
     }
 
-    /// The connected socket toward `target`, created on first use.
-    pub(super) fn connected(
-        &self,
-        target: SocketAddr,
-        handler: &Arc<dyn Handler>,
-        max: usize,
-    ) -> io::Result<Arc<UdpSocket>> {
-        if let Some(s) = self.connected.get(&target) {
-            return Ok(s.clone());
+    pub(super) fn send(&self, to: SocketAddr, data: Bytes) {
+        let mut res = self.main.try_send_to(&data, to);
+        if matches!(&res, Err(e) if is_icmp_error(e)) {
+            // The socket's pending error (an ICMP error about an earlier datagram, to any
+            // destination: the error queue tells whose) failed this send before it left; it is
+            // cleared now, so send again.
+            res = self.main.try_send_to(&data, to);
         }
-        if target.is_ipv4() != self.local.is_ipv4() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "address family differs",
-            ));
-        }
-        let s = reuse_socket(self.local)?;
-        s.connect(&target.into())?;
-        let sock = Arc::new(UdpSocket::from_std(s.into())?);
-        // Another thread may have won the race; keep theirs and drop ours.
-        let entry = self
-            .connected
-            .entry(target)
-            .or_insert_with(|| sock.clone())
-            .clone();
-        if Arc::ptr_eq(&entry, &sock) {
-            self.tasks
-                .spawn(recv_loop(sock, Some(target), handler.clone(), max));
-        }
-        Ok(entry)
-    }
-
-    pub(super) fn send(&self, to: SocketAddr, data: Bytes, handler: &Arc<dyn Handler>) {
-        let conn = self.connected.get(&to).map(|s| s.clone());
-        let res = match &conn {
-            Some(s) => s.try_send(&data),
-            None => self.main.try_send_to(&data, to),
-        };
         match res {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // The socket buffer is full: finish the send asynchronously rather than block a loop.
                 let main = self.main.clone();
                 self.tasks.spawn(async move {
-                    let r = match conn {
-                        Some(s) => s.send(&data).await,
-                        None => main.send_to(&data, to).await,
-                    };
-                    if let Err(e) = r {
+                    if let Err(e) = main.send_to(&data, to).await {
                         tracing::debug!(to = %to, error = %e, "udp send failed");
                     }
                 });
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                handler.on_unreachable(Proto::Udp, to);
             }
             Err(e) => tracing::debug!(to = %to, error = %e, "udp send failed"),
         }
     }
 }
 
-async fn recv_loop(
-    sock: Arc<UdpSocket>,
-    target: Option<SocketAddr>,
-    handler: Arc<dyn Handler>,
-    max: usize,
-) {
+async fn recv_loop(sock: Arc<UdpSocket>, handler: Arc<dyn Handler>, max: usize) {
     // One receive buffer, and each datagram copied out at its exact size. Carving datagrams out of
     // shared blocks saved that copy, but one live message (a call waits up to 64*T1 for an ACK that
     // a vanished caller never sends) then pinned a whole block: the RSS soak measured ~1.2 GB at
@@ -172,13 +136,94 @@ async fn recv_loop(
                     conn: None,
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                if let Some(t) = target {
-                    handler.on_unreachable(Proto::Udp, t);
-                }
-            }
+            // The socket's pending ICMP error; its destination comes from the error queue.
+            Err(e) if is_icmp_error(&e) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "udp receive error");
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    }
+}
+
+/// Errors an ICMP error about an earlier datagram leaves pending on the socket.
+fn is_icmp_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+/// Asks the kernel to queue ICMP errors on the socket (`IP_RECVERR` / `IPV6_RECVERR`).
+fn recv_errors(s: &Socket, local: SocketAddr) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let r = if local.is_ipv4() {
+        setsockopt(s, sockopt::Ipv4RecvErr, &true)
+    } else {
+        setsockopt(s, sockopt::Ipv6RecvErr, &true)
+    };
+    r.map_err(io::Error::from)
+}
+
+/// What one error-queue entry says: the destination it is about, when it means "nothing reached
+/// it" (port, host or network unreachable; not "message too big").
+fn unreachable_destination(errno: u32, origin: u8, dest: Option<SocketAddr>) -> Option<SocketAddr> {
+    use nix::libc;
+    let icmp = origin == libc::SO_EE_ORIGIN_ICMP || origin == libc::SO_EE_ORIGIN_ICMP6;
+    let errno = i32::try_from(errno).ok()?;
+    let unreachable = [libc::ECONNREFUSED, libc::EHOSTUNREACH, libc::ENETUNREACH].contains(&errno);
+    if icmp && unreachable { dest } else { None }
+}
+
+/// Reads one entry of the socket's error queue: Ok(None) when it was not an unreachable.
+fn read_error_queue(sock: &UdpSocket) -> io::Result<Option<SocketAddr>> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 64];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in6);
+    let msg = recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let dest = msg.address.and_then(|a| {
+        a.as_sockaddr_in()
+            .map(|v4| SocketAddr::from((v4.ip(), v4.port())))
+            .or_else(|| {
+                a.as_sockaddr_in6()
+                    .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
+            })
+    });
+    let mut found = None;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        let (errno, origin) = match c {
+            ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _) => {
+                (e.ee_errno, e.ee_origin)
+            }
+            _ => continue,
+        };
+        found = found.or(unreachable_destination(errno, origin, dest));
+    }
+    Ok(found)
+}
+
+/// Reads the socket's error queue for as long as the socket lives: each ICMP unreachable is
+/// reported for the destination of the datagram that drew it.
+async fn error_loop(sock: Arc<UdpSocket>, handler: Arc<dyn Handler>) {
+    loop {
+        match sock
+            .async_io(Interest::ERROR, || read_error_queue(&sock))
+            .await
+        {
+            Ok(Some(dest)) => handler.on_unreachable(Proto::Udp, dest),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "udp error queue read failed");
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
         }

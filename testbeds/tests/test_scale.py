@@ -1,0 +1,106 @@
+import math
+import socket
+import threading
+import tomllib
+
+from sostest import scale
+
+
+def test_rules_at_size_shape():
+    text, lay = scale.rules_toml(50, 7)
+    rules = tomllib.loads(text)
+    ids = [t["id"] for t in rules["targets"]]
+    assert len(ids) == lay.targets == 3 * 50 + 1 and len(set(ids)) == len(ids)
+    assert len(rules["routes"]) == 50
+    assert all(len(r["caller_prefixes"]) == 7 for r in rules["routes"])
+    r = rules["routes"][3]
+    assert r["chain"] == ["p3a", "b3a", "t3a"]
+    tel = {t["id"]: t for t in rules["targets"]}["t3a"]
+    assert tel["gateway"] == "gw"
+    uris = [t["uri"] for t in rules["targets"] if "uri" in t]
+    assert len(set(uris)) == len(uris) == lay.probe_hosts
+    assert len(lay.answering) == len(lay.silent) == 49
+
+
+def test_only_the_last_route_matches_the_load_caller():
+    text, _ = scale.rules_toml(20, 5)
+    routes = tomllib.loads(text)["routes"]
+    caller = "+16175550042"
+    matching = [r["id"] for r in routes if any(caller.startswith(p) for p in r["caller_prefixes"])]
+    assert matching == ["r19"]
+    every = [p for r in routes for p in r["caller_prefixes"]]
+    assert len(set(every)) == len(every)
+
+
+def test_variant_replaces_some_targets_and_keeps_the_rest():
+    a = tomllib.loads(scale.rules_toml(100, 2, 0)[0])
+    b = tomllib.loads(scale.rules_toml(100, 2, 1)[0])
+    ida = {t["id"] for t in a["targets"]}
+    idb = {t["id"] for t in b["targets"]}
+    assert len(ida - idb) == len(idb - ida) == 3 * 5
+    urib = {t.get("uri") for t in b["targets"] if t["id"] in idb - ida}
+    uria = {t.get("uri") for t in a["targets"]}
+    assert not (urib - {None}) & uria, "new targets are at new addresses"
+
+
+def test_addresses_spread_over_loopback():
+    assert scale.addr_of(0) == ("127.20.0.1", 0)
+    assert scale.addr_of(scale.PORTS_PER_ADDR) == ("127.20.0.2", 0)
+    ip, _ = scale.addr_of(scale.PORTS_PER_ADDR * 250 * 250)
+    assert ip == "127.21.0.1"
+
+
+METRICS = """# TYPE sosrouter_probe_lateness_seconds histogram
+sosrouter_probe_lateness_seconds_bucket{le="0.001"} 90
+sosrouter_probe_lateness_seconds_bucket{le="0.01"} 99
+sosrouter_probe_lateness_seconds_bucket{le="0.1"} 100
+sosrouter_probe_lateness_seconds_bucket{le="+Inf"} 100
+sosrouter_probe_lateness_seconds_sum 0.2
+sosrouter_probe_lateness_seconds_count 100
+"""
+
+
+def test_histogram_quantiles_and_deltas():
+    h = scale.histogram(METRICS, "sosrouter_probe_lateness_seconds")
+    assert h == [(0.001, 90.0), (0.01, 99.0), (0.1, 100.0), (math.inf, 100.0)]
+    assert scale.hist_quantile(h, 0.5) == 0.001
+    assert scale.hist_quantile(h, 0.99) == 0.01
+    zero = [(le, 0.0) for le, _ in h]
+    assert scale.hist_quantile(scale.hist_delta(h, h), 0.99) is None
+    assert scale.hist_delta(h, zero) == h
+
+
+def test_reply_copies_the_dialog_headers():
+    req = (b"OPTIONS sip:127.20.0.1:17100 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:17060;branch=z9hG4bK-x\r\n"
+           b"From: <sip:a@b>;tag=1\r\nTo: <sip:127.20.0.1:17100>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n"
+           b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    rep = scale.sip_reply(req).decode()
+    assert rep.startswith("SIP/2.0 200 OK\r\n")
+    assert "Via: SIP/2.0/UDP 127.0.0.1:17060;branch=z9hG4bK-x" in rep and "Call-ID: c1" in rep
+    assert "To: <sip:127.20.0.1:17100>;tag=scale" in rep and "Max-Forwards" not in rep
+    assert scale.sip_reply(b"SIP/2.0 200 OK\r\n\r\n") is None
+
+
+def test_responder_answers_from_the_address_asked():
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    t = threading.Thread(target=scale.respond, args=([port], [], 3.0), daemon=True)
+    t.start()
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.bind(("127.0.0.1", 0))
+    c.settimeout(0.2)
+    req = (b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1\r\nFrom: <sip:a>;tag=1\r\nTo: <sip:x>\r\n"
+           b"Call-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n")
+    got = None
+    for _ in range(20):   # until the responder has bound its socket (bounded)
+        c.sendto(req, ("127.20.0.9", port))
+        try:
+            got = c.recvfrom(2000)
+            break
+        except (TimeoutError, socket.timeout):
+            continue
+    assert got is not None
+    assert got[1] == ("127.20.0.9", port)
+    assert got[0].startswith(b"SIP/2.0 200 OK")
