@@ -212,6 +212,10 @@ async fn start_on(
     health.set_change_sink(health_events(events.clone()));
     start_test_calls(&rules, &health, &tasks);
     health.set_probe_lateness(Arc::new(|d| metrics::PROBE_LATENESS.observe(d)));
+    tasks.spawn_lateness_ticker(
+        metrics::RUNTIME_TICK,
+        Arc::new(|d| metrics::RUNTIME_LATENESS.observe(d)),
+    );
     if let Some(url) = &opts.webhook {
         tasks.spawn(events.start_webhook(url).map_err(|e| anyhow!(e))?);
     }

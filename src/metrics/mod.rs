@@ -25,6 +25,13 @@ pub use scrape::{CallFigures, render};
 /// How late each health probe went out against its schedule (recorded by `health`'s prober,
 /// one process-wide prober, hence a static; written with the other metrics).
 pub static PROBE_LATENESS: Histogram = Histogram::new();
+
+/// How late the runtime lateness ticker (`tasks::Tasks::spawn_lateness_ticker`, every
+/// [`RUNTIME_TICK`]) woke: a blocked or overloaded runtime thread shows up here. One per process.
+pub static RUNTIME_LATENESS: Histogram = Histogram::new();
+
+/// The lateness ticker's interval.
+pub const RUNTIME_TICK: Duration = Duration::from_millis(10);
 pub use text::{CONTENT_TYPE, Exposition};
 
 use dashmap::DashMap;
@@ -288,6 +295,12 @@ impl Metrics {
             "How late each health probe was sent against its schedule.",
         );
         PROBE_LATENESS.render(e, "sosrouter_probe_lateness_seconds");
+        e.family(
+            "sosrouter_runtime_lateness_seconds",
+            "histogram",
+            "How late a task sleeping 10 ms at a time woke (a stalled runtime thread shows here).",
+        );
+        RUNTIME_LATENESS.render(e, "sosrouter_runtime_lateness_seconds");
         e.family(
             "sosrouter_reloads_total",
             "counter",
