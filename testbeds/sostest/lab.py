@@ -33,7 +33,7 @@ AP_PORTS = {"primary": AP_PORT_BASE, "backup": AP_PORT_BASE + 1, "gateway": AP_P
 
 def rtp_port(port: int) -> int:
     """The RTP echo port of the answering point on SIP `port` (the default ports keep their old ones)."""
-    return 30000 + (port % 1000) * 8 if port < 10000 else 20000 + port
+    return 30000 + (port % 1000) * 8 if port < 10000 else 40000 + (port % 2000) * 8
 
 
 def moved_ports(text: str, proxy_port: int, ap_ip: str) -> str:

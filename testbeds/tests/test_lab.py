@@ -101,4 +101,4 @@ def test_moved_ports_rewrite_the_rules_and_dispatcher_list(monkeypatch):
     assert lab.moved_ports(rules, 16060, "127.0.0.1") == \
         'listen = ["udp:127.0.0.1:16060", "tcp:127.0.0.1:16060"]\nuri = "sip:127.0.0.1:16072"\n'
     assert lab.moved_ports("1 sip:127.0.0.1:5073 0 10\n", 16060, "127.0.0.1") == "1 sip:127.0.0.1:16073 0 10\n"
-    assert lab.rtp_port(5071) == 30568 and lab.rtp_port(16071) == 36071
+    assert lab.rtp_port(5071) == 30568 and lab.rtp_port(16071) == 40568
