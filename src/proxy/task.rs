@@ -42,7 +42,8 @@ const STALL_GRACE_MAX: std::time::Duration = std::time::Duration::from_millis(50
 /// grew into a storm of failovers, 14 866 attempt timeouts against an answering target in one 20 s
 /// step). Such a timer is held back once, as long again as it was late (at most
 /// [`STALL_GRACE_MAX`]), while the call keeps listening; returns that new deadline. `None`: act
-/// now (on time, or this wake was already held back once).
+/// now (on time, or this wake was already held back once). The shell applies it only while the
+/// call is routing (no final sent yet).
 fn stall_grace(
     due: tokio::time::Instant,
     fired: tokio::time::Instant,
@@ -210,7 +211,9 @@ async fn run(
             }
             _ = tokio::time::sleep_until(sleep_to) => {
                 let fired = tokio::time::Instant::now();
-                match stall_grace(due, fired, grace.map(|g| g.0)) {
+                // Only while the call is routing: its attempt timers are what blame a target.
+                let routing = matches!(call.state(), CallState::Routing);
+                match stall_grace(due, fired, grace.map(|g| g.0)).filter(|_| routing) {
                     Some(until) => {
                         grace = Some((due, until));
                         continue;
