@@ -33,7 +33,7 @@
 //! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure);
 //!   also home of [`config::Proto`], the transport protocol every layer names.
 //! - `tasks`       — [`tasks::Tasks`]: the one task tracker and cancellation token every background
-//!   task runs on.
+//!   task runs on; the runtime lateness ticker.
 //! - `app`         — wiring: creates and owns the event bus, the metrics registry and the tasks,
 //!   builds every part from the rules and runs them; graceful shutdown drains calls, then cancels
 //!   and joins every task. The only module that knows them all. `app::reload` swaps in a new rules

@@ -3,12 +3,19 @@
 //! applier, call tasks, the webhook, the admin server, the rules watcher); nothing is spawned
 //! detached. Shutdown cancels the one token and joins every task through the one tracker.
 //!
+//! [`Tasks::spawn_lateness_ticker`] measures the runtime itself: a task that sleeps a short fixed
+//! interval and reports how late it woke. A runtime thread blocked (a sync call, a long lock, a
+//! burst of work in one task) shows up there as lateness, whatever the blocked thread was doing.
+//!
 //! Imports nothing of the crate.
 
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Where the lateness ticker's measurements go (the wiring points it at a histogram).
+pub type LatenessSink = std::sync::Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// A tracker and a cancellation token. Cheap to clone; every clone spawns onto the same tracker.
 #[derive(Debug, Clone, Default)]
@@ -85,6 +92,18 @@ impl Tasks {
             .is_ok()
     }
 
+    /// Spawns the runtime lateness ticker: sleeps until `every` after its last wake, then hands
+    /// `sink` how late it woke against that deadline (zero when on time). Runs until shutdown.
+    pub fn spawn_lateness_ticker(&self, every: Duration, sink: LatenessSink) {
+        self.spawn(async move {
+            loop {
+                let due = tokio::time::Instant::now() + every;
+                tokio::time::sleep_until(due).await;
+                sink(tokio::time::Instant::now().saturating_duration_since(due));
+            }
+        });
+    }
+
     /// True once [`Tasks::cancel_and_join`] has run and every task has ended.
     pub fn is_joined(&self) -> bool {
         self.tracker.is_closed() && self.tracker.is_empty()
@@ -115,6 +134,35 @@ mod tests {
         );
         tasks.spawn(async { unreachable!("spawned after cancellation: never polled") });
         tokio::task::yield_now().await;
+        assert!(tasks.cancel_and_join(Duration::from_secs(1)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lateness_ticker_reports_each_wake_and_how_late_it_was() {
+        use std::sync::{Arc, Mutex};
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let tasks = Tasks::new();
+        let s = seen.clone();
+        tasks.spawn_lateness_ticker(
+            Duration::from_millis(10),
+            Arc::new(move |d| s.lock().unwrap().push(d)),
+        );
+        // Paused time: each wake is exactly on time.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let n = seen.lock().unwrap().len();
+        assert!((4..=5).contains(&n), "one report per 10 ms, got {n}");
+        assert!(seen.lock().unwrap().iter().all(|d| d.is_zero()));
+        // A runtime thread blocked for 300 ms: the ticker's next wake is reported that late.
+        tokio::time::advance(Duration::from_millis(300)).await;
+        tokio::task::yield_now().await;
+        let last = *seen.lock().unwrap().last().unwrap();
+        let due_before = Duration::from_millis(10);
+        assert!(
+            last >= Duration::from_millis(300) - due_before && last <= Duration::from_millis(300),
+            "lateness {last:?} after a 300 ms jump"
+        );
         assert!(tasks.cancel_and_join(Duration::from_secs(1)).await);
     }
 

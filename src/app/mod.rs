@@ -227,6 +227,10 @@ async fn start_on(
     health.start_applier(&tasks);
     start_test_calls(&rules, &health, &tasks);
     health.set_probe_lateness(Arc::new(|d| metrics::PROBE_LATENESS.observe(d)));
+    tasks.spawn_lateness_ticker(
+        metrics::RUNTIME_TICK,
+        Arc::new(|d| metrics::RUNTIME_LATENESS.observe(d)),
+    );
     if let Some(url) = &opts.webhook {
         let hook = crate::events::WebhookOptions {
             url: url.clone(),

@@ -46,6 +46,13 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// one process-wide prober, hence a static; registered with the other metrics).
 pub static PROBE_LATENESS: LazyLock<Histogram> = LazyLock::new(Histogram::new);
 
+/// How late the runtime lateness ticker (`tasks::Tasks::spawn_lateness_ticker`, every
+/// [`RUNTIME_TICK`]) woke: a blocked or overloaded runtime thread shows up here. One per process.
+pub static RUNTIME_LATENESS: LazyLock<Histogram> = LazyLock::new(Histogram::new);
+
+/// The lateness ticker's interval.
+pub const RUNTIME_TICK: Duration = Duration::from_millis(10);
+
 use dashmap::DashMap;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -278,6 +285,12 @@ impl Metrics {
             "sosrouter_probe_lateness_seconds",
             "How late each health probe was sent against its schedule.",
             PROBE_LATENESS.metric(),
+        );
+        register(
+            &mut reg,
+            "sosrouter_runtime_lateness_seconds",
+            "How late the runtime's 10 ms ticker woke: a stalled or starved runtime shows up here.",
+            RUNTIME_LATENESS.metric(),
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
         register(

@@ -31,6 +31,33 @@ pub enum CallEvent {
     Ack,
 }
 
+/// A call's timer that fires later than this behind its deadline says the runtime itself is behind.
+const STALL_SLACK: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The longest a late timer is held back for the receive side to catch up.
+const STALL_GRACE_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A call timer due at `due` fired at `fired`. When it fired more than [`STALL_SLACK`] late, the
+/// receive loops (tasks of the same runtime) are likely as far behind: a target's response that
+/// arrived before `due` may still sit unread in a socket, and acting now would blame the target for
+/// the proxy's own stall (fail over, send one more INVITE, mark it suspect: under load, each stall
+/// grew into a storm of failovers, 14 866 attempt timeouts against an answering target in one 20 s
+/// step). Such a timer is held back once, as long again as it was late (at most
+/// [`STALL_GRACE_MAX`]), while the call keeps listening; returns that new deadline. `None`: act
+/// now (on time, or this wake was already held back once). The shell applies it only while the
+/// call is routing (no final sent yet).
+fn stall_grace(
+    due: tokio::time::Instant,
+    fired: tokio::time::Instant,
+    graced: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    let late = fired.saturating_duration_since(due);
+    if late <= STALL_SLACK || graced == Some(due) {
+        return None;
+    }
+    Some(fired + late.min(STALL_GRACE_MAX))
+}
+
 fn now() -> std::time::Instant {
     // tokio's clock, so tests with paused time drive the state machine too.
     tokio::time::Instant::now().into_std()
@@ -151,6 +178,8 @@ async fn run(
     ctx.execute(&mut out, &invite);
     ctx.count_outcome(call.state());
     let mut resend = None;
+    // The wake held back for a stall (see `stall_grace`) and until when.
+    let mut grace: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
     loop {
         if call.is_finished(now()) {
             break;
@@ -162,7 +191,11 @@ async fn run(
             break;
         }
         let wake = call.next_wake();
-        let sleep_to = tokio::time::Instant::from_std(wake.unwrap_or_else(|| now() + TIMEOUT_64T1));
+        let due = tokio::time::Instant::from_std(wake.unwrap_or_else(|| now() + TIMEOUT_64T1));
+        let sleep_to = match grace {
+            Some((held, until)) if held == due => until,
+            _ => due,
+        };
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
@@ -179,7 +212,18 @@ async fn run(
                     CallEvent::Ack => call.on_caller_ack(),
                 }
             }
-            _ = tokio::time::sleep_until(sleep_to) => call.on_timer(now(), &mut out),
+            _ = tokio::time::sleep_until(sleep_to) => {
+                let fired = tokio::time::Instant::now();
+                // Only while the call is routing: its attempt timers are what blame a target.
+                let routing = matches!(call.state(), CallState::Routing);
+                match stall_grace(due, fired, grace.map(|g| g.0)).filter(|_| routing) {
+                    Some(until) => {
+                        grace = Some((due, until));
+                        continue;
+                    }
+                    None => call.on_timer(now(), &mut out),
+                }
+            }
         }
         ctx.execute(&mut out, &invite);
         ctx.count_outcome(call.state());
@@ -316,5 +360,44 @@ impl Ctx {
         let call_id = String::from_utf8_lossy(invite.call_id());
         let ev = crate::events::Event::undelivered(&self.route, &call_id, &reason);
         self.proxy.events.publish(ev);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_on_time_acts_at_once() {
+        let due = Instant::now();
+        assert_eq!(stall_grace(due, due, None), None);
+        assert_eq!(stall_grace(due, due + STALL_SLACK, None), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_timer_is_held_back_once_as_long_as_it_was_late() {
+        let due = Instant::now();
+        let fired = due + Duration::from_millis(80);
+        let until = stall_grace(due, fired, None).expect("80 ms late: held back");
+        assert_eq!(until, fired + Duration::from_millis(80));
+        assert_eq!(
+            stall_grace(due, until + Duration::from_millis(300), Some(due)),
+            None,
+            "the same wake is never held back twice"
+        );
+        let other = due + Duration::from_millis(10);
+        assert!(
+            stall_grace(other, other + Duration::from_millis(50), Some(due)).is_some(),
+            "a different wake may be held back"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hold_back_is_bounded() {
+        let due = Instant::now();
+        let fired = due + Duration::from_secs(5);
+        assert_eq!(stall_grace(due, fired, None), Some(fired + STALL_GRACE_MAX));
     }
 }

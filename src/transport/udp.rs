@@ -28,6 +28,13 @@ pub(super) struct UdpSide {
     tasks: Tasks,
 }
 
+/// Receive loops per socket: one per core (at most 4), so every runtime thread can read.
+fn loops() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4)
+}
+
 fn reuse_socket(local: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
@@ -80,10 +87,7 @@ impl UdpSide {
     }
 
     pub(super) fn start(&self, handler: Arc<dyn Handler>, max: usize) {
-        let loops = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .min(4);
-        for _ in 0..loops {
+        for _ in 0..loops() {
             self.tasks
                 .spawn(recv_loop(self.main.clone(), handler.clone(), max));
         }
@@ -293,5 +297,40 @@ mod tests {
             let other = UdpSide::bind("127.0.0.1:0".parse().unwrap(), Tasks::new()).unwrap();
             assert_ne!(other.local_addr().port(), first.local_addr().port());
         }
+    }
+
+    struct Count(std::sync::atomic::AtomicUsize, tokio::sync::Notify);
+    impl Handler for Count {
+        fn on_message(&self, m: Incoming) {
+            assert_eq!(m.data.len(), 100, "each datagram copied at its exact size");
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.1.notify_one();
+        }
+        fn on_unreachable(&self, _: Proto, _: SocketAddr) {}
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_targets_datagrams_all_arrive_on_its_connected_socket_read_by_several_loops() {
+        let side = UdpSide::bind("127.0.0.1:0".parse().unwrap(), Tasks::new()).unwrap();
+        let count = Arc::new(Count(Default::default(), Default::default()));
+        let h: Arc<dyn Handler> = count.clone();
+        side.start(h.clone(), 1500);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        side.connected(peer.local_addr().unwrap(), &h, 1500)
+            .unwrap();
+        let big = vec![b'x'; 2000];
+        peer.send_to(&big, side.local_addr()).unwrap(); // over the limit: dropped, not delivered
+        for _ in 0..500 {
+            peer.send_to(&[b'a'; 100], side.local_addr()).unwrap();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while count.0.load(std::sync::atomic::Ordering::SeqCst) < 500 {
+                count.1.notified().await;
+            }
+        })
+        .await
+        .expect("all 500 datagrams handled");
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 500);
+        assert_eq!(side.connected.len(), 1);
     }
 }

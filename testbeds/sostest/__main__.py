@@ -76,8 +76,9 @@ Options (each also settable as the environment variable in brackets):
                                 (installed with apt-get when missing), e.g. PEER=kamailio testbeds/run drill primary-hung
 Other knobs (environment only): RULES SOSROUTER SOSROUTER_ARGS PROXY_WARMUP_S RING_MS CALL_TIMEOUT_MS
   KAMAILIO_CFG KAMAILIO_LIST KAMAILIO_DEFINES KAMAILIO_MEM_MB OUT_DIR
-  DELAY_MS RATES STEP_S BISECT_STEPS MAX_FAIL_PCT MAX_RETRANS_PCT FLAP_COUNT FLAP_DOWN_S AP_IP CALLER_IP
+  DELAY_MS RATES STEP_S BISECT_STEPS MAX_FAIL_PCT MAX_RETRANS_PCT MAX_P99_MS FLAP_COUNT FLAP_DOWN_S AP_IP CALLER_IP
   AP_TRANSPORT (u1 or t1: how answering points listen; default u1, or the caller's with --direct)
+  AP_PORT_BASE (answering points on BASE..BASE+2 instead of 5071-5073; rules and dispatcher list rewritten)
   statewide: REGIONS CALLING_S FAULT_AT_S FAULT_S HOLD_S STATEWIDE_DOMAIN_LIST STATEWIDE_PROXY_PORT STATEWIDE_PSAP_BASE
   SOSTEST_PYTHON (the python3 that runs this package; default /usr/bin/python3)
 

@@ -24,7 +24,24 @@ ROOT = os.path.dirname(HERE)
 SCEN = os.path.join(HERE, "scenarios")
 DRILLS = "primary-killed primary-hung both-psaps-down primary-failing-calls primary-flapping".split()
 EXTRA_DRILLS = "primary-silent primary-ringing primary-blackhole reload".split()
-AP_PORTS = {"primary": 5071, "backup": 5072, "gateway": 5073}
+# AP_PORT_BASE moves the three answering points (primary, backup, gateway on BASE, BASE+1, BASE+2) off the
+# default 5071-5073, so two testbeds can share a machine; the rules file and Kamailio's dispatcher list are then
+# rewritten into the run's directory with those ports and the proxy's.
+AP_PORT_BASE = int(os.environ.get("AP_PORT_BASE") or 5071)
+AP_PORTS = {"primary": AP_PORT_BASE, "backup": AP_PORT_BASE + 1, "gateway": AP_PORT_BASE + 2}
+
+
+def rtp_port(port: int) -> int:
+    """The RTP echo port of the answering point on SIP `port` (the default ports keep their old ones)."""
+    return 30000 + (port % 1000) * 8 if port < 10000 else 40000 + (port % 2000) * 8
+
+
+def moved_ports(text: str, proxy_port: int, ap_ip: str) -> str:
+    """Rules or dispatcher-list text with the default ports (proxy 5060, answering points 5071-5073) replaced
+    by this run's."""
+    for i, p in enumerate(AP_PORTS.values()):
+        text = text.replace(f"127.0.0.1:{5071 + i}", f"{ap_ip}:{p}")
+    return text.replace(":5060\"", f":{proxy_port}\"")
 
 
 class Fail(Exception):
@@ -72,6 +89,7 @@ class Config:
     bisect_steps: int = field(default_factory=lambda: int(env("BISECT_STEPS", "3") or 3))
     max_fail_pct: str = field(default_factory=lambda: env("MAX_FAIL_PCT", "0.1"))
     max_retrans_pct: str = field(default_factory=lambda: env("MAX_RETRANS_PCT", "1"))
+    max_p99_ms: str = field(default_factory=lambda: env("MAX_P99_MS", "0"))   # 0: no setup p99 criterion
     flap_count: int = field(default_factory=lambda: int(env("FLAP_COUNT", "3") or 3))
     flap_down_s: float = field(default_factory=lambda: float(env("FLAP_DOWN_S", "2") or 2))
     uris: str = field(default_factory=lambda: env("URIS"))
@@ -93,7 +111,7 @@ class Config:
         if not port.isdigit():
             raise Fail(f"bad --proxy '{self.proxy}' (want [udp:|tcp:]host:port)")
         self.proxy_port = int(port)
-        self.target = f"{self.ap_ip}:5071" if self.direct else f"{self.proxy_host}:{self.proxy_port}"
+        self.target = f"{self.ap_ip}:{AP_PORTS['primary']}" if self.direct else f"{self.proxy_host}:{self.proxy_port}"
         self.sipp_t = "t1" if self.transport == "tcp" else "u1"
         self.ap_t = self.ap_transport or (self.sipp_t if self.direct else "u1")
 
@@ -242,6 +260,13 @@ class Run:
         c = self.cfg
         if c.direct or not c.start_proxy:
             return
+        if AP_PORT_BASE != 5071 or c.proxy_port != 5060:
+            for attr, name in (("rules", "rules.toml"), ("kamailio_list", "dispatcher.list")):
+                src, dst = getattr(c, attr), os.path.join(self.out, name)
+                if os.path.isfile(src) and src != dst:
+                    with open(src) as f, open(dst, "w") as g:
+                        g.write(moved_ports(f.read(), c.proxy_port, c.ap_ip))
+                    setattr(c, attr, dst)
         if c.peer == "kamailio":
             need_kamailio()
             if not (os.path.isfile(c.kamailio_cfg) and os.path.isfile(c.kamailio_list)):
@@ -348,7 +373,7 @@ class Run:
         argv = ["sipp", "-sf", os.path.join(SCEN, scen), "-i", c.ap_ip, "-p", str(port), "-t", c.ap_t,
                 "-buff_size", c.sipp_buff, "-d", c.ring_ms, "-m", "10000000",
                 # Echo RTP (RFC 6849 style loopback) so sosrouter's test calls find the media path good.
-                "-rtp_echo", "-mp", str(30000 + (port % 1000) * 8), "-timeout", f"{int(secs)}s", "-nostdin",
+                "-rtp_echo", "-mp", str(rtp_port(port)), "-timeout", f"{int(secs)}s", "-nostdin",
                 "-recv_timeout", "40000", "-trace_logs", "-log_file", "ap.log", "-trace_stat", "-stf", "stat.csv",
                 "-fd", "1", "-trace_err", "-error_file", "errors.log", "-trace_screen", "-screen_file", "screen.log"]
         self.register_ap(name, self.g.start(f"ap-{name}", argv, os.path.join(d, "stdout.txt"), secs + 10, cwd=d), d)
@@ -383,14 +408,14 @@ class Run:
             pass
 
     def start_all_aps(self, secs: float, prim: str = "psap.xml"):
-        self.start_ap("primary", 5071, prim, secs)
-        self.start_ap("backup", 5072, "psap.xml", secs)
-        self.start_ap("gateway", 5073, "psap.xml", secs)
+        self.start_ap("primary", AP_PORTS["primary"], prim, secs)
+        self.start_ap("backup", AP_PORTS["backup"], "psap.xml", secs)
+        self.start_ap("gateway", AP_PORTS["gateway"], "psap.xml", secs)
         time.sleep(0.3)
         for n in ("primary", "backup", "gateway"):
             if not self.aps[n].alive():
                 raise Fail(f"answering point {n} exited at start; see {self.rel(self.ap_dir[n])}")
-        say("answering points up: primary :5071, backup :5072, gateway :5073")
+        say("answering points up: " + ", ".join(f"{n} :{p}" for n, p in AP_PORTS.items()))
 
     def victim(self, who: str) -> str:
         """In --direct mode faults go to the backup (and the gateway), unless DIRECT_FAULTS=primary."""
@@ -401,7 +426,7 @@ class Run:
     # ------------------------------------------------------------ caller
     def make_calls_csv(self, path: str, n: int):
         c = self.cfg
-        host = f"{c.ap_ip}:5071" if c.direct else f"{c.proxy_host}:{c.proxy_port}"
+        host = f"{c.ap_ip}:{AP_PORTS['primary']}" if c.direct else f"{c.proxy_host}:{c.proxy_port}"
         uris = c.uris or "alt"
         with open(path, "w") as f:
             f.write("SEQUENTIAL\n")
@@ -500,7 +525,8 @@ def one_drill(r: Run, name: str) -> int:
     dur = calls // rate
     third = dur // 3
     v, v2 = r.victim("primary"), r.victim("backup")
-    if name == "reload":  # the drill edits a copy of the rules, never the shipped file
+    if name == "reload" and cfg.rules != os.path.join(r.out, "rules.toml"):
+        # the drill edits a copy of the rules, never the shipped file
         shutil.copy(cfg.rules, os.path.join(r.out, "rules.toml"))
         cfg.rules = os.path.join(r.out, "rules.toml")
     r.start_all_aps(dur + 90)
@@ -558,11 +584,75 @@ def cmd_drill(cfg: Config, name: str) -> int:
         r.close()
 
 
+def scrape_histogram(admin: str, name: str) -> dict:
+    """{upper bound: cumulative count} of histogram `name` on sosrouter's GET /metrics; {} when unreachable."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=2) as resp:
+            text = resp.read().decode(errors="replace")
+    except OSError:
+        return {}
+    out = {}
+    for m in re.finditer(rf'^{name}_bucket{{le="([^"]+)"}} (\d+)', text, re.M):
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def udp_counters() -> dict:
+    """The kernel's UDP counters (/proc/net/snmp, IPv4 and IPv6 summed): machine-wide, so another testbed on
+    the machine adds to them."""
+    out: dict = {}
+    for path, prefix in (("/proc/net/snmp", "Udp:"), ("/proc/net/snmp6", "Udp6")):
+        try:
+            lines = open(path).read().splitlines()
+        except OSError:
+            continue
+        if prefix == "Udp:":
+            rows = [ln.split()[1:] for ln in lines if ln.startswith("Udp:")]
+            if len(rows) >= 2:
+                for k, v in zip(rows[0], rows[1]):
+                    out[k] = out.get(k, 0) + int(v)
+        else:
+            for ln in lines:
+                k, _, v = ln.partition(" ")
+                if k.startswith("Udp6"):
+                    k = k[4:]
+                    out[k] = out.get(k, 0) + int(v.strip() or 0)
+    return out
+
+
+def socket_drops(ports) -> dict:
+    """{local port: dropped datagrams} summed over the UDP sockets bound to each port (`ss -uamn`, skmem d)."""
+    try:
+        text = subprocess.run(["ss", "-uamnH"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    out = {p: 0 for p in ports}
+    port = None
+    for ln in text.splitlines():
+        f = ln.split()
+        if len(f) >= 4 and ":" in f[3]:
+            try:
+                port = int(f[3].rsplit(":", 1)[1])
+            except ValueError:
+                port = None
+        m = re.search(r"skmem:\([^)]*\bd(\d+)", ln)
+        if m and port in out:
+            out[port] += int(m.group(1))
+    return out
+
+
 def throughput_step(r: Run, d: str, rate: int):
     """One stair; CPU sampled over the call-creation phase only (0.5 s after the caller starts to 0.5 s
-    before it has created its last call), so the tail of slow calls does not dilute it."""
+    before it has created its last call), so the tail of slow calls does not dilute it. Around the whole step:
+    sosrouter's runtime lateness histogram, the kernel's UDP drop counters and the proxy's and answering
+    points' socket drops (stall.json)."""
     cfg = r.cfg
     calls = int(rate * cfg.step_s)
+    ports = [cfg.proxy_port, *AP_PORTS.values()]
+    sos = cfg.peer == "sosrouter" and cfg.start_proxy and not cfg.direct
+    late0 = scrape_histogram(cfg.admin_addr, "sosrouter_runtime_lateness_seconds") if sos else {}
+    udp0, drops0 = udp_counters(), socket_drops(ports)
     caller = r.start_caller(d, rate, calls, int(cfg.hold_ms or 0), nolog=True)
     nap(0.5)
     cp = next((p for p in descendants(caller.pid) if comm(p) == "sipp"), None)
@@ -580,7 +670,15 @@ def throughput_step(r: Run, d: str, rate: int):
                 f"proxy_ticks={c1[0] - c0[0]}\nproxy_running={1 if r.proxy_pid else 0}\n"
                 f"caller_ticks={c1[1] - c0[1]}\ncaller_found={1 if cp and c1[1] > 0 else 0}\n"
                 f"proxy_pss_kb={pss}\nap_ticks={c1[2] - c0[2]}\n")
-    r.report("step", d, rate, cfg.max_fail_pct, cfg.max_retrans_pct)
+    late1 = scrape_histogram(cfg.admin_addr, "sosrouter_runtime_lateness_seconds") if sos else {}
+    udp1, drops1 = udp_counters(), socket_drops(ports)
+    import json
+    with open(os.path.join(d, "stall.json"), "w") as f:
+        json.dump({"runtime_lateness_buckets": {k: v - late0.get(k, 0) for k, v in late1.items()},
+                   "udp": {k: udp1[k] - udp0.get(k, 0) for k in udp1
+                           if k in ("InDatagrams", "RcvbufErrors", "SndbufErrors", "InErrors")},
+                   "socket_drops": {str(p): drops1.get(p, 0) - drops0.get(p, 0) for p in ports}}, f, indent=1)
+    r.report("step", d, rate, cfg.max_fail_pct, cfg.max_retrans_pct, cfg.max_p99_ms)
 
 
 def step_ok(d: str) -> bool:

@@ -3,7 +3,7 @@
 
     report.py smoke OUT SIPP_EXIT_CODE
     report.py drill OUT NAME SIPP_EXIT_CODE
-    report.py step STEPDIR RATE MAX_FAIL_PCT MAX_RETRANS_PCT
+    report.py step STEPDIR RATE MAX_FAIL_PCT MAX_RETRANS_PCT [MAX_P99_MS]
     report.py throughput OUT
     report.py compare OUT            (OUT/sosrouter and OUT/kamailio are two throughput outputs)
     report.py profile OUT SIPP_EXIT_CODE
@@ -333,7 +333,40 @@ def cmd_drill(out, name, rc):
 
 
 # ------------------------------------------------------------------ throughput
-def cmd_step(d, rate, max_fail, max_retrans):
+def bucket_quantiles(buckets):
+    """(p50, p99, max) in ms from a histogram's cumulative bucket counts {le: count}, each the upper bound of
+    its bucket (max: of the highest bucket holding anything; inf beyond the last bound); Nones when empty."""
+    pts = sorted(((float(k), v) for k, v in buckets.items()), key=lambda kv: kv[0])
+    total = pts[-1][1] if pts else 0
+    if total <= 0:
+        return None, None, None
+
+    def q(p):
+        return next(le for le, c in pts if c >= p / 100.0 * total) * 1000.0
+
+    prev, top = 0, None
+    for le, c in pts:
+        if c > prev:
+            top = le
+        prev = c
+    return q(50), q(99), top * 1000.0
+
+
+def stall_figures(d):
+    """Runtime lateness p50/p99/max (ms, bucket bounds) and UDP drops of one step, from its stall.json."""
+    st = load_result(os.path.join(d, "stall.json")) or {}
+    p50, p99, mx = bucket_quantiles(st.get("runtime_lateness_buckets") or {})
+    udp = st.get("udp") or {}
+    return {"lateness_ms_p50": p50, "lateness_ms_p99": p99, "lateness_ms_max": mx,
+            "udp_rcvbuf_errors": udp.get("RcvbufErrors"),
+            "socket_drops": st.get("socket_drops")}
+
+
+def fmt_late(v):
+    return "-" if v is None else ("inf" if math.isinf(v) else f"<={v:g}")
+
+
+def cmd_step(d, rate, max_fail, max_retrans, max_p99="0"):
     rate = int(rate)
     st = sipp_stat(os.path.join(d, "stat.csv"))
     cpu = read_env(os.path.join(d, "cpu.env"))
@@ -370,8 +403,11 @@ def cmd_step(d, rate, max_fail, max_retrans):
         "cpu_answering_points_pct": 100.0 * int(cpu.get("ap_ticks", 0)) / tck / wall,
         "proxy_pss_kb": int(cpu["proxy_pss_kb"]) if cpu.get("proxy_pss_kb", "0") not in ("", "0") else None,
         "sipp_exit_code": int(cpu.get("exit_code", -1)),
+        **stall_figures(d),
     }
     reasons = []
+    if float(max_p99) > 0 and (res["setup_ms_p99"] is None or res["setup_ms_p99"] > float(max_p99)):
+        reasons.append(f"setup p99 {fmt(res['setup_ms_p99'])} ms > {max_p99} ms")
     if res["fail_pct"] > float(max_fail):
         reasons.append(f"failed {res['fail_pct']:.2f}% > {max_fail}%")
     if res["retrans_pct"] > float(max_retrans):
@@ -393,7 +429,9 @@ def cmd_step(d, rate, max_fail, max_retrans):
     print(f"  -> {rate}/s: achieved {fmt(achieved)}/s, failed {failed_all}, retrans {retrans}, "
           f"setup p50/p99 {fmt(res['setup_ms_p50'])}/{fmt(res['setup_ms_p99'])} ms, "
           f"cpu proxy {fmt(res['cpu_proxy_pct'])}% caller {fmt(res['cpu_caller_sipp_pct'])}% "
-          f"APs {fmt(res['cpu_answering_points_pct'])}%: {res['verdict']}"
+          f"APs {fmt(res['cpu_answering_points_pct'])}%, runtime lateness p50/p99/max "
+          f"{fmt_late(res['lateness_ms_p50'])}/{fmt_late(res['lateness_ms_p99'])}/{fmt_late(res['lateness_ms_max'])} ms, "
+          f"udp rcvbuf drops {fmt(res['udp_rcvbuf_errors'])}: {res['verdict']}"
           + (f" [{res['limit']}]" if res["limit"] else ""), file=sys.stderr)
 
 
@@ -412,14 +450,18 @@ def cmd_throughput(out):
              f"{s['fail_pct']:.2f}", f"{s['retrans_pct']:.2f}",
              fmt(s["setup_ms_p50"]), fmt(s["setup_ms_p99"]),
              fmt(s["cpu_proxy_pct"]), fmt(s["cpu_caller_sipp_pct"]), fmt(s["cpu_answering_points_pct"]),
+             "/".join(fmt_late(s.get(k)) for k in ("lateness_ms_p50", "lateness_ms_p99", "lateness_ms_max")),
+             fmt(s.get("udp_rcvbuf_errors")),
              s["verdict"] + (f" [{s['limit']}]" if s["limit"] else "")) for s in steps]
     mode = "direct (no proxy)" if meta.get("direct") == "1" else "proxy"
     text = (f"throughput ({mode}, {meta.get('transport')} to {meta.get('target')}, {meta.get('host_cpus')} CPUs shared "
             f"by proxy and SIPp)\n"
             + table(["#", "offered/s", "achieved/s", "failed", "fail%", "retrans%", "p50 ms", "p99 ms",
-                     "proxy%", "caller%", "APs%", "verdict"], rows)
+                     "proxy%", "caller%", "APs%", "rt late p50/p99/max ms", "rcvbuf drops", "verdict"], rows)
             + f"\n\nhighest good rate: {fmt(best)} calls/s"
-            + "\n(CPU in % of one core; setup = INVITE sent to 200 received, at the caller, 1 ms resolution)")
+            + "\n(CPU in % of one core; setup = INVITE sent to 200 received, at the caller, 1 ms resolution;"
+            + "\n rt late = sosrouter's sosrouter_runtime_lateness_seconds over the step, as bucket bounds;"
+            + "\n rcvbuf drops = the kernel's UDP RcvbufErrors over the step, machine-wide)")
     emit(out, text, {"mode": mode, "target": meta.get("target"), "transport": meta.get("transport"),
                      "highest_good_rate": best, "steps": steps})
 

@@ -93,3 +93,12 @@ def test_cli_help_and_unknown():
         assert name in out.stdout
     bad = subprocess.run([sys.executable, "-m", "sostest", "nonsense"], capture_output=True, text=True, env=env, timeout=30)
     assert bad.returncode == 1 and "unknown command" in bad.stderr
+
+
+def test_moved_ports_rewrite_the_rules_and_dispatcher_list(monkeypatch):
+    monkeypatch.setattr(lab, "AP_PORTS", {"primary": 16071, "backup": 16072, "gateway": 16073})
+    rules = 'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]\nuri = "sip:127.0.0.1:5072"\n'
+    assert lab.moved_ports(rules, 16060, "127.0.0.1") == \
+        'listen = ["udp:127.0.0.1:16060", "tcp:127.0.0.1:16060"]\nuri = "sip:127.0.0.1:16072"\n'
+    assert lab.moved_ports("1 sip:127.0.0.1:5073 0 10\n", 16060, "127.0.0.1") == "1 sip:127.0.0.1:16073 0 10\n"
+    assert lab.rtp_port(5071) == 30568 and lab.rtp_port(16071) == 40568

@@ -88,3 +88,28 @@ def test_throughput_step(run_dir):
     s = json.load(open(os.path.join(d, "step.json")))
     assert s["calls_failed"] == 0 and s["cpu_proxy_pct"] == pytest.approx(50.0)
     assert s["ok"] is True, s["verdict"]
+
+
+def test_lateness_quantiles_from_cumulative_buckets():
+    b = {"0.001": 90, "0.0025": 98, "0.005": 99, "0.01": 99, "0.25": 100, "+Inf": 100}
+    p50, p99, mx = report.bucket_quantiles(b)
+    assert (p50, p99, mx) == (1.0, 5.0, 250.0)
+    assert report.bucket_quantiles({}) == (None, None, None)
+    assert report.bucket_quantiles({"0.001": 0, "+Inf": 1})[2] == float("inf")
+
+
+def test_a_step_fails_on_setup_p99_when_asked(tmp_path):
+    d = tmp_path / "step"
+    d.mkdir()
+    # 100 answered calls, one every 10 ms, setup 1 ms but the last two 30 ms: p99 = 30 ms.
+    (d / "caller_rtt.csv").write_text("".join(f"{i * 10 + 100};{30 if i >= 98 else 1};setup\n" for i in range(100)))
+    (d / "stat.csv").write_text("OutgoingCall(C);SuccessfulCall(C);FailedCall(C);Retransmissions(C)\n100;100;0;0\n")
+    (d / "info").write_text("calls=100\n")
+    (d / "stall.json").write_text(json.dumps({"runtime_lateness_buckets": {"0.001": 5, "+Inf": 5},
+                                              "udp": {"RcvbufErrors": 7}, "socket_drops": {}}))
+    report.cmd_step(str(d), 100, "0.1", "1", "0")
+    s = json.loads((d / "step.json").read_text())
+    assert (s["ok"], s["setup_ms_p99"], s["lateness_ms_p50"], s["udp_rcvbuf_errors"]) == (True, 30.0, 1.0, 7)
+    report.cmd_step(str(d), 100, "0.1", "1", "20")
+    s = json.loads((d / "step.json").read_text())
+    assert not s["ok"] and "setup p99 30 ms > 20 ms" in s["verdict"]
