@@ -359,6 +359,30 @@ impl Health {
         }
     }
 
+    /// Another node reports `id` down or suspect (cluster health hints). It only raises doubt
+    /// here: an up target turns suspect and this node's own test call is asked for; a target in any
+    /// other state is left as it is, and nothing here ever takes a target down (the paths from two
+    /// sites differ). True when the target turned suspect. Called by the cluster task, never by a call.
+    pub fn peer_suspect(&self, id: &str) -> bool {
+        let up = self
+            .inner
+            .entries
+            .get(id)
+            .is_some_and(|e| e.machine.state() == State::Up);
+        if !up {
+            return false;
+        }
+        // No reason of its own in `state` (kept untouched): a peer's report is outside evidence,
+        // as a failure domain's is, so it enters suspect the same way and asks for the test call.
+        let turned = self
+            .apply(id, Event::Suspect(SuspectWhy::Domain))
+            .is_some_and(|t| t.to == State::Suspect);
+        if turned {
+            self.request_test(id, TestWhy::Suspect(SuspectWhy::Domain));
+        }
+        turned
+    }
+
     /// Every observation lands here, on the applier task (or in place without one).
     pub(super) fn apply_observation(&self, id: &str, obs: Observation) {
         let s = self.inner.suspicion.load();
