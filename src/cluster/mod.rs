@@ -324,6 +324,9 @@ impl Node {
             let broke = self
                 .session(&mut revision, &mut reachable, &mut health_changes)
                 .await;
+            if self.view().connected {
+                backoff = Duration::from_millis(200);
+            }
             match broke {
                 Broken::Unreachable(e) => {
                     if reachable {
