@@ -420,7 +420,12 @@ pub async fn start_cluster(opts: &RunOptions) -> anyhow::Result<Running> {
     let boot = cluster::boot(&settings, ETCD_BOOT_WAIT)
         .await
         .map_err(|e| anyhow!(e))?;
-    let source = |v: u64| format!("etcd:{}", cluster::keys::Keys::new(&settings.prefix).version(v));
+    let source = |v: u64| {
+        format!(
+            "etcd:{}",
+            cluster::keys::Keys::new(&settings.prefix).version(v)
+        )
+    };
     let mut read = reload::parse_text(&boot.text, &source(boot.version));
     let mut boot = boot;
     if let (Err(refused), "etcd") = (&read.result, boot.from) {

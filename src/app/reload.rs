@@ -268,7 +268,11 @@ impl Reloader {
         self.finish(result, trigger)
     }
 
-    fn finish(&self, result: Result<Reloaded, Refused>, trigger: &str) -> Result<Reloaded, Refused> {
+    fn finish(
+        &self,
+        result: Result<Reloaded, Refused>,
+        trigger: &str,
+    ) -> Result<Reloaded, Refused> {
         let mut status = lock(&self.inner.status);
         self.inner.metrics.reload(result.is_ok());
         let detail = match &result {

@@ -453,7 +453,8 @@ mod tests {
             parse_watch_line(del),
             Some(WatchMsg::Events { revision: 5, events }) if events == vec![WatchEvent::Delete("/a/y".into())]
         ));
-        let compacted = br#"{"result":{"header":{"revision":"9"},"canceled":true,"compact_revision":"7"}}"#;
+        let compacted =
+            br#"{"result":{"header":{"revision":"9"},"canceled":true,"compact_revision":"7"}}"#;
         assert_eq!(parse_watch_line(compacted), Some(WatchMsg::Compacted(7)));
         assert_eq!(parse_watch_line(b"not json"), None);
     }

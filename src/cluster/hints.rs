@@ -113,8 +113,7 @@ impl Merge {
             self.bad.insert(key.clone(), episode);
             still_bad.push(key);
         }
-        self.bad
-            .retain(|k, _| k.0 != node || still_bad.contains(k));
+        self.bad.retain(|k, _| k.0 != node || still_bad.contains(k));
         self.last.insert(node, snap);
         news
     }
@@ -170,7 +169,10 @@ mod tests {
             "the same snapshot again is no news"
         );
         // Up, then down again: a new episode.
-        assert!(m.update("a", snap("b", vec![hint("p1", "up", 20)])).is_empty());
+        assert!(
+            m.update("a", snap("b", vec![hint("p1", "up", 20)]))
+                .is_empty()
+        );
         assert_eq!(
             m.update("a", snap("b", vec![hint("p1", "suspect", 30)]))
                 .len(),
@@ -186,16 +188,28 @@ mod tests {
     #[test]
     fn recovering_and_up_are_never_news_and_my_own_hints_are_ignored() {
         let mut m = Merge::default();
-        assert!(m.update("a", snap("b", vec![hint("p1", "recovering", 1)])).is_empty());
-        assert!(m.update("a", snap("a", vec![hint("p1", "down", 1)])).is_empty());
+        assert!(
+            m.update("a", snap("b", vec![hint("p1", "recovering", 1)]))
+                .is_empty()
+        );
+        assert!(
+            m.update("a", snap("a", vec![hint("p1", "down", 1)]))
+                .is_empty()
+        );
         assert!(m.reported_bad().is_empty());
     }
 
     #[test]
     fn two_peers_reporting_one_target_are_two_pieces_of_news() {
         let mut m = Merge::default();
-        assert_eq!(m.update("a", snap("b", vec![hint("p1", "down", 1)])).len(), 1);
-        assert_eq!(m.update("a", snap("c", vec![hint("p1", "down", 1)])).len(), 1);
+        assert_eq!(
+            m.update("a", snap("b", vec![hint("p1", "down", 1)])).len(),
+            1
+        );
+        assert_eq!(
+            m.update("a", snap("c", vec![hint("p1", "down", 1)])).len(),
+            1
+        );
         assert_eq!(m.reported_bad().len(), 2);
     }
 
@@ -207,7 +221,10 @@ mod tests {
         assert!(m.reported_bad().is_empty());
         assert_eq!(m.peers().count(), 0);
         // Its next life reports the same episode: news again (this node forgot it).
-        assert_eq!(m.update("a", snap("b", vec![hint("p1", "down", 1)])).len(), 1);
+        assert_eq!(
+            m.update("a", snap("b", vec![hint("p1", "down", 1)])).len(),
+            1
+        );
     }
 
     #[test]

@@ -157,7 +157,10 @@ pub async fn boot(s: &Settings, wait: Duration) -> Result<Boot, String> {
             ));
         }
         Ok(Err(e)) => e,
-        Err(_) => format!("etcd {} did not answer within {wait:?}", s.endpoints.join(",")),
+        Err(_) => format!(
+            "etcd {} did not answer within {wait:?}",
+            s.endpoints.join(",")
+        ),
     };
     match cache::load(&s.cache) {
         Ok(Some(c)) => Ok(Boot {
@@ -232,8 +235,9 @@ impl Cluster {
 enum Broken {
     /// Every endpoint failed a request: etcd unreachable from here.
     Unreachable(EtcdError),
-    /// The watch stream ended or moved endpoint: reconnect at once, resume from the revision.
-    Watch(String),
+    /// The watch stream ended (`rotate`: try the next endpoint), or the client already moved to
+    /// another endpoint: reconnect at once, resume from the revision.
+    Watch { why: String, rotate: bool },
     /// The watch's start revision was compacted: read everything again.
     Compacted,
 }
@@ -349,9 +353,11 @@ impl Node {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
-                Broken::Watch(why) => {
+                Broken::Watch { why, rotate } => {
                     warn!(%why, "etcd watch broken; reconnecting");
-                    self.client.rotate();
+                    if rotate {
+                        self.client.rotate();
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Broken::Compacted => {
@@ -406,7 +412,9 @@ impl Node {
             *reachable = true;
             self.events.publish(cluster_event(
                 "etcd-reachable",
-                format!("etcd reachable again at {endpoint}; watch resumed after revision {revision}"),
+                format!(
+                    "etcd reachable again at {endpoint}; watch resumed after revision {revision}"
+                ),
             ));
         }
         let keepalive_every = (self.s.lease_ttl / 3).max(Duration::from_millis(500));
@@ -417,7 +425,8 @@ impl Node {
         let mut check = tokio::time::interval(Duration::from_secs(1));
         let mut publish_at: Option<tokio::time::Instant> = None;
         loop {
-            let due = publish_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let due = publish_at
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 m = watch.next() => match m {
                     Ok(WatchMsg::Events { revision: rev, events }) => {
@@ -432,8 +441,8 @@ impl Node {
                     }
                     Ok(WatchMsg::Created) => {}
                     Ok(WatchMsg::Compacted(_)) => return Broken::Compacted,
-                    Ok(WatchMsg::Cancelled(why)) => return Broken::Watch(why),
-                    Err(e) => return Broken::Watch(e.to_string()),
+                    Ok(WatchMsg::Cancelled(why)) => return Broken::Watch { why, rotate: false },
+                    Err(e) => return Broken::Watch { why: e.to_string(), rotate: true },
                 },
                 _ = keep.tick() => {
                     match self.client.keepalive(self.lease).await {
@@ -441,12 +450,12 @@ impl Node {
                         Ok(_) => {
                             warn!(lease = self.lease, "etcd lease expired; taking a new one");
                             self.lease = 0;
-                            return Broken::Watch("lease expired".into());
+                            return Broken::Watch { why: "lease expired".into(), rotate: false };
                         }
                         Err(e) => return e.into(),
                     }
                     if self.client.endpoint() != endpoint {
-                        return Broken::Watch(format!("endpoint {endpoint} failed"));
+                        return Broken::Watch { why: format!("endpoint {endpoint} failed"), rotate: false };
                     }
                 }
                 _ = snap.tick() => {
@@ -688,7 +697,10 @@ impl Node {
                 if !e.1 && now.duration_since(e.0) >= grace {
                     e.1 = true;
                     let why = match st.refused {
-                        Some(r) => format!(" (it refused version {r}: {})", st.refused_errors.join("; ")),
+                        Some(r) => format!(
+                            " (it refused version {r}: {})",
+                            st.refused_errors.join("; ")
+                        ),
                         None => String::new(),
                     };
                     out.push(cluster_event(

@@ -745,3 +745,30 @@ mod short_call_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+
+    /// Cluster hints: a peer's "down" or "suspect" makes an up target suspect here and asks for
+    /// this node's own test call, once; repeating it never takes the target down.
+    #[test]
+    fn a_peers_report_makes_an_up_target_suspect_and_tested_never_down() {
+        let h = Health::from_targets(&[Target::for_test("p", 5071)]);
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let a = asked.clone();
+        h.set_test_calls(
+            Arc::new(move |id: &str, _| a.lock().unwrap().push(id.to_string())),
+            true,
+        );
+        assert!(h.peer_suspect("p"));
+        assert_eq!(h.status("p").unwrap().state, State::Suspect);
+        assert_eq!(*asked.lock().unwrap(), vec!["p".to_string()]);
+        for _ in 0..10 {
+            assert!(!h.peer_suspect("p"), "already suspect: nothing more");
+        }
+        assert_eq!(h.status("p").unwrap().state, State::Suspect);
+        assert_eq!(asked.lock().unwrap().len(), 1, "one test call asked");
+        assert!(!h.peer_suspect("unknown"));
+    }
+}

@@ -21,3 +21,4 @@ mod route;
 mod telemetry;
 mod testcall_sipp;
 mod torture;
+mod two_sites;
