@@ -469,6 +469,8 @@ pub async fn start_cluster(opts: &RunOptions) -> anyhow::Result<Running> {
         }
     } else {
         let why = boot.etcd_error.clone().unwrap_or_default();
+        tracing::warn!(event = "started-from-cache", version = boot.version,
+            cache = %settings.cache.display(), %why, "etcd unreachable at start: running the cached rules");
         running.events.publish(crate::events::Event::cluster(
             "started-from-cache",
             &format!(

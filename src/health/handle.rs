@@ -754,7 +754,7 @@ mod peer_tests {
     /// this node's own test call, once; repeating it never takes the target down.
     #[test]
     fn a_peers_report_makes_an_up_target_suspect_and_tested_never_down() {
-        let h = Health::from_targets(&[Target::for_test("p", 5071)]);
+        let h = Health::from_targets(&[Arc::new(Target::for_test("p", 5071))]);
         let asked: Arc<Mutex<Vec<String>>> = Arc::default();
         let a = asked.clone();
         h.set_test_calls(

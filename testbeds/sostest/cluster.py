@@ -338,6 +338,13 @@ class Drill:
                 "a_suspect_after_blackhole_ms": (a_since - t0 * 1000) if a_since else None,
                 "b_test_call_logged": tested, "ok": bool(got_b and lag is not None and lag < 1000 and tested)}
 
+    def _log_has(self, nid: str, text: str) -> bool:
+        try:
+            with open(os.path.join(self.out, f"node-{nid}.log"), errors="replace") as f:
+                return any(text in line for line in f)
+        except OSError:
+            return False
+
     def _tested(self, nid: str, target: str) -> bool:
         try:
             with open(os.path.join(self.out, f"node-{nid}.log"), errors="replace") as f:
@@ -351,12 +358,14 @@ class Drill:
         have_cache = os.path.exists(cache_a)
         p = self.start_node("c", cache=cache_a, wait=False)
         started = procs.wait_until(lambda: self.status("c") is not None, 15)
-        from_cache = "started-from-cache" in " ".join(self.events("c"))
+        from_cache = procs.wait_until(lambda: self._log_has("c", 'from="cache"'), 5)
+        c_version = self.running_version("c")
         self.g.stop(p)
         empty = os.path.join(self.out, "none.cache.json")
         r = subprocess.run([self.bin, "run", "--etcd", ENDPOINTS, "--node-id", "d", "--listen", "udp:127.0.0.1:18304",
                             "--admin", "off", "--rules-cache", empty], capture_output=True, text=True, timeout=30)
-        return {"cache_file_present": have_cache, "with_cache_started": started, "started_from_cache_event": from_cache,
+        return {"cache_file_present": have_cache, "with_cache_started": started, "started_from_cache": from_cache,
+                "c_running_version": c_version,
                 "without_cache_exit": r.returncode, "without_cache_error": r.stderr.strip().splitlines()[-1:] ,
                 "ok": started and from_cache and r.returncode != 0}
 
