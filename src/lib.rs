@@ -34,6 +34,10 @@
 //!   also home of [`config::Proto`], the transport protocol every layer names.
 //! - `tasks`       — [`tasks::Tasks`]: the one task tracker and cancellation token every background
 //!   task runs on; the runtime lateness ticker.
+//! - `cluster`     — active/active nodes through etcd (its JSON gateway, on a background task,
+//!   never on the call path): numbered rules versions moved by compare-and-swap (`rules push`,
+//!   `history`, `rollback`), each node's running version, health hints under a lease; a peer's
+//!   doubt makes a target suspect here (and asks for a test call), never down.
 //! - `app`         — wiring: creates and owns the event bus, the metrics registry and the tasks,
 //!   builds every part from the rules and runs them; graceful shutdown drains calls, then cancels
 //!   and joins every task. The only module that knows them all. `app::reload` swaps in a new rules
@@ -51,7 +55,9 @@
 //! - `testcall` uses `config`, `routing`, `sip` and `transaction`;
 //! - `metrics` reads `health`, `events` and `routing` at scrape time; never `proxy` (the proxy
 //!   hands in its `CallFigures`);
-//! - `proxy` uses every module but `admin`, `app` and `testcall`; `admin` uses `events`, `health`, `metrics`
+//! - `cluster` uses `events`, `health` and `tasks`; it swaps rules through its `RulesSink`, which
+//!   the wiring implements (it never imports `routing` or `app`);
+//! - `proxy` uses every module but `admin`, `app`, `cluster` and `testcall`; `admin` uses `events`, `health`, `metrics`
 //!   and `tasks`, never `proxy`;
 //! - only `app` (and `main`) import `app`.
 //!
@@ -60,6 +66,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod health;

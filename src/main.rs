@@ -27,9 +27,27 @@ enum LogFormat {
 enum Cmd {
     /// Run the proxy in the foreground until SIGINT or SIGTERM.
     Run {
-        /// The routing rules file (TOML).
+        /// The routing rules file (TOML). Not with --etcd: the rules come from etcd then.
+        #[arg(long, required_unless_present_any = ["etcd", "cluster"], conflicts_with_all = ["etcd", "cluster"])]
+        rules: Option<PathBuf>,
+        /// Cluster mode: etcd client URLs (`http://host:port`, comma-separated). The node runs
+        /// etcd's current rules version, publishes its version and health hints, and follows pushes.
+        #[arg(long, value_delimiter = ',')]
+        etcd: Vec<String>,
+        /// This node's name in the cluster (1-64 of A-Z a-z 0-9 . _ -). Required with --etcd.
         #[arg(long)]
-        rules: PathBuf,
+        node_id: Option<String>,
+        /// A TOML file with a `[cluster]` section (etcd, node_id, prefix, cache, lease_ttl_s);
+        /// the command-line flags override its keys.
+        #[arg(long)]
+        cluster: Option<PathBuf>,
+        /// Cluster mode: the local cache of the last rules run (used when etcd is down at start).
+        /// Default: sosrouter-rules-NODE.cache.json.
+        #[arg(long)]
+        rules_cache: Option<PathBuf>,
+        /// Cluster mode: the etcd key prefix. Default /sosrouter.
+        #[arg(long)]
+        etcd_prefix: Option<String>,
         /// Listen address, `udp:IP:PORT`, `tcp:IP:PORT` or `tls:IP:PORT`; repeatable. Default: the rules file's.
         #[arg(long)]
         listen: Vec<String>,
@@ -62,6 +80,11 @@ enum Cmd {
         /// system's roots).
         #[arg(long)]
         webhook_ca: Option<PathBuf>,
+    },
+    /// Rules versions in etcd (cluster mode): push, history, rollback.
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCmd,
     },
     /// Validate rules files without running: exit 0 when all are valid, 1 otherwise.
     Check {
@@ -104,6 +127,38 @@ enum Cmd {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct EtcdArgs {
+    /// etcd client URLs, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    etcd: Vec<String>,
+    /// The etcd key prefix.
+    #[arg(long, default_value = sosrouter::cluster::keys::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Validate FILE as `check` does, store it as the next numbered version and make it current
+    /// (compare-and-swap: exit 3, nothing changed, when another push won at the same time).
+    Push {
+        file: PathBuf,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+    /// Every stored version, oldest first; `*` marks the current one.
+    History {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+    /// Make an existing VERSION current again (compare-and-swap, as push).
+    Rollback {
+        version: u64,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
 }
 
@@ -157,8 +212,14 @@ fn main() -> ExitCode {
             };
             route(&rules, &args, json)
         }
+        Cmd::Rules { cmd } => rules_cmd(cmd),
         Cmd::Run {
             rules,
+            etcd,
+            node_id,
+            cluster,
+            rules_cache,
+            etcd_prefix,
             listen,
             undelivered,
             admin,
@@ -187,8 +248,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let cluster = match cluster_settings(etcd, node_id, cluster, rules_cache, etcd_prefix) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let opts = app::RunOptions {
-                rules_path: rules,
+                rules_path: rules.unwrap_or_default(),
+                cluster,
                 listen,
                 undelivered_path: Some(undelivered),
                 admin,
@@ -261,6 +330,176 @@ fn route(rules: &std::path::Path, args: &app::route::RouteArgs, json: bool) -> E
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// The cluster settings from the flags and the `[cluster]` section of `--cluster FILE` (flags win).
+fn cluster_settings(
+    etcd: Vec<String>,
+    node_id: Option<String>,
+    file: Option<PathBuf>,
+    cache: Option<PathBuf>,
+    prefix: Option<String>,
+) -> Result<Option<sosrouter::cluster::Settings>, String> {
+    use sosrouter::cluster;
+    let section = match &file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| format!("--cluster {}: {e}", f.display()))?;
+            cluster::parse_section(&text).map_err(|e| format!("--cluster {}: {e}", f.display()))?
+        }
+        None if etcd.is_empty() => return Ok(None),
+        None => cluster::Section::default(),
+    };
+    let endpoints = if etcd.is_empty() {
+        section.etcd.clone().unwrap_or_default()
+    } else {
+        etcd
+    };
+    if endpoints.is_empty() {
+        return Err("cluster mode needs etcd URLs (--etcd or `etcd = [...]` in [cluster])".into());
+    }
+    let Some(id) = node_id.or(section.node_id.clone()) else {
+        return Err("cluster mode needs --node-id (or `node_id` in [cluster])".into());
+    };
+    if !cluster::keys::valid_node_id(&id) {
+        return Err(format!(
+            "node id `{id}`: 1-64 characters of A-Z a-z 0-9 . _ -"
+        ));
+    }
+    let mut s = cluster::Settings::new(endpoints, id);
+    if let Some(p) = prefix.or(section.prefix) {
+        s.prefix = p;
+    }
+    if let Some(c) = cache.or(section.cache) {
+        s.cache = c;
+    }
+    if let Some(t) = section.lease_ttl_s {
+        s.lease_ttl = std::time::Duration::from_secs(t.clamp(2, 300));
+    }
+    Ok(Some(s))
+}
+
+/// `sosrouter rules push|history|rollback`: 0 done, 1 refused or etcd error, 3 lost a race.
+fn rules_cmd(cmd: RulesCmd) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(rules_async(cmd))
+}
+
+async fn rules_async(cmd: RulesCmd) -> ExitCode {
+    use sosrouter::cluster::{etcd::Client, keys::Keys, keys::Version, versions};
+    let connect = |a: &EtcdArgs| Client::new(&a.etcd).map(|c| (c, Keys::new(&a.etcd_prefix)));
+    let told = |o: versions::Outcome, what: &str| match o {
+        versions::Outcome::Done { from, to } => {
+            let from = from.map_or("none".to_string(), |f| f.to_string());
+            println!("{what}: current {from} -> {to}");
+            ExitCode::SUCCESS
+        }
+        versions::Outcome::Lost { seen, now } => {
+            let show = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
+            eprintln!(
+                "{what} NOT applied: another operator moved current from {} to {} at the same time; nothing was changed. Review version {} (`sosrouter rules history`) and push again.",
+                show(seen),
+                show(now),
+                show(now)
+            );
+            ExitCode::from(3)
+        }
+    };
+    match cmd {
+        RulesCmd::Push { file, etcd } => {
+            let (ok, report) = sosrouter::routing::check_files(std::slice::from_ref(&file));
+            print!("{report}");
+            if !ok {
+                eprintln!("push refused: {} does not pass `check`", file.display());
+                return ExitCode::from(1);
+            }
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    return ExitCode::from(1);
+                }
+            };
+            let (client, keys) = match connect(&etcd) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            let record = Version {
+                version: 0,
+                hash: app::reload::content_hash(text.as_bytes()),
+                text,
+                pushed_unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                by: format!("{user}@{}", host.trim()),
+                source: file.display().to_string(),
+            };
+            let hash = record.hash.clone();
+            match versions::push(&client, &keys, record).await {
+                Ok(o) => told(o, &format!("pushed {} ({hash})", file.display())),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        RulesCmd::Rollback { version, etcd } => {
+            let (client, keys) = match connect(&etcd) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match versions::rollback(&client, &keys, version).await {
+                Ok(o) => told(o, &format!("rollback to version {version}")),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        RulesCmd::History { etcd } => {
+            let (client, keys) = match connect(&etcd) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match versions::history(&client, &keys).await {
+                Ok((cur, versions)) => {
+                    for v in versions {
+                        let mark = if Some(v.version) == cur { "*" } else { " " };
+                        let when = sosrouter::events::rfc3339_utc(v.pushed_unix_ms);
+                        println!(
+                            "{mark} {:>4}  {}  {}  {}  {}",
+                            v.version, v.hash, when, v.by, v.source
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct RunOptions {
     /// With a token: do reads (`/status`, `/events`, `/metrics`) need it too? None: yes (the
     /// default: they carry callers' numbers and locations). Ignored without a token.
     pub admin_token_for_reads: Option<bool>,
+    /// Cluster mode (`--etcd`, `--node-id`): rules from etcd, hints shared; `rules_path` unused.
+    pub cluster: Option<crate::cluster::Settings>,
 }
 
 /// A running proxy: its parts, for the binary and for tests.
@@ -496,10 +498,115 @@ async fn start_admin(
     Ok(bound)
 }
 
+/// The reloader as the cluster's rules sink: an etcd version is validated and swapped in exactly
+/// as a reloaded file is.
+struct EtcdRules(Reloader);
+
+impl crate::cluster::RulesSink for EtcdRules {
+    fn apply(&self, version: u64, text: &str, source: &str) -> Result<String, Vec<String>> {
+        self.0
+            .apply_text(version, text, source, "etcd")
+            .map(|r| r.hash)
+            .map_err(|e| e.errors)
+    }
+}
+
+/// How long a node waits for etcd at start before it falls back to its rules cache.
+pub const ETCD_BOOT_WAIT: Duration = Duration::from_secs(3);
+
+/// Cluster mode: starts on etcd's current rules (or the local cache when etcd does not answer),
+/// then follows etcd on a background task. Refuses to start when neither gives loadable rules.
+pub async fn start_cluster(opts: &RunOptions) -> anyhow::Result<Running> {
+    use crate::cluster::{self, cache};
+    let Some(settings) = opts.cluster.clone() else {
+        return Err(anyhow!("start_cluster without cluster settings"));
+    };
+    let boot = cluster::boot(&settings, ETCD_BOOT_WAIT)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let source = |v: u64| {
+        format!(
+            "etcd:{}",
+            cluster::keys::Keys::new(&settings.prefix).version(v)
+        )
+    };
+    let mut read = reload::parse_text(&boot.text, &source(boot.version));
+    let mut boot = boot;
+    if let (Err(refused), "etcd") = (&read.result, boot.from) {
+        // A node never runs what it cannot load: its cache, if it has one, else refuse.
+        let errors = refused.errors.join("\n");
+        match cache::load(&settings.cache) {
+            Ok(Some(c)) => {
+                tracing::error!(version = boot.version, %errors,
+                    "the current rules version in etcd does not load here; starting on the cached version");
+                read = reload::parse_text(&c.text, &source(c.version));
+                boot.version = c.version;
+                boot.from = "cache";
+            }
+            _ => {
+                return Err(anyhow!(
+                    "cannot start: rules version {} from etcd does not load here, and there is no usable rules cache:\n{errors}",
+                    boot.version
+                ));
+            }
+        }
+    }
+    let (rules, warnings) = read.result.map_err(|r| anyhow!(r))?;
+    for w in warnings {
+        tracing::warn!(reason = %w, "rules warning");
+    }
+    let mut o = opts.clone();
+    o.rules_path = settings.cache.clone();
+    o.watch_rules = None;
+    let hash = read.hash.clone().unwrap_or_default();
+    let running = start_hashed(rules, read.hash, &o).await?;
+    running.reloader.set_version(boot.version);
+    if boot.from == "etcd" {
+        let c = cache::Cached {
+            version: boot.version,
+            hash: hash.clone(),
+            text: boot.text.clone(),
+            saved_unix_ms: 0,
+        };
+        if let Err(e) = cache::save(&settings.cache, &c) {
+            tracing::warn!(cache = %settings.cache.display(), error = %e, "cannot write the rules cache");
+        }
+    } else {
+        let why = boot.etcd_error.clone().unwrap_or_default();
+        tracing::warn!(event = "started-from-cache", version = boot.version,
+            cache = %settings.cache.display(), %why, "etcd unreachable at start: running the cached rules");
+        running.events.publish(crate::events::Event::cluster(
+            "started-from-cache",
+            &format!(
+                "started on cached rules version {} ({}): {why}",
+                boot.version,
+                settings.cache.display()
+            ),
+        ));
+    }
+    tracing::info!(node = %settings.node_id, version = boot.version, from = boot.from, %hash,
+        "cluster node started");
+    let handle = cluster::spawn(
+        settings,
+        (boot.version, hash),
+        Arc::new(EtcdRules(running.reloader.clone())),
+        running.health.clone(),
+        running.events.clone(),
+        &running.tasks,
+    )
+    .map_err(|e| anyhow!(e))?;
+    running.reloader.set_cluster(handle);
+    Ok(running)
+}
+
 /// `sosrouter run`: starts, serves until SIGINT or SIGTERM, drains (at most [`DRAIN_LIMIT`]),
 /// then stops and joins every task (at most [`STOP_LIMIT`] more).
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let running = start_from_file(&opts).await?;
+    let running = if opts.cluster.is_some() {
+        start_cluster(&opts).await?
+    } else {
+        start_from_file(&opts).await?
+    };
     reload_on_sighup(running.reloader.clone(), &running.tasks)
         .context("cannot install the SIGHUP handler")?;
     wait_for_signal().await?;

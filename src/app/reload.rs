@@ -105,14 +105,19 @@ pub fn read_rules(path: &Path) -> Read {
             };
         }
     };
+    parse_text(&text, &source)
+}
+
+/// Parses and validates rules text as `check` does (`source` names it in messages).
+pub fn parse_text(text: &str, source: &str) -> Read {
     let listen_line = text
         .lines()
         .position(|l| l.trim_start().starts_with("listen"))
         .map_or(1, |i| i + 1);
     let mut tls = None;
-    let result = match Rules::parse(&text, &source) {
+    let result = match Rules::parse(text, source) {
         // Certificate files are part of the rules: a bad one refuses the file like a bad key.
-        Ok((rules, mut warnings)) => match rules.tls.as_deref().map(|s| tls::load(s, &source)) {
+        Ok((rules, mut warnings)) => match rules.tls.as_deref().map(|s| tls::load(s, source)) {
             None => Ok((rules, lines(&warnings, Severity::Warning))),
             Some(Ok((material, tls_warnings))) => {
                 tls = Some(material);
@@ -185,6 +190,9 @@ struct Inner {
     /// Every reload is counted and published as an alert event.
     metrics: Arc<crate::metrics::Metrics>,
     events: crate::events::Bus,
+    /// Set in cluster mode: the rules come from etcd, `/status` shows the cluster, and file
+    /// reloads (SIGHUP, `/reload`) are refused.
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
 }
 
 impl Reloader {
@@ -216,8 +224,20 @@ impl Reloader {
                 last_tried: Mutex::new(hash),
                 metrics: telemetry.0,
                 events: telemetry.1,
+                cluster: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Cluster mode: rules come from etcd through [`Reloader::apply_text`]; `/status` gains the
+    /// cluster object.
+    pub fn set_cluster(&self, c: crate::cluster::Cluster) -> bool {
+        self.inner.cluster.set(c).is_ok()
+    }
+
+    /// Sets the version `/status` shows (cluster mode: the etcd version started on).
+    pub fn set_version(&self, version: u64) {
+        lock(&self.inner.status).version = version;
     }
 
     pub fn path(&self) -> &Path {
@@ -236,8 +256,41 @@ impl Reloader {
     /// Reloads the rules file; `trigger` names who asked ("sighup", "file change", "admin") for
     /// the log. Blocking (reads a file): call it from `spawn_blocking` or a short sync handler.
     pub fn reload(&self, trigger: &str) -> Result<Reloaded, Refused> {
+        if self.inner.cluster.get().is_some() {
+            return Err(Refused {
+                errors: vec![format!(
+                    "reload ({trigger}) refused: this node runs its rules from etcd; change them \
+                     with `sosrouter rules push FILE --etcd URL` (or `rules rollback VERSION`)"
+                )],
+                warnings: Vec::new(),
+            });
+        }
         let _one_at_a_time = lock(&self.inner.reload);
-        let result = self.load_and_swap();
+        let read = read_rules(&self.inner.path);
+        *lock(&self.inner.last_tried) = read.hash.clone();
+        let result = self.swap(read, None);
+        self.finish(result, trigger)
+    }
+
+    /// Validates `text` (etcd version `version`) as `check` does and swaps it in; the same
+    /// steps, events and counters as a file reload. Blocking (parses): a blocking thread.
+    pub fn apply_text(
+        &self,
+        version: u64,
+        text: &str,
+        source: &str,
+        trigger: &str,
+    ) -> Result<Reloaded, Refused> {
+        let _one_at_a_time = lock(&self.inner.reload);
+        let result = self.swap(parse_text(text, source), Some(version));
+        self.finish(result, trigger)
+    }
+
+    fn finish(
+        &self,
+        result: Result<Reloaded, Refused>,
+        trigger: &str,
+    ) -> Result<Reloaded, Refused> {
         let mut status = lock(&self.inner.status);
         self.inner.metrics.reload(result.is_ok());
         let detail = match &result {
@@ -249,6 +302,7 @@ impl Reloader {
         match &result {
             Ok(r) => {
                 status.version = r.version;
+                status.source = self.inner.rules.load().source.clone();
                 status.hash = Some(r.hash.clone());
                 status.loaded_unix_ms = unix_ms();
                 status.last_reload_error = None;
@@ -271,11 +325,10 @@ impl Reloader {
         result
     }
 
-    /// Steps 1-5 of the module doc. Called with the reload lock held.
-    fn load_and_swap(&self) -> Result<Reloaded, Refused> {
+    /// Steps 2-6 of the module doc, on rules already read. Called with the reload lock held.
+    /// `version`: the version to show (cluster mode); None: the running one + 1.
+    fn swap(&self, read: Read, version: Option<u64>) -> Result<Reloaded, Refused> {
         let inner = &*self.inner;
-        let read = read_rules(&inner.path);
-        *lock(&inner.last_tried) = read.hash.clone();
         let (new, warnings) = read.result?;
         let hash = read.hash.unwrap_or_default(); // Some whenever the file parsed
         if let Some(bound) = &inner.bound_listen
@@ -300,7 +353,7 @@ impl Reloader {
         inner.health.rekey(&new);
         inner.metrics.prepare_rules(&new);
         inner.rules.store(Arc::new(new));
-        let version = lock(&inner.status).version + 1;
+        let version = version.unwrap_or_else(|| lock(&inner.status).version + 1);
         Ok(Reloaded {
             version,
             hash,
@@ -343,7 +396,11 @@ impl crate::admin::RulesControl for Reloader {
     }
 
     fn status(&self) -> serde_json::Value {
-        serde_json::to_value(Reloader::status(self)).unwrap_or_default()
+        let mut v = serde_json::to_value(Reloader::status(self)).unwrap_or_default();
+        if let (Some(c), Some(obj)) = (self.inner.cluster.get(), v.as_object_mut()) {
+            obj.insert("cluster".into(), c.status());
+        }
+        v
     }
 }
 

@@ -50,6 +50,10 @@ pub enum Kind {
     /// A shared failure: a failure domain turned suspect or failing, or too many targets are down
     /// or suspect (`new` = "raised"), or it healed (`new` = "cleared"). `detail` has the report.
     Systemic,
+    /// Between the nodes of a cluster (etcd): etcd unreachable or back, a node running something
+    /// else than the current rules version, a version refused, a peer's report, a node gone.
+    /// `new` names which (`etcd-unreachable`, `etcd-reachable`, `node-mismatch`, ...).
+    Cluster,
 }
 
 /// One alert event. Every key is always present (null when it does not apply), so consumers can
@@ -146,6 +150,14 @@ impl Event {
             new: Some(if active { "raised" } else { "cleared" }.to_string()),
             detail: Some(detail),
             ..Event::at_now(Kind::Systemic, sentence.to_string())
+        }
+    }
+
+    /// A cluster event; `new` names it (`etcd-unreachable`, `node-mismatch`, ...).
+    pub fn cluster(new: &str, reason: &str) -> Event {
+        Event {
+            new: Some(new.to_string()),
+            ..Event::at_now(Kind::Cluster, reason.to_string())
         }
     }
 

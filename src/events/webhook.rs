@@ -156,7 +156,7 @@ impl Webhook {
 }
 
 /// The one way this crate builds an HTTP client: rustls on ring, `sosrouter` user agent. Used by
-/// the webhook and by `sosrouter route --admin`.
+/// the webhook, by `sosrouter route --admin` and by the etcd client (`cluster`).
 pub fn client_builder() -> reqwest::ClientBuilder {
     // reqwest asks rustls for the process default provider; install ring once (an Err only
     // means one is installed already).

@@ -403,6 +403,30 @@ impl Health {
         }
     }
 
+    /// Another node reports `id` down or suspect (cluster health hints). It only raises doubt
+    /// here: an up target turns suspect and this node's own test call is asked for; a target in any
+    /// other state is left as it is, and nothing here ever takes a target down (the paths from two
+    /// sites differ). True when the target turned suspect. Called by the cluster task, never by a call.
+    pub fn peer_suspect(&self, id: &str) -> bool {
+        let up = self
+            .inner
+            .entries
+            .get(id)
+            .is_some_and(|e| e.machine.state() == State::Up);
+        if !up {
+            return false;
+        }
+        // No reason of its own in `state` (kept untouched): a peer's report is outside evidence,
+        // as a failure domain's is, so it enters suspect the same way and asks for the test call.
+        let turned = self
+            .apply(id, Event::Suspect(SuspectWhy::Domain))
+            .is_some_and(|t| t.to == State::Suspect);
+        if turned {
+            self.request_test(id, TestWhy::Suspect(SuspectWhy::Domain));
+        }
+        turned
+    }
+
     /// Every observation lands here, on the applier task (or in place without one).
     pub(super) fn apply_observation(&self, id: &str, obs: Observation) {
         let s = self.inner.suspicion.load();
@@ -807,5 +831,32 @@ mod short_call_tests {
             None,
             "no estimate yet: never overdue"
         );
+    }
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+
+    /// Cluster hints: a peer's "down" or "suspect" makes an up target suspect here and asks for
+    /// this node's own test call, once; repeating it never takes the target down.
+    #[test]
+    fn a_peers_report_makes_an_up_target_suspect_and_tested_never_down() {
+        let h = Health::from_targets(&[Arc::new(Target::for_test("p", 5071))]);
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let a = asked.clone();
+        h.set_test_calls(
+            Arc::new(move |id: &str, _| a.lock().unwrap().push(id.to_string())),
+            true,
+        );
+        assert!(h.peer_suspect("p"));
+        assert_eq!(h.status("p").unwrap().state, State::Suspect);
+        assert_eq!(*asked.lock().unwrap(), vec!["p".to_string()]);
+        for _ in 0..10 {
+            assert!(!h.peer_suspect("p"), "already suspect: nothing more");
+        }
+        assert_eq!(h.status("p").unwrap().state, State::Suspect);
+        assert_eq!(asked.lock().unwrap().len(), 1, "one test call asked");
+        assert!(!h.peer_suspect("unknown"));
     }
 }

@@ -32,6 +32,10 @@ Commands:
   statewide-table DIR...  The table of finished statewide drills (their result.json).
   statewide-report DIR... Recompute a finished statewide drill's figures, summary and plot from its files.
   topology DIR       Write the statewide topology (rules, dispatcher list, topology.json) to DIR.
+  cluster            Two sosrouter nodes sharing rules and health hints through a 3-member etcd cluster
+                     on loopback (ports 18000-18999): push timing, concurrent pushes, etcd stopped and
+                     killed under load, a node killed under load, node A's evidence -> node B's
+                     suspicion, start from the rules cache. SOSROUTER=binary skips the build.
   pytest [ARGS]      The testbed's own tests (testbeds/tests: reports on recorded SIPp output, statewide
                      metrics, fake PSAP and caller on loopback).
   all                smoke, every drill, then throughput.
@@ -227,6 +231,9 @@ def main(argv: list) -> int:
             from . import report
             report.main(["report.py", *rest])
             return 0
+        if cmd == "cluster":
+            from . import cluster
+            return cluster.main(rest)
         if cmd == "pytest":
             need_plotting()
             return subprocess.call([sys.executable, "-m", "pytest", "-q", os.path.join(statewide.HERE, "tests"), *rest],

@@ -22,3 +22,4 @@ mod telemetry;
 mod testcall_sipp;
 mod tls;
 mod torture;
+mod two_sites;
