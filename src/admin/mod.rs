@@ -42,10 +42,10 @@ mod tests;
 mod tests_auth;
 
 pub use auth::{Access, Token, TokenError, load_token};
+pub use console::{ConsoleData, WhatIfQuery};
 pub use http::{Limits, protect, serve};
 pub use rules::RulesControl;
 pub use telemetry::KEEPALIVE;
-pub use console::{ConsoleData, WhatIfQuery};
 
 use crate::events::Bus;
 use crate::health::Health;

@@ -310,27 +310,25 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_targets_datagrams_all_arrive_on_its_connected_socket_read_by_several_loops() {
+    async fn a_peers_datagrams_all_arrive_read_by_several_loops() {
         let side = UdpSide::bind("127.0.0.1:0".parse().unwrap(), Tasks::new()).unwrap();
         let count = Arc::new(Count(Default::default(), Default::default()));
         let h: Arc<dyn Handler> = count.clone();
         side.start(h.clone(), 1500);
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        side.connected(peer.local_addr().unwrap(), &h, 1500)
-            .unwrap();
         let big = vec![b'x'; 2000];
         peer.send_to(&big, side.local_addr()).unwrap(); // over the limit: dropped, not delivered
-        for _ in 0..500 {
+        // 150: well inside the default receive buffer, so none can be dropped by the kernel.
+        for _ in 0..150 {
             peer.send_to(&[b'a'; 100], side.local_addr()).unwrap();
         }
         tokio::time::timeout(std::time::Duration::from_secs(10), async {
-            while count.0.load(std::sync::atomic::Ordering::SeqCst) < 500 {
+            while count.0.load(std::sync::atomic::Ordering::SeqCst) < 150 {
                 count.1.notified().await;
             }
         })
         .await
-        .expect("all 500 datagrams handled");
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 500);
-        assert_eq!(side.connected.len(), 1);
+        .expect("all 150 datagrams handled");
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 150);
     }
 }
