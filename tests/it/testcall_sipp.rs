@@ -39,28 +39,44 @@ async fn call_sipp(test: &str, echo: bool) -> Option<(Verdict, Details)> {
         );
         return None;
     }
-    let (port, media) = (free_udp_port(), free_udp_port());
-    let child = Command::new("sipp")
-        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-mi", "127.0.0.1", "-mp", &media.to_string()])
-        .args(echo.then_some("-rtp_echo"))
-        // Ends on its own if the kill below never happens.
-        .args(["-nostdin", "-timeout", "60s", "-m", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .current_dir(std::env::temp_dir())
-        .spawn()
-        .expect("sipp starts");
-    let _sipp = Sipp(child);
-    // Ready when its SIP port is taken (bounded wait on that condition).
-    for i in 0.. {
-        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+    // The ports are free when picked, but another test may take one (or SIPp's second RTP port)
+    // before SIPp binds it: then SIPp exits at once, and we try again with fresh ports.
+    let mut started = None;
+    for _attempt in 0..5 {
+        let (port, media) = (free_udp_port(), free_udp_port());
+        let child = Command::new("sipp")
+            .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mi", "127.0.0.1", "-mp", &media.to_string()])
+            .args(echo.then_some("-rtp_echo"))
+            // Ends on its own if the kill below never happens.
+            .args(["-nostdin", "-timeout", "60s", "-m", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir(std::env::temp_dir())
+            .spawn()
+            .expect("sipp starts");
+        let mut sipp = Sipp(child);
+        // Ready when its SIP port is taken; gone when it exited (bounded waits on those conditions).
+        for i in 0.. {
+            if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+                started = Some((sipp, port));
+                break;
+            }
+            if sipp.0.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            assert!(
+                i < 400,
+                "sipp neither bound its port nor exited within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if started.is_some() {
             break;
         }
-        assert!(i < 200, "sipp did not bind its port within 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let (_sipp, port) = started.expect("sipp started within 5 tries");
     let rules = format!(
         "listen = [\"udp:127.0.0.1:5060\"]\n[[targets]]\nid = \"sipp\"\nuri = \"sip:127.0.0.1:{port}\"\n\
          failure_domain = \"lab\"\n[default_route]\nchain = [\"sipp\"]\n"
