@@ -432,6 +432,25 @@ fn start_test_calls(rules: &Arc<ArcSwap<Rules>>, health: &Health, tasks: &Tasks)
 }
 
 /// Health transitions and operator switches as alert events.
+/// Whether a target went down because it stopped answering (contract point 3a of `proxy/call.rs`):
+/// probes time out or draw transport errors, a test call got no answer (or a 408/5xx, a transport
+/// error), or real calls timed out. Not a PSAP that answers with failure codes: it is alive, and a
+/// call ringing there may still be picked up.
+fn stopped_answering(reason: crate::health::Reason) -> bool {
+    use crate::health::{Outcome, ProbeFailure, Reason, TestResult};
+    match reason {
+        Reason::ProbeFailures { last, .. } => {
+            matches!(last, ProbeFailure::Timeout | ProbeFailure::TransportError)
+        }
+        Reason::TestCall(r) => r == TestResult::CallPathFailed,
+        Reason::CallFailures { last, .. } => matches!(
+            last,
+            Outcome::AttemptTimeout | Outcome::RingTimeout | Outcome::TransportError
+        ),
+        _ => false,
+    }
+}
+
 /// Health changes become alert events; a target that stopped answering probes also fails over the
 /// calls still trying or ringing there (`proxy/call.rs`, contract point 3a).
 fn health_changes(
@@ -439,14 +458,11 @@ fn health_changes(
     proxy: std::sync::Weak<crate::proxy::Proxy>,
 ) -> crate::health::ChangeSink {
     use crate::events::Event;
-    use crate::health::{Change, ProbeFailure, Reason, State};
+    use crate::health::{Change, State};
     Arc::new(move |c: Change<'_>| {
         if let Change::Health { target, transition } = c
             && transition.to == State::Down
-            && let Reason::ProbeFailures {
-                last: ProbeFailure::Timeout | ProbeFailure::TransportError,
-                ..
-            } = transition.reason
+            && stopped_answering(transition.reason)
             && let Some(p) = proxy.upgrade()
         {
             p.target_down(target);
@@ -624,4 +640,29 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {},
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod stopped_answering_tests {
+    use super::stopped_answering;
+    use crate::health::{Outcome, ProbeFailure, Reason, TestResult};
+
+    /// Contract point 3a fires for a target that went silent, never for one answering with codes.
+    #[test]
+    fn only_silence_cuts_ringing_calls() {
+        let probes = |last| Reason::ProbeFailures { count: 2, last };
+        let calls = |last| Reason::CallFailures { count: 3, last };
+        assert!(stopped_answering(probes(ProbeFailure::Timeout)));
+        assert!(stopped_answering(probes(ProbeFailure::TransportError)));
+        assert!(!stopped_answering(probes(ProbeFailure::Code(503))));
+        assert!(stopped_answering(Reason::TestCall(
+            TestResult::CallPathFailed
+        )));
+        assert!(!stopped_answering(Reason::TestCall(
+            TestResult::MediaFailed
+        )));
+        assert!(stopped_answering(calls(Outcome::AttemptTimeout)));
+        assert!(stopped_answering(calls(Outcome::RingTimeout)));
+        assert!(!stopped_answering(calls(Outcome::FailureResponse(503))));
+    }
 }

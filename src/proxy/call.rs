@@ -16,8 +16,9 @@
 //!    its usual time, from health) makes the target suspect for new calls at once; the attempt
 //!    itself keeps its full attempt timer.
 //! 3. A provisional (101–199) but no final within the ring timer: CANCEL and fail over.
-//!    3a. Health takes the current attempt's target down because it stopped answering probes
-//!    (timeouts or transport errors) while the attempt is still trying or ringing: CANCEL (or
+//!    3a. Health takes the current attempt's target down because it stopped answering (probes
+//!    time out, a test call gets no answer, calls time out) while the attempt is still trying or
+//!    ringing: CANCEL (or
 //!    abandon) and fail over at once, when another target is left to try — a hung PSAP would
 //!    otherwise hold a ringing call for the whole ring timer. A late 2xx still answers (point 5).
 //! 4. A final response in the route's failover set (default 408, 480, 486, 5xx, 600, 603) fails over;
