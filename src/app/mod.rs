@@ -426,12 +426,43 @@ fn start_test_calls(rules: &Arc<ArcSwap<Rules>>, health: &Health, tasks: &Tasks)
                 }
             };
             tracing::info!(target = %r.target, reason = ?r.reason, verdict = ?r.verdict, "test call");
+            let result = if stale_failure(&health, &r.target, result, r.details.elapsed_ms) {
+                // Placed while the target was hung, failed after it came back: says nothing of
+                // the target now (it would send a recovering target back down for a stale cause).
+                tracing::info!(target = %r.target, "test call failure predates the target's recovery: inconclusive");
+                TestResult::Inconclusive
+            } else {
+                result
+            };
             health.observe(&r.target, Observation::TestCall(result));
         }
     });
 }
 
 /// Health transitions and operator switches as alert events.
+/// A failed test call that started before the target entered `recovering` (it was placed while
+/// the target was down, e.g. hung, and timed out after the target came back).
+fn stale_failure(
+    health: &Health,
+    id: &str,
+    result: crate::health::TestResult,
+    elapsed_ms: u64,
+) -> bool {
+    if result == crate::health::TestResult::Good
+        || result == crate::health::TestResult::Inconclusive
+    {
+        return false;
+    }
+    let Some(st) = health.status(id) else {
+        return false;
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    st.state == crate::health::State::Recovering
+        && st.since_unix_ms > now_ms.saturating_sub(elapsed_ms)
+}
+
 /// Whether a target went down because it stopped answering (contract point 3a of `proxy/call.rs`):
 /// probes time out or draw transport errors, a test call got no answer (or a 408/5xx, a transport
 /// error), or real calls timed out. Not a PSAP that answers with failure codes: it is alive, and a
