@@ -267,15 +267,9 @@ fn main() -> ExitCode {
                 admin_token_file,
                 admin_token_for_reads: Some(admin_token_for_reads),
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime(true) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             match rt.block_on(app::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -302,15 +296,9 @@ fn route(rules: &std::path::Path, args: &app::route::RouteArgs, json: bool) -> E
             return ExitCode::from(1);
         }
     };
-    let answer = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let answer = match runtime(false) {
         Ok(rt) => rt.block_on(app::route::route(&rules, args)),
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match answer {
         Ok(w) if json => match serde_json::to_string_pretty(&w) {
@@ -383,15 +371,9 @@ fn cluster_settings(
 
 /// `sosrouter rules push|history|rollback`: 0 done, 1 refused or etcd error, 3 lost a race.
 fn rules_cmd(cmd: RulesCmd) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     rt.block_on(rules_async(cmd))
 }
@@ -502,4 +484,18 @@ async fn rules_async(cmd: RulesCmd) -> ExitCode {
             }
         }
     }
+}
+
+/// The tokio runtime of a command (multi-threaded for `run`, one thread for the short clients), or
+/// exit code 2 with the reason on stderr.
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut b = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::from(2)
+    })
 }

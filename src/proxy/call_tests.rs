@@ -429,21 +429,13 @@ fn a_target_that_dies_while_ringing_fails_over_at_once() {
     out.clear();
     // A probe (or another call) to the dead port draws ICMP unreachable.
     call.on_unreachable("127.0.0.1:5071".parse().unwrap(), t0 + ms(300), &mut out);
-    let invited: Vec<&str> = out
-        .iter()
-        .filter_map(|a| match a {
-            Action::SendTarget(t, _, b) if b.starts_with(b"INVITE") => Some(&*t.id),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        invited,
+        sent(&out, b"INVITE"),
         vec!["t1"],
         "the backup is tried at once, not after the ring timer"
     );
     assert!(
-        !out.iter()
-            .any(|a| matches!(a, Action::SendTarget(_, _, b) if b.starts_with(b"CANCEL"))),
+        sent(&out, b"CANCEL").is_empty(),
         "nobody to CANCEL at a closed port"
     );
 }

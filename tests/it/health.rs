@@ -16,10 +16,18 @@ use sosrouter::proxy::OutcomeKind;
 /// The lab chain on fake answering points (the primary behaving as `primary`), fast probes and
 /// timers, once the primary has been probed twice.
 async fn lab_probed(primary: Behaviour) -> (Uas, Uas, Uas, sosrouter::app::Running) {
+    lab_probed_with(primary, FAST_TIMERS).await
+}
+
+/// As [`lab_probed`], with these call timers.
+async fn lab_probed_with(
+    primary: Behaviour,
+    timers: &str,
+) -> (Uas, Uas, Uas, sosrouter::app::Running) {
     let a = Uas::start(primary).await;
     let b = Uas::start(Behaviour::Answer).await;
     let g = Uas::start(Behaviour::Answer).await;
-    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, FAST_TIMERS, FAST_PROBES);
+    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, timers, FAST_PROBES);
     let p = proxy(&rules, None).await;
     eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
     (a, b, g, p)
@@ -190,12 +198,7 @@ async fn a_disabled_target_gets_no_calls_while_others_are_ready() {
 /// timer, a final within the 15 s wait can only come from that.
 #[tokio::test(start_paused = true)]
 async fn a_call_ringing_at_a_primary_that_hangs_is_answered_by_the_backup() {
-    let a = Uas::start(Behaviour::RingForever).await;
-    let b = Uas::start(Behaviour::Answer).await;
-    let g = Uas::start(Behaviour::Answer).await;
-    let rules = lab_rules_with_health(a.addr, b.addr, g.addr, NO_TIMERS, FAST_PROBES);
-    let p = proxy(&rules, None).await;
-    eventually(WAIT, "primary probed", || a.count("OPTIONS") >= 2).await;
+    let (a, b, _g, p) = lab_probed_with(Behaviour::RingForever, NO_TIMERS).await;
     let addr = p.local_addr(Proto::Udp).unwrap();
     let mut uac = Uac::new(Proto::Udp, addr).await;
     let inv = uac.invite(
