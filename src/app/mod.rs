@@ -227,7 +227,7 @@ async fn start_on(
     let metrics = Arc::new(Metrics::default());
     metrics.prepare_rules(&rules.load());
     health.start_applier(&tasks);
-    start_test_calls(&rules, &health, &tasks);
+    let test_calls = start_test_calls(&rules, &health, &tasks);
     health.set_probe_lateness(Arc::new(|d| metrics::PROBE_LATENESS.observe(d)));
     tasks.spawn_lateness_ticker(
         metrics::RUNTIME_TICK,
@@ -279,6 +279,7 @@ async fn start_on(
         bound_listen,
         (metrics.clone(), events.clone()),
     );
+    reloader.set_test_calls(test_calls);
     if let Some(settings) = opts.watch_rules {
         watch_file(reloader.clone(), settings, &tasks);
     }
@@ -390,14 +391,27 @@ pub fn check_tls(rules: &Rules) -> Vec<crate::config::Diagnostic> {
     }
 }
 
+/// What the test-call scheduler works from under `rules` (given again on every reload).
+pub(crate) fn test_call_plan(rules: &Rules) -> crate::testcall::Plan {
+    let mut plan = crate::testcall::Plan::new(rules.test_calls.clone(), rules.targets.clone());
+    plan.recovery_pace =
+        std::time::Duration::from_millis(rules.suspicion.recovery_test_interval_ms);
+    plan
+}
+
 /// Test calls (RFC 6881 §15): health asks for them (suspicion, recovery), the test-call module places
 /// them on its own sockets, and every verdict goes back to health over its channel.
-fn start_test_calls(rules: &Arc<ArcSwap<Rules>>, health: &Health, tasks: &Tasks) {
+fn start_test_calls(
+    rules: &Arc<ArcSwap<Rules>>,
+    health: &Health,
+    tasks: &Tasks,
+) -> crate::testcall::TestCalls {
     use crate::health::{Observation, SuspectWhy, TestResult, TestWhy};
-    use crate::testcall::{Plan, TestCalls, TestReason, Verdict};
+    use crate::testcall::{TestCalls, TestReason, Verdict};
     let now = rules.load();
     let settings = now.test_calls.clone();
-    let (calls, mut reports) = TestCalls::spawn(Plan::new(settings.clone(), now.targets.clone()));
+    let (calls, mut reports) = TestCalls::spawn(test_call_plan(&now));
+    let handle = calls.clone();
     let current = rules.clone();
     let sink = Arc::new(move |id: &str, why: TestWhy| {
         let reason = match why {
@@ -426,41 +440,11 @@ fn start_test_calls(rules: &Arc<ArcSwap<Rules>>, health: &Health, tasks: &Tasks)
                 }
             };
             tracing::info!(target = %r.target, reason = ?r.reason, verdict = ?r.verdict, "test call");
-            let result = if stale_failure(&health, &r.target, result, r.details.elapsed_ms) {
-                // Placed while the target was hung, failed after it came back: says nothing of
-                // the target now (it would send a recovering target back down for a stale cause).
-                tracing::info!(target = %r.target, "test call failure predates the target's recovery: inconclusive");
-                TestResult::Inconclusive
-            } else {
-                result
-            };
-            health.observe(&r.target, Observation::TestCall(result));
+            let placed_ago = std::time::Duration::from_millis(r.details.elapsed_ms);
+            health.observe(&r.target, Observation::TestCall { result, placed_ago });
         }
     });
-}
-
-/// Health transitions and operator switches as alert events.
-/// A failed test call that started before the target entered `recovering` (it was placed while
-/// the target was down, e.g. hung, and timed out after the target came back).
-fn stale_failure(
-    health: &Health,
-    id: &str,
-    result: crate::health::TestResult,
-    elapsed_ms: u64,
-) -> bool {
-    if result == crate::health::TestResult::Good
-        || result == crate::health::TestResult::Inconclusive
-    {
-        return false;
-    }
-    let Some(st) = health.status(id) else {
-        return false;
-    };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    st.state == crate::health::State::Recovering
-        && st.since_unix_ms > now_ms.saturating_sub(elapsed_ms)
+    handle
 }
 
 /// Whether a target went down because it stopped answering (contract point 3a of `proxy/call.rs`):

@@ -193,6 +193,8 @@ struct Inner {
     /// Set in cluster mode: the rules come from etcd, `/status` shows the cluster, and file
     /// reloads (SIGHUP, `/reload`) are refused.
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    /// The test-call scheduler: its plan (settings, targets, pace) follows the rules.
+    test_calls: std::sync::OnceLock<crate::testcall::TestCalls>,
 }
 
 impl Reloader {
@@ -225,8 +227,14 @@ impl Reloader {
                 metrics: telemetry.0,
                 events: telemetry.1,
                 cluster: std::sync::OnceLock::new(),
+                test_calls: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// The test-call scheduler to give each new rules' plan to (the wiring sets it once).
+    pub fn set_test_calls(&self, calls: crate::testcall::TestCalls) -> bool {
+        self.inner.test_calls.set(calls).is_ok()
     }
 
     /// Cluster mode: rules come from etcd through [`Reloader::apply_text`]; `/status` gains the
@@ -351,6 +359,10 @@ impl Reloader {
         inner.transport.set_tls_material(read.tls);
         inner.transport.set_tls_names(super::tls_names(&new));
         inner.health.rekey(&new);
+        inner.health.test_calls_decide(new.test_calls.enabled);
+        if let Some(calls) = inner.test_calls.get() {
+            calls.update(super::test_call_plan(&new));
+        }
         inner.metrics.prepare_rules(&new);
         inner.rules.store(Arc::new(new));
         let version = version.unwrap_or_else(|| lock(&inner.status).version + 1);

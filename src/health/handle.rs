@@ -390,11 +390,16 @@ impl Health {
 
     /// Where test-call requests go (the wiring sets it once); `on`: test calls decide recovery.
     pub fn set_test_calls(&self, sink: TestCallSink, on: bool) -> bool {
+        self.test_calls_decide(on);
+        self.inner.test_calls.set(sink).is_ok()
+    }
+
+    /// Whether test calls decide recovery (rule 5 of `state`), after a reload of `[test_calls]`.
+    pub fn test_calls_decide(&self, on: bool) {
         self.inner.test_calls_on.store(on, Ordering::Relaxed);
         for mut e in self.inner.entries.iter_mut() {
             e.thresholds.test_calls = on;
         }
-        self.inner.test_calls.set(sink).is_ok()
     }
 
     fn request_test(&self, id: &str, why: TestWhy) {
@@ -462,7 +467,16 @@ impl Health {
                     e.trial = false;
                 }
             }
-            Observation::TestCall(r) => {
+            Observation::TestCall { result, placed_ago } => {
+                let placed = now().checked_sub(placed_ago).unwrap_or_else(now);
+                let r = self
+                    .inner
+                    .entries
+                    .get(id)
+                    .map_or(result, |e| e.machine.judge_test_call(result, placed));
+                if r != result {
+                    info!(target = %id, "test call failure predates the target's recovery: inconclusive");
+                }
                 self.apply(id, Event::TestCall(r));
                 if matches!(
                     r,

@@ -140,5 +140,9 @@ pub enum Observation {
     CallEnded(std::time::Duration),
     /// A real call's trial of a recovering target is over (released whatever its outcome).
     TrialOver,
-    TestCall(TestResult),
+    /// A test call's verdict, and how long ago it was placed (rule 9 of `state`).
+    TestCall {
+        result: TestResult,
+        placed_ago: std::time::Duration,
+    },
 }

@@ -33,6 +33,9 @@
 //!    once it has lasted `suspect_hold`. After a false alarm, overdue attempts raise no new
 //!    suspicion for `suspect_hold`. So a slow but alive target (an overloaded PSAP, our own busy
 //!    runtime) flips `Up <-> Suspect` at most about once per `suspect_hold`, not once per call.
+//! 9. A failed test call placed before the target entered `Recovering` (placed while it was down,
+//!    hung say, and timed out after it came back) is inconclusive ([`Machine::judge_test_call`]):
+//!    it says nothing of the target since, and would send a recovered target back down.
 
 use super::{Outcome, TestResult};
 use crate::routing::HealthSettings;
@@ -288,6 +291,16 @@ impl Machine {
     /// What took it down (meaningful while Down or Recovering).
     pub fn cause(&self) -> Cause {
         self.cause
+    }
+
+    /// Rule 9: what a test call placed at `placed` with `result` says of the target now.
+    pub fn judge_test_call(&self, result: TestResult, placed: Instant) -> TestResult {
+        let failed = matches!(result, TestResult::CallPathFailed | TestResult::MediaFailed);
+        if failed && self.state == State::Recovering && placed < self.since {
+            TestResult::Inconclusive
+        } else {
+            result
+        }
     }
 
     /// Recovering and allowed one real call at a time (rule 5).

@@ -13,6 +13,18 @@
 //!
 //! With `interval_ms` set, the task also asks for a test call to every target once per interval (the
 //! first at a random point of the first interval, so targets do not all go at once).
+//!
+//! Recovery test calls of targets that share a failure domain are paced ([`Plan::recovery_pace`]):
+//! at most one starts through each domain per pace, to the target whose last one is oldest, and
+//! the others are held. When an element shared by many answering points fails (a firewall in front
+//! of every PSAP), every PSAP behind it is down and wants its recovery test call: unpaced, they
+//! would fill `max_in_flight` with calls that each wait out the whole timeout, and the test call
+//! that could see the element healed would queue behind them (the statewide "100 then nothing"
+//! drill: 5.6 s to the last region back). Paced, the domain is tried once per pace through one of
+//! its targets, whichever that is (a PSAP rations test calls: each gets one per pace x targets),
+//! and a good test call of any target of the domain releases every held one at once: the element
+//! works again, so each target behind it is tested now and comes back on its own verdict. Targets
+//! of no domain are not paced (each asks at most once per `recovery_test_interval_ms` anyway).
 
 use super::shell::{CallParams, run_test_call};
 use super::{Report, TestReason, Verdict};
@@ -29,6 +41,11 @@ use tracing::{debug, info, warn};
 const QUEUE: usize = 1024;
 /// Default most random delay before a test call.
 pub const DEFAULT_JITTER: Duration = Duration::from_millis(200);
+/// Default [`Plan::recovery_pace`] (the default `recovery_test_interval_ms`).
+pub const DEFAULT_RECOVERY_PACE: Duration = Duration::from_secs(1);
+/// A held recovery request that its target has not renewed for this long (at least; 3 paces when
+/// that is longer) is dropped: health renews it every `recovery_test_interval_ms` while it wants one.
+const HELD_FOR: Duration = Duration::from_secs(10);
 
 /// What the scheduler works from; replaced whole on reload ([`TestCalls::update`]).
 #[derive(Debug, Clone)]
@@ -40,6 +57,9 @@ pub struct Plan {
     pub jitter: Duration,
     /// Local IP test calls send from (see [`CallParams::bind_ip`]). Default `None`.
     pub bind_ip: Option<IpAddr>,
+    /// At most one recovery test call starts through each failure domain per this time (module
+    /// doc); zero: not paced. The wiring sets `[suspicion] recovery_test_interval_ms`.
+    pub recovery_pace: Duration,
 }
 
 impl Plan {
@@ -49,6 +69,7 @@ impl Plan {
             targets,
             jitter: DEFAULT_JITTER,
             bind_ip: None,
+            recovery_pace: DEFAULT_RECOVERY_PACE,
         }
     }
 }
@@ -93,8 +114,28 @@ struct Sched {
     waiting: VecDeque<(Arc<Target>, TestReason, CallParams)>,
     /// Next periodic test call per target.
     periodic: HashMap<TargetId, (Instant, Arc<Target>)>,
-    done: mpsc::UnboundedSender<TargetId>,
+    pace: Pace,
+    /// A call's target once it has a verdict (or ended without one), and whether it was good.
+    done: mpsc::UnboundedSender<(Arc<Target>, bool)>,
     reports: mpsc::UnboundedSender<Report>,
+}
+
+/// The paced recovery test calls of failure domains (module doc).
+#[derive(Default)]
+struct Pace {
+    /// When a recovery test call last started through each domain.
+    domain_started: HashMap<String, Instant>,
+    /// When each target's last recovery test call started: who has waited longest goes first.
+    target_started: HashMap<TargetId, Instant>,
+    /// Requests held back while their domain's pace was spent, in the order first asked.
+    held: Vec<Held>,
+}
+
+struct Held {
+    target: Arc<Target>,
+    params: CallParams,
+    first_asked: Instant,
+    last_asked: Instant,
 }
 
 async fn run(
@@ -108,19 +149,24 @@ async fn run(
         in_flight: HashSet::new(),
         waiting: VecDeque::new(),
         periodic: HashMap::new(),
+        pace: Pace::default(),
         done,
         reports,
     };
     s.reset_periodic(Instant::now());
     loop {
         let next_periodic = s.periodic.values().map(|(at, _)| *at).min();
+        let next_paced = s.next_paced();
         tokio::select! {
             r = requests.recv() => match r {
                 Some((target, why)) => s.want(target, why),
                 None => break,
             },
-            Some(id) = done_rx.recv() => {
-                s.in_flight.remove(&id);
+            Some((target, good)) = done_rx.recv() => {
+                s.in_flight.remove(&target.id);
+                if good {
+                    s.release_domains(&target, Instant::now());
+                }
                 s.fill();
             }
             Ok(()) = plan_rx.changed() => {
@@ -128,6 +174,7 @@ async fn run(
                 s.reset_periodic(Instant::now());
             }
             _ = sleep_until(next_periodic) => s.periodic_due(Instant::now()),
+            _ = sleep_until(next_paced) => s.start_paced(Instant::now()),
         }
     }
     debug!("test-call scheduler stops: every handle dropped");
@@ -160,18 +207,117 @@ impl Sched {
             return;
         };
         params.bind_ip = self.plan.bind_ip;
+        let now = Instant::now();
+        if let Some(h) = self.pace.held.iter_mut().find(|h| h.target.id == target.id) {
+            h.last_asked = now;
+            return;
+        }
         let busy = self.in_flight.contains(&target.id)
             || self.waiting.iter().any(|(t, ..)| t.id == target.id);
         if busy {
             debug!(target = %target.id, reason = %why, "test call already in flight or waiting");
             return;
         }
+        if why == TestReason::Recovering
+            && !self.plan.recovery_pace.is_zero()
+            && !target.failure_domain.is_empty()
+        {
+            self.pace.held.push(Held {
+                target,
+                params,
+                first_asked: now,
+                last_asked: now,
+            });
+            self.start_paced(now);
+            return;
+        }
+        self.start(target, why, params);
+    }
+
+    /// Launches now when `max_in_flight` allows, else queues.
+    fn start(&mut self, target: Arc<Target>, why: TestReason, params: CallParams) {
+        let s = &self.plan.settings;
         if self.in_flight.len() < s.max_in_flight {
             self.launch(target, why, params);
         } else {
             debug!(target = %target.id, reason = %why, "test call waits: max_in_flight reached");
             self.waiting.push_back((target, why, params));
         }
+    }
+
+    /// Starts every held recovery request whose domains' pace allows, longest untested first.
+    fn start_paced(&mut self, now: Instant) {
+        let pace = self.plan.recovery_pace;
+        let keep = HELD_FOR.max(pace * 3);
+        self.pace
+            .held
+            .retain(|h| now.saturating_duration_since(h.last_asked) < keep);
+        loop {
+            let Pace {
+                domain_started,
+                target_started,
+                held,
+            } = &self.pace;
+            let free = |h: &Held| {
+                h.target
+                    .failure_domain
+                    .iter()
+                    .all(|d| domain_started.get(d).is_none_or(|&at| now >= at + pace))
+            };
+            let Some(i) = (0..held.len())
+                .filter(|&i| free(&held[i]))
+                .min_by_key(|&i| (target_started.get(&held[i].target.id), held[i].first_asked))
+            else {
+                return;
+            };
+            let h = self.pace.held.remove(i);
+            self.start_held(h, now);
+        }
+    }
+
+    /// A good test call of `target`: what is shared with it works, so every held recovery request
+    /// of its domains starts now.
+    fn release_domains(&mut self, target: &Target, now: Instant) {
+        let shares = |h: &Held| {
+            h.target
+                .failure_domain
+                .iter()
+                .any(|d| target.failure_domain.contains(d))
+        };
+        let (released, kept) = std::mem::take(&mut self.pace.held)
+            .into_iter()
+            .partition::<Vec<_>, _>(shares);
+        self.pace.held = kept;
+        for h in released {
+            debug!(target = %h.target.id, good = %target.id, "recovery test call released: its failure domain passed a test call");
+            self.start_held(h, now);
+        }
+    }
+
+    fn start_held(&mut self, h: Held, now: Instant) {
+        for d in &h.target.failure_domain {
+            self.pace.domain_started.insert(d.clone(), now);
+        }
+        self.pace.target_started.insert(h.target.id.clone(), now);
+        self.start(h.target, TestReason::Recovering, h.params);
+    }
+
+    /// When the first held request's domains will all be free again.
+    fn next_paced(&self) -> Option<Instant> {
+        let pace = self.plan.recovery_pace;
+        self.pace
+            .held
+            .iter()
+            .map(|h| {
+                let last = h
+                    .target
+                    .failure_domain
+                    .iter()
+                    .filter_map(|d| self.pace.domain_started.get(d))
+                    .max();
+                last.map_or_else(Instant::now, |&at| at + pace)
+            })
+            .min()
     }
 
     fn fill(&mut self) {
@@ -194,9 +340,9 @@ impl Sched {
             // may linger ~2 s to ACK or hang up late answers, and a target that was hung a moment
             // ago must not wait that long for the test call that brings it back.
             let released = std::sync::atomic::AtomicBool::new(false);
-            let release = || {
+            let release = |good: bool| {
                 if !released.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    let _ = done.send(target.id.clone());
+                    let _ = done.send((target.clone(), good));
                 }
             };
             run_test_call(&target, &params, |verdict, details| {
@@ -207,10 +353,10 @@ impl Sched {
                     verdict: verdict.clone(),
                     details: details.clone(),
                 });
-                release();
+                release(*verdict == Verdict::Good);
             })
             .await;
-            release();
+            release(false);
         });
     }
 

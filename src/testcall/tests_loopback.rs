@@ -345,3 +345,105 @@ async fn scheduler_periodic_and_disabled() {
     assert_eq!(psap.calls(), before);
     assert!(reports.try_recv().is_err());
 }
+
+fn in_domain(id: &str, psap: &Psap, domain: &str) -> Arc<Target> {
+    let mut t = target(id, psap.sip, Proto::Udp);
+    t.failure_domain = vec![domain.into()];
+    Arc::new(t)
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_test_calls_through_one_failure_domain_start_one_per_pace() {
+    let shared = [
+        udp_psap(Behaviour::Silent).await,
+        udp_psap(Behaviour::Silent).await,
+        udp_psap(Behaviour::Silent).await,
+    ];
+    let alone = udp_psap(Behaviour::Silent).await;
+    let mut targets: Vec<Arc<Target>> = shared
+        .iter()
+        .enumerate()
+        .map(|(i, p)| in_domain(&format!("s{i}"), p, "firewall"))
+        .collect();
+    targets.push(in_domain("alone", &alone, "own"));
+    let mut plan = Plan::new(settings(8, 3000), targets.clone());
+    plan.jitter = Duration::ZERO;
+    plan.recovery_pace = Duration::from_secs(1);
+    let (tc, _reports) = TestCalls::spawn(plan);
+    let t0 = tokio::time::Instant::now();
+    for t in &targets {
+        assert!(tc.request(t.clone(), TestReason::Recovering));
+    }
+    let behind_firewall = || shared.iter().map(Psap::calls).sum::<usize>();
+    until(Duration::from_millis(200), || {
+        behind_firewall() == 1 && alone.calls() == 1
+    })
+    .await;
+    tokio::time::sleep_until(t0 + Duration::from_millis(900)).await;
+    assert_eq!(
+        behind_firewall(),
+        1,
+        "one per pace through the shared domain"
+    );
+    until(Duration::from_millis(400), || behind_firewall() == 2).await;
+    tokio::time::sleep_until(t0 + Duration::from_millis(1900)).await;
+    assert_eq!(behind_firewall(), 2);
+    until(Duration::from_millis(400), || behind_firewall() == 3).await;
+    assert_eq!(
+        shared.iter().map(Psap::calls).collect::<Vec<_>>(),
+        vec![1, 1, 1],
+        "each target its turn, in the order they asked"
+    );
+    // Other reasons are never paced: a suspect domain tests every target at once.
+    let more = [
+        udp_psap(Behaviour::Silent).await,
+        udp_psap(Behaviour::Silent).await,
+    ];
+    for (i, p) in more.iter().enumerate() {
+        tc.request(
+            in_domain(&format!("m{i}"), p, "firewall"),
+            TestReason::DomainSuspect,
+        );
+    }
+    until(Duration::from_millis(200), || {
+        more.iter().all(|p| p.calls() == 1)
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_good_test_call_through_a_domain_releases_its_held_recovery_test_calls_at_once() {
+    let healed = udp_psap(Behaviour::Answer { echo: true }).await;
+    let held = [
+        udp_psap(Behaviour::Silent).await,
+        udp_psap(Behaviour::Silent).await,
+    ];
+    let mut targets = vec![in_domain("healed", &healed, "firewall")];
+    targets.extend(
+        held.iter()
+            .enumerate()
+            .map(|(i, p)| in_domain(&format!("h{i}"), p, "firewall")),
+    );
+    let mut plan = Plan::new(settings(8, 3000), targets.clone());
+    plan.jitter = Duration::ZERO;
+    plan.recovery_pace = Duration::from_secs(1);
+    let (tc, mut reports) = TestCalls::spawn(plan);
+    for t in &targets {
+        assert!(tc.request(t.clone(), TestReason::Recovering));
+    }
+    let r = tokio::time::timeout(Duration::from_millis(900), reports.recv())
+        .await
+        .expect("the first target's test call ends within the pace")
+        .unwrap();
+    assert_eq!((&*r.target, r.verdict), ("healed", Verdict::Good));
+    assert_eq!(
+        held.iter().map(Psap::calls).sum::<usize>(),
+        0,
+        "held so far"
+    );
+    // Paced, the second would start at 1 s and the third at 2 s: both start now.
+    until(Duration::from_millis(100), || {
+        held.iter().all(|p| p.calls() == 1)
+    })
+    .await;
+}

@@ -327,3 +327,48 @@ fn overdue_suspicion_is_damped() {
     m.on_event(CALL_OK, &th(), ms(2061));
     assert_eq!(m.state(), State::Up);
 }
+
+#[test]
+fn a_test_call_that_failed_after_the_target_came_back_but_was_placed_before_says_nothing() {
+    // Rule 9: the hung primary's test call, placed while it was down, times out after the
+    // primary was restored and entered recovering.
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let mut th = th();
+    th.test_calls = true;
+    let mut m = Machine::new(ms(0));
+    m.on_event(Event::TestCall(TestResult::CallPathFailed), &th, ms(0));
+    assert_eq!(m.state(), State::Down);
+    let placed_while_down = ms(500);
+    m.on_event(OK, &th, ms(1000));
+    m.on_event(OK, &th, ms(2000));
+    assert_eq!(m.state(), State::Recovering);
+    for failed in [TestResult::CallPathFailed, TestResult::MediaFailed] {
+        assert_eq!(
+            m.judge_test_call(failed, placed_while_down),
+            TestResult::Inconclusive
+        );
+        assert_eq!(
+            m.judge_test_call(failed, ms(2000)),
+            failed,
+            "placed once recovering: it counts"
+        );
+    }
+    assert_eq!(
+        m.judge_test_call(TestResult::Good, placed_while_down),
+        TestResult::Good,
+        "a good one is good whenever placed"
+    );
+    // Outside recovering, a failure counts whenever it was placed (an up target's suspicion
+    // test call, a down target's own).
+    let mut up = Machine::new(ms(1000));
+    assert_eq!(
+        up.judge_test_call(TestResult::CallPathFailed, ms(0)),
+        TestResult::CallPathFailed
+    );
+    up.on_event(Event::TestCall(TestResult::CallPathFailed), &th, ms(1500));
+    assert_eq!(
+        up.judge_test_call(TestResult::MediaFailed, ms(0)),
+        TestResult::MediaFailed
+    );
+}

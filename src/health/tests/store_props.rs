@@ -214,7 +214,13 @@ proptest! {
                 Step::Test(r) => {
                     use crate::health::TestResult::*;
                     let r = [Good, CallPathFailed, MediaFailed, Inconclusive][r as usize];
-                    h.observe("t0", crate::health::Observation::TestCall(r));
+                    h.observe(
+                        "t0",
+                        crate::health::Observation::TestCall {
+                            result: r,
+                            placed_ago: std::time::Duration::ZERO,
+                        },
+                    );
                 }
             }
             let trial_calls = calls.iter().filter(|(took, _)| *took).count();
