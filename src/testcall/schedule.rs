@@ -23,13 +23,16 @@
 //! drill: 5.6 s to the last region back). Paced, the domain is tried once per pace through one of
 //! its targets, whichever that is (a PSAP rations test calls: each gets one per pace x targets),
 //! and a good test call of any target of the domain releases every held one at once: the element
-//! works again, so each target behind it is tested now and comes back on its own verdict. Targets
-//! of no domain are not paced (each asks at most once per `recovery_test_interval_ms` anyway).
+//! works again, so each target behind it is tested now and comes back on its own verdict. A test
+//! call of the domain still in flight that started before the good one is superseded: its INVITE
+//! went into the fault, so it is placed again now, and the old one ends quietly (it still CANCELs
+//! and hangs up as it must; its verdict goes nowhere). Targets of no domain are not paced (each
+//! asks at most once per `recovery_test_interval_ms` anyway).
 
 use super::shell::{CallParams, run_test_call};
 use super::{Report, TestReason, Verdict};
 use crate::routing::{Target, TargetId, TestCallSettings};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,14 +113,34 @@ impl TestCalls {
 
 struct Sched {
     plan: Plan,
-    in_flight: HashSet<TargetId>,
+    in_flight: HashMap<TargetId, Flight>,
+    /// Numbers the calls, so that a superseded call's end does not free its successor's slot.
+    next_call: u64,
     waiting: VecDeque<(Arc<Target>, TestReason, CallParams)>,
     /// Next periodic test call per target.
     periodic: HashMap<TargetId, (Instant, Arc<Target>)>,
     pace: Pace,
-    /// A call's target once it has a verdict (or ended without one), and whether it was good.
-    done: mpsc::UnboundedSender<(Arc<Target>, bool)>,
+    done: mpsc::UnboundedSender<Done>,
     reports: mpsc::UnboundedSender<Report>,
+}
+
+/// A test call with no verdict yet.
+struct Flight {
+    call: u64,
+    target: Arc<Target>,
+    why: TestReason,
+    params: CallParams,
+    started: Instant,
+    /// Set when superseded: the verdict is not reported.
+    quiet: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A call has its verdict (or ended without one).
+struct Done {
+    call: u64,
+    target: Arc<Target>,
+    good: bool,
+    started: Instant,
 }
 
 /// The paced recovery test calls of failure domains (module doc).
@@ -146,7 +169,8 @@ async fn run(
     let (done, mut done_rx) = mpsc::unbounded_channel();
     let mut s = Sched {
         plan: plan_rx.borrow_and_update().clone(),
-        in_flight: HashSet::new(),
+        in_flight: HashMap::new(),
+        next_call: 0,
         waiting: VecDeque::new(),
         periodic: HashMap::new(),
         pace: Pace::default(),
@@ -162,10 +186,12 @@ async fn run(
                 Some((target, why)) => s.want(target, why),
                 None => break,
             },
-            Some((target, good)) = done_rx.recv() => {
-                s.in_flight.remove(&target.id);
-                if good {
-                    s.release_domains(&target, Instant::now());
+            Some(d) = done_rx.recv() => {
+                if s.in_flight.get(&d.target.id).is_some_and(|f| f.call == d.call) {
+                    s.in_flight.remove(&d.target.id);
+                }
+                if d.good {
+                    s.release_domains(&d.target, d.started, Instant::now());
                 }
                 s.fill();
             }
@@ -212,7 +238,7 @@ impl Sched {
             h.last_asked = now;
             return;
         }
-        let busy = self.in_flight.contains(&target.id)
+        let busy = self.in_flight.contains_key(&target.id)
             || self.waiting.iter().any(|(t, ..)| t.id == target.id);
         if busy {
             debug!(target = %target.id, reason = %why, "test call already in flight or waiting");
@@ -275,22 +301,37 @@ impl Sched {
         }
     }
 
-    /// A good test call of `target`: what is shared with it works, so every held recovery request
-    /// of its domains starts now.
-    fn release_domains(&mut self, target: &Target, now: Instant) {
-        let shares = |h: &Held| {
-            h.target
-                .failure_domain
-                .iter()
-                .any(|d| target.failure_domain.contains(d))
+    /// A good test call of `target`, placed at `placed`: what is shared with it works, so every
+    /// held recovery request of its domains starts now, and every call of its domains in flight
+    /// since before `placed` is placed again (module doc).
+    fn release_domains(&mut self, target: &Target, placed: Instant, now: Instant) {
+        let shares = |t: &Target| {
+            t.id != target.id
+                && t.failure_domain
+                    .iter()
+                    .any(|d| target.failure_domain.contains(d))
         };
         let (released, kept) = std::mem::take(&mut self.pace.held)
             .into_iter()
-            .partition::<Vec<_>, _>(shares);
+            .partition::<Vec<_>, _>(|h| shares(&h.target));
         self.pace.held = kept;
         for h in released {
             debug!(target = %h.target.id, good = %target.id, "recovery test call released: its failure domain passed a test call");
             self.start_held(h, now);
+        }
+        let stale: Vec<TargetId> = self
+            .in_flight
+            .values()
+            .filter(|f| f.started < placed && shares(&f.target))
+            .map(|f| f.target.id.clone())
+            .collect();
+        for id in stale {
+            let Some(f) = self.in_flight.remove(&id) else {
+                continue;
+            };
+            f.quiet.store(true, std::sync::atomic::Ordering::Relaxed);
+            debug!(target = %id, good = %target.id, "test call superseded: placed again now that its failure domain passed one");
+            self.launch(f.target, f.why, f.params);
         }
     }
 
@@ -330,7 +371,21 @@ impl Sched {
     }
 
     fn launch(&mut self, target: Arc<Target>, why: TestReason, params: CallParams) {
-        self.in_flight.insert(target.id.clone());
+        let call = self.next_call;
+        self.next_call += 1;
+        let started = Instant::now();
+        let quiet = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.in_flight.insert(
+            target.id.clone(),
+            Flight {
+                call,
+                target: target.clone(),
+                why,
+                params: params.clone(),
+                started,
+                quiet: quiet.clone(),
+            },
+        );
         let jitter = random_below(self.plan.jitter);
         let (done, reports) = (self.done.clone(), self.reports.clone());
         tokio::spawn(async move {
@@ -342,10 +397,19 @@ impl Sched {
             let released = std::sync::atomic::AtomicBool::new(false);
             let release = |good: bool| {
                 if !released.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    let _ = done.send((target.clone(), good));
+                    let _ = done.send(Done {
+                        call,
+                        target: target.clone(),
+                        good,
+                        started,
+                    });
                 }
             };
             run_test_call(&target, &params, |verdict, details| {
+                if quiet.load(std::sync::atomic::Ordering::Relaxed) {
+                    debug!(target = %target.id, reason = %why, verdict = %verdict, "superseded test call ended");
+                    return release(false);
+                }
                 log_verdict(&target.id, why, verdict, details);
                 let _ = reports.send(Report {
                     target: target.id.clone(),

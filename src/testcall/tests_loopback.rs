@@ -447,3 +447,40 @@ async fn a_good_test_call_through_a_domain_releases_its_held_recovery_test_calls
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_good_test_call_through_a_domain_supersedes_the_calls_placed_into_the_fault() {
+    let hung = udp_psap(Behaviour::Silent).await;
+    let healed = udp_psap(Behaviour::Answer { echo: true }).await;
+    let (hung_t, healed_t) = (
+        in_domain("hung", &hung, "firewall"),
+        in_domain("healed", &healed, "firewall"),
+    );
+    let mut plan = Plan::new(settings(8, 3000), vec![hung_t.clone(), healed_t.clone()]);
+    plan.jitter = Duration::ZERO;
+    plan.recovery_pace = Duration::from_secs(1);
+    let (tc, mut reports) = TestCalls::spawn(plan);
+    let t0 = tokio::time::Instant::now();
+    tc.request(hung_t.clone(), TestReason::Recovering);
+    until(Duration::from_millis(100), || hung.calls() == 1).await;
+    tc.request(healed_t.clone(), TestReason::Recovering);
+    // The healed one's turn comes at 1 s; its good verdict re-places the hung one's call (placed
+    // at 0, into the fault) at once, long before that one's 3 s timeout.
+    let r = tokio::time::timeout(Duration::from_secs(2), reports.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&*r.target, r.verdict), ("healed", Verdict::Good));
+    until(Duration::from_millis(100), || hung.calls() == 2).await;
+    assert!(t0.elapsed() < Duration::from_millis(1500));
+    // The first call's timeout (at 3 s) reports nothing; the second one's (at ~4.1 s) does.
+    let r = tokio::time::timeout(Duration::from_secs(5), reports.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&*r.target, "hung");
+    assert!(
+        t0.elapsed() > Duration::from_secs(4),
+        "the superseded call's verdict went nowhere"
+    );
+}
