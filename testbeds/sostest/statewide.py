@@ -107,6 +107,7 @@ class DrillResult:
     sse_events: int | None = None
     traffic_back_s: float | None = None               # first call started after R answered by a primary
     traffic_back_all_regions_s: float | None = None   # ... by every region's primary
+    primaries_ready_s: float | None = None  # sosrouter: the last primary not ready at R turns ready (SSE)
     answered_by_role: dict = field(default_factory=dict)
     answered_by_role_in_fault: dict = field(default_factory=dict)
     out: str = ""
@@ -210,7 +211,41 @@ def analyse(out: str, name: str, peer: str, topo: topology.Topology, rate: float
                 per_region.setdefault(c["region"], c["start"])
             if len(per_region) == len(topo.regions):
                 res.traffic_back_all_regions_s = max(per_region.values()) - R
+        if peer == "sosrouter":
+            res.primaries_ready_s = primaries_ready(sse, roles, R)
     return res
+
+
+def health_event(e: dict):
+    """(target, new state) of an SSE health event, else None."""
+    try:
+        d = json.loads(e.get("data") or "")
+    except ValueError:
+        return None
+    if isinstance(d, dict) and d.get("kind") == "health" and d.get("target") and d.get("new"):
+        return d["target"], d["new"]
+    return None
+
+
+def primaries_ready(sse: list, roles: dict, R: float):
+    """Seconds from the restore to the moment every primary that was not ready (up or suspect) at
+    the restore is ready again, from the proxy's health events; 0 when all were ready; None when
+    one never came back. Unlike the first call answered by each region's primary, it does not
+    wait for the region's next call."""
+    ready = ("up", "suspect")
+    state, back = {}, {}
+    for e in sorted(sse, key=lambda e: e["t"]):
+        h = health_event(e)
+        if not h or roles.get(h[0]) != "primary":
+            continue
+        if e["t"] < R:
+            state[h[0]] = h[1]
+        elif h[0] not in back and h[1] in ready:
+            back[h[0]] = e["t"]
+    waited = [p for p, s in state.items() if s not in ready]
+    if any(p not in back for p in waited):
+        return None
+    return max((back[p] - R for p in waited), default=0.0)
 
 
 # ------------------------------------------------------------------ presentation
@@ -235,7 +270,8 @@ def summary(r: DrillResult) -> str:
         ("systemic event", (f"{fmt(r.systemic_event_s, '{:.2f}')} s after the fault" if r.systemic_event_s is not None
                             else ("none" if r.peer == "sosrouter" else "n/a")) + (f" ({r.sse_events} SSE events)" if r.sse_events is not None else "")),
         ("traffic back to a primary", f"{fmt(r.traffic_back_s, '{:.2f}')} s after the restore "
-                                      f"(every region's: {fmt(r.traffic_back_all_regions_s, '{:.2f}')} s)"),
+                                      f"(every region's: {fmt(r.traffic_back_all_regions_s, '{:.2f}')} s; "
+                                      f"every primary ready: {fmt(r.primaries_ready_s, '{:.2f}')} s)"),
         ("answered by (whole run)", ", ".join(f"{k} {v}" for k, v in sorted(r.answered_by_role.items()))),
         ("answered by (in the fault)", ", ".join(f"{k} {v}" for k, v in sorted(r.answered_by_role_in_fault.items()))),
     ]

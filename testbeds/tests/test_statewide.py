@@ -17,6 +17,11 @@ def call(i, start, status="answered", setup=20.0, by="psap-r01-a", media=True, r
             "echoes": 5, "hangup": "hold", "bye_status": 200, "end": start + 8}
 
 
+def health(t, target, new):
+    data = json.dumps({"kind": "health", "target": target, "old": "up", "new": new})
+    return {"t": t, "event": "", "data": data, "systemic": False}
+
+
 @pytest.fixture
 def drill_dir(tmp_path):
     out = str(tmp_path)
@@ -34,7 +39,10 @@ def drill_dir(tmp_path):
              {"t": F + 35, "psap": "psap-r01-a", "role": "primary", "ev": "invite", "mode": "healthy", "new": True}]
     marks = [{"t": F, "ev": "fault"}, {"t": F + 30, "ev": "restore"}]
     sse = [{"t": F - 3, "event": "", "data": '{"kind":"down"}', "systemic": False},
-           {"t": F + 2.5, "event": "", "data": '{"kind":"systemic"}', "systemic": True}]
+           {"t": F + 2.5, "event": "", "data": '{"kind":"systemic"}', "systemic": True},
+           health(F + 4, "psap-r01-a", "down"), health(F + 4.5, "psap-r02-a", "suspect"),
+           health(F + 20, "psap-r01-b", "down"), health(F + 30.5, "psap-r02-a", "up"),
+           health(F + 30.8, "psap-r01-a", "recovering"), health(F + 31.2, "psap-r01-a", "up")]
     for name, rows in (("calls.jsonl", calls), ("psaps.jsonl", psaps), ("drill.jsonl", marks), ("sse.jsonl", sse)):
         with open(os.path.join(out, name), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -53,8 +61,18 @@ def test_figures(drill_dir):
     assert r.dead_media_answers_after_10s == 1 and r.calls_media_dead == 1
     assert r.systemic_event_s == pytest.approx(2.5)
     assert r.traffic_back_s == pytest.approx(1) and r.traffic_back_all_regions_s == pytest.approx(2)
+    # r01-a was down at the restore and up 1.2 s after; r02-a was suspect (ready); backups don't count.
+    assert r.primaries_ready_s == pytest.approx(1.2)
     assert r.answered_by_role == {"primary": 3, "backup": 3, "business line": 1}
     assert r.answered_by_role_in_fault == {"backup": 3, "business line": 1}
+
+
+def test_primaries_ready_is_none_when_one_never_came_back():
+    roles = {"a": "primary", "b": "primary"}
+    sse = [health(1, "a", "down"), health(2, "b", "down"), health(11, "a", "up")]
+    assert statewide.primaries_ready(sse, roles, 10) is None
+    assert statewide.primaries_ready(sse + [health(12.5, "b", "suspect")], roles, 10) == pytest.approx(2.5)
+    assert statewide.primaries_ready([health(1, "a", "up")], roles, 10) == 0.0
 
 
 def test_kamailio_has_no_systemic_figure(drill_dir):
