@@ -340,15 +340,13 @@ fn node_news(
                 st.version, st.hash
             ),
         )),
-        Some(k) if (k.version, &k.hash, k.refused) != (st.version, &st.hash, st.refused) => {
-            Some((
-                "node-version",
-                format!(
-                    "node {id} runs rules version {} ({}), was {}{refused}",
-                    st.version, st.hash, k.version
-                ),
-            ))
-        }
+        Some(k) if (k.version, &k.hash, k.refused) != (st.version, &st.hash, st.refused) => Some((
+            "node-version",
+            format!(
+                "node {id} runs rules version {} ({}), was {}{refused}",
+                st.version, st.hash, k.version
+            ),
+        )),
         Some(_) => None,
     }
 }
@@ -573,7 +571,12 @@ impl Node {
             let mut v = self.view();
             v.merge = Merge::default();
             v.current = None;
-            let gone = v.nodes.keys().filter(|id| !there.contains(*id)).cloned().collect();
+            let gone = v
+                .nodes
+                .keys()
+                .filter(|id| !there.contains(*id))
+                .cloned()
+                .collect();
             v.nodes.retain(|id, _| there.contains(id));
             gone
         };
@@ -821,7 +824,10 @@ mod tests {
     #[test]
     fn a_peer_joining_or_changing_version_is_news_a_renewal_and_this_node_are_not() {
         let (old, same, newer) = (st("b", 2, 10), st("b", 2, 99), st("b", 3, 100));
-        assert_eq!(node_news("a", "b", &old, None).map(|n| n.0), Some("node-joined"));
+        assert_eq!(
+            node_news("a", "b", &old, None).map(|n| n.0),
+            Some("node-joined")
+        );
         assert_eq!(node_news("a", "b", &same, Some(&old)), None);
         let (what, why) = node_news("a", "b", &newer, Some(&old)).unwrap();
         assert_eq!(what, "node-version");
@@ -853,6 +859,22 @@ mod tests {
         assert_eq!(nodes[1]["version"], 2);
         assert_eq!(nodes[1]["running_current"], false);
         assert_eq!(s["current"], 3);
+    }
+
+    #[test]
+    fn a_cluster_section_holds_the_flags_keys_and_nothing_else() {
+        let s = parse_section(
+            "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nnode_id = \"site-1\"\nprefix = \"/p\"\n\
+             cache = \"c.json\"\nlease_ttl_s = 9\n",
+        )
+        .unwrap();
+        assert_eq!(s.etcd.unwrap(), ["http://127.0.0.1:2379"]);
+        assert_eq!(s.node_id.as_deref(), Some("site-1"));
+        assert_eq!(s.prefix.as_deref(), Some("/p"));
+        assert_eq!(s.cache, Some(PathBuf::from("c.json")));
+        assert_eq!(s.lease_ttl_s, Some(9));
+        let err = parse_section("[cluster]\nnode = \"x\"\n").unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
     }
 
     #[test]
