@@ -13,7 +13,8 @@
 //! data dir of its own, started and killed by the test): a push reaches both nodes and every
 //! node's `/status` lists every node's version and SHA-256; a node that cannot load a version keeps
 //! its rules, shows as not current and raises `node-mismatch`; of two pushes from one read, one
-//! wins. Without etcd these tests FAIL (CI installs etcd-server): they are never skipped.
+//! wins; a peer's doubt makes a target suspect at the other node, never down, and ends with the
+//! peer's lease; a node started with etcd down runs its cache or refuses. Without etcd these tests FAIL (CI installs etcd-server): they are never skipped.
 
 use crate::common::*;
 use sosrouter::app::Running;
@@ -468,4 +469,63 @@ async fn of_two_pushes_from_one_read_etcd_applies_exactly_one() {
         "the raw `x` of the race is not a version record"
     );
     assert_eq!(etcd.push("third").await, 3, "never reuses a number");
+}
+
+/// Health hints through etcd: a target node a doubts turns suspect at node b (b's `peer_reports`
+/// and a `peer-report` event say who said so), never down; when a dies, its hints expire with its
+/// lease and b says the node is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_doubt_makes_a_target_suspect_here_never_down_and_ends_with_its_lease() {
+    let etcd = Etcd::start("hints").await;
+    let dir = test_dir("two-sites-hints");
+    let (p, b, g) = (dead_port().await, dead_port().await, dead_port().await);
+    // No test calls: b's own verdict cannot move the target, so only the peer's doubt acts here.
+    let text = format!(
+        "{}\n[test_calls]\nenabled = false\n",
+        lab_rules(p, b, g, NO_TIMERS)
+    );
+    etcd.push(&text).await;
+    let node_a = node(&etcd.url, "site-a", &dir, Some("udp:127.0.0.1:0")).await;
+    let node_b = node(&etcd.url, "site-b", &dir, Some("udp:127.0.0.1:0")).await;
+    let h = sosrouter::app::reload::content_hash(text.as_bytes());
+    cluster_status(&node_b, "both nodes known", all_at(1, &h)).await;
+    let mut b_events = node_b.events.subscribe();
+    let state = |r: &Running| r.health.status("psap-primary").unwrap().state.to_string();
+    assert_eq!(state(&node_b), "up");
+
+    // a doubts the primary (as a domain's or a peer's doubt does: suspect, nothing of its own).
+    assert!(node_a.health.peer_suspect("psap-primary"));
+    assert_eq!(state(&node_a), "suspect");
+    let why = cluster_event(
+        &mut b_events,
+        "peer-report",
+        "node site-a reports target psap-primary suspect",
+    )
+    .await;
+    assert!(why.contains("suspect here"), "{why}");
+    assert_eq!(
+        state(&node_b),
+        "suspect",
+        "a peer's doubt makes it suspect here"
+    );
+    let c = cluster_status(&node_b, "a's report listed", |c| {
+        c["peer_reports"].as_array().is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    assert_eq!(
+        c["peer_reports"],
+        serde_json::json!([{"node": "site-a", "target": "psap-primary", "state": "suspect"}])
+    );
+
+    // a dies without a word: its lease runs out, its hints and status go with it.
+    node_a.shutdown(Duration::ZERO).await;
+    cluster_event(&mut b_events, "node-gone", "node site-a").await;
+    let c = cluster_status(&node_b, "a gone", |c| {
+        versions_of(c).len() == 1 && c["peer_reports"].as_array().is_some_and(|r| r.is_empty())
+    })
+    .await;
+    assert_eq!(c["nodes"][0]["node"], "site-b");
+    assert_ne!(state(&node_b), "down", "never down on a peer's word");
+
+    node_b.shutdown(Duration::ZERO).await;
 }
