@@ -15,6 +15,11 @@
 //! is refused and the old rules keep serving (its `nodes/ID` says so). A broken watch or a failed
 //! request -> one event ("etcd unreachable"), then reconnect (next endpoint) and resume the watch
 //! from the last revision seen; a compacted revision -> read everything again.
+//!
+//! `/status` shows every node's version and hash ([`Cluster::status`]); a peer joining or running
+//! another version is a `node-joined` / `node-version` event (the console re-reads `/status` on
+//! every event), one running something else than `current` past [`Settings::mismatch_grace`] a
+//! `node-mismatch`.
 
 pub mod cache;
 pub mod etcd;
