@@ -15,6 +15,11 @@
 //! is refused and the old rules keep serving (its `nodes/ID` says so). A broken watch or a failed
 //! request -> one event ("etcd unreachable"), then reconnect (next endpoint) and resume the watch
 //! from the last revision seen; a compacted revision -> read everything again.
+//!
+//! `/status` shows every node's version and hash ([`Cluster::status`]); a peer joining or running
+//! another version is a `node-joined` / `node-version` event (the console re-reads `/status` on
+//! every event), one running something else than `current` past [`Settings::mismatch_grace`] a
+//! `node-mismatch`.
 
 pub mod cache;
 pub mod etcd;
@@ -198,15 +203,23 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The `cluster` object of `/status`. `nodes`: every node this one knows of, by id, this node
+    /// included (`self`: true; what it runs now, also while etcd is unreachable), each with the
+    /// version and SHA-256 it runs and `running_current` (null while `current` is unknown).
     pub fn status(&self) -> serde_json::Value {
         let v = self.view.lock().unwrap_or_else(PoisonError::into_inner);
-        let nodes: Vec<serde_json::Value> = v
-            .nodes
+        let mut all = v.nodes.clone();
+        let me = v.running.node.clone();
+        let published = all.get(&me).map(|n| n.unix_ms);
+        let mut mine = v.running.clone();
+        mine.unix_ms = published.unwrap_or(0);
+        all.insert(me.clone(), mine);
+        let nodes: Vec<serde_json::Value> = all
             .values()
             .map(|n| {
                 serde_json::json!({
-                    "node": n.node, "version": n.version, "hash": n.hash,
-                    "running_current": v.current == Some(n.version),
+                    "node": n.node, "self": n.node == me, "version": n.version, "hash": n.hash,
+                    "running_current": v.current.map(|c| c == n.version),
                     "refused": n.refused, "refused_errors": n.refused_errors,
                     "unix_ms": n.unix_ms,
                 })
@@ -306,6 +319,41 @@ pub fn spawn(
     };
     tasks.spawn(node.run());
     Ok(Cluster { view })
+}
+
+/// The event a peer's published status `st` is worth, given what this node knew of it: a node
+/// joining, or running another version (or refusing one). None for this node itself (its own
+/// reloads are `reload` events) and for a status that only renewed its time.
+fn node_news(
+    me: &str,
+    id: &str,
+    st: &NodeStatus,
+    known: Option<&NodeStatus>,
+) -> Option<(&'static str, String)> {
+    if id == me {
+        return None;
+    }
+    let refused = match st.refused {
+        Some(r) => format!(", refused version {r}"),
+        None => String::new(),
+    };
+    match known {
+        None => Some((
+            "node-joined",
+            format!(
+                "node {id} joined: rules version {} ({}){refused}",
+                st.version, st.hash
+            ),
+        )),
+        Some(k) if (k.version, &k.hash, k.refused) != (st.version, &st.hash, st.refused) => Some((
+            "node-version",
+            format!(
+                "node {id} runs rules version {} ({}), was {}{refused}",
+                st.version, st.hash, k.version
+            ),
+        )),
+        Some(_) => None,
+    }
 }
 
 fn cluster_event(new: &str, reason: String) -> Event {
@@ -514,13 +562,34 @@ impl Node {
             .await
     }
 
-    /// Everything under the prefix, read at (re)start or after a compaction.
+    /// Everything under the prefix, read at (re)start or after a compaction. Nodes already known
+    /// stay (an unchanged node raises no event); those no longer there are gone.
     async fn full_read(&mut self, kvs: Vec<etcd::Kv>) {
-        {
+        let there: HashSet<String> = kvs
+            .iter()
+            .filter_map(|kv| match self.keys.parse(&kv.key) {
+                Key::Node(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        let gone: Vec<String> = {
             let mut v = self.view();
-            v.nodes.clear();
             v.merge = Merge::default();
             v.current = None;
+            let gone = v
+                .nodes
+                .keys()
+                .filter(|id| !there.contains(*id))
+                .cloned()
+                .collect();
+            v.nodes.retain(|id, _| there.contains(id));
+            gone
+        };
+        for id in gone.into_iter().filter(|id| *id != self.s.node_id) {
+            self.events.publish(cluster_event(
+                "node-gone",
+                format!("node {id} left (its etcd lease expired or it stopped)"),
+            ));
         }
         // Versions first, so that `current` finds its text.
         let (versions, rest): (Vec<_>, Vec<_>) = kvs
@@ -550,7 +619,12 @@ impl Node {
                 }
                 Key::Node(id) => {
                     if let Ok(st) = serde_json::from_slice::<NodeStatus>(&kv.value) {
+                        let news = node_news(&self.s.node_id, &id, &st, self.view().nodes.get(&id));
                         self.view().nodes.insert(id, st);
+                        // After the view holds it, so a console refreshing on the event sees it.
+                        if let Some((new, reason)) = news {
+                            self.events.publish(cluster_event(new, reason));
+                        }
                     }
                 }
                 Key::Hints(id) => {
@@ -717,5 +791,104 @@ impl Node {
         for e in out {
             self.events.publish(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(node: &str, version: u64, unix_ms: u64) -> NodeStatus {
+        NodeStatus {
+            node: node.into(),
+            version,
+            hash: format!("h{version}"),
+            unix_ms,
+            refused: None,
+            refused_errors: Vec::new(),
+        }
+    }
+
+    fn cluster(me: NodeStatus, current: Option<u64>, peers: &[NodeStatus]) -> Cluster {
+        let nodes = peers.iter().map(|n| (n.node.clone(), n.clone())).collect();
+        Cluster {
+            view: Arc::new(Mutex::new(View {
+                connected: true,
+                since_unix_ms: 0,
+                endpoint: "http://127.0.0.1:2379".into(),
+                current,
+                running: me,
+                nodes,
+                merge: Merge::default(),
+                mismatch: HashMap::new(),
+                revision: 1,
+            })),
+        }
+    }
+
+    #[test]
+    fn a_peer_joining_or_changing_version_is_news_a_renewal_and_this_node_are_not() {
+        let (old, same, newer) = (st("b", 2, 10), st("b", 2, 99), st("b", 3, 100));
+        assert_eq!(
+            node_news("a", "b", &old, None).map(|n| n.0),
+            Some("node-joined")
+        );
+        assert_eq!(node_news("a", "b", &same, Some(&old)), None);
+        let (what, why) = node_news("a", "b", &newer, Some(&old)).unwrap();
+        assert_eq!(what, "node-version");
+        assert!(why.contains("version 3 (h3), was 2"), "{why}");
+        let mut refused = same.clone();
+        refused.refused = Some(3);
+        let (what, why) = node_news("a", "b", &refused, Some(&old)).unwrap();
+        assert_eq!(what, "node-version");
+        assert!(why.contains("refused version 3"), "{why}");
+        assert_eq!(node_news("a", "a", &newer, None), None);
+        assert_eq!(node_news("a", "a", &newer, Some(&old)), None);
+    }
+
+    #[test]
+    fn status_lists_every_node_with_its_version_this_node_from_what_it_runs() {
+        // This node runs 3 (its published status in etcd still says 2); b is behind.
+        let c = cluster(st("a", 3, 0), Some(3), &[st("a", 2, 50), st("b", 2, 60)]);
+        let s = c.status();
+        let nodes = s["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0]["node"], "a");
+        assert_eq!(nodes[0]["self"], true);
+        assert_eq!(nodes[0]["version"], 3);
+        assert_eq!(nodes[0]["hash"], "h3");
+        assert_eq!(nodes[0]["running_current"], true);
+        assert_eq!(nodes[0]["unix_ms"], 50, "when it last published");
+        assert_eq!(nodes[1]["node"], "b");
+        assert_eq!(nodes[1]["self"], false);
+        assert_eq!(nodes[1]["version"], 2);
+        assert_eq!(nodes[1]["running_current"], false);
+        assert_eq!(s["current"], 3);
+    }
+
+    #[test]
+    fn a_cluster_section_holds_the_flags_keys_and_nothing_else() {
+        let s = parse_section(
+            "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nnode_id = \"site-1\"\nprefix = \"/p\"\n\
+             cache = \"c.json\"\nlease_ttl_s = 9\n",
+        )
+        .unwrap();
+        assert_eq!(s.etcd.unwrap(), ["http://127.0.0.1:2379"]);
+        assert_eq!(s.node_id.as_deref(), Some("site-1"));
+        assert_eq!(s.prefix.as_deref(), Some("/p"));
+        assert_eq!(s.cache, Some(PathBuf::from("c.json")));
+        assert_eq!(s.lease_ttl_s, Some(9));
+        let err = parse_section("[cluster]\nnode = \"x\"\n").unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn before_etcd_was_read_this_node_is_listed_and_current_is_unknown() {
+        let c = cluster(st("a", 4, 0), None, &[]);
+        let s = c.status();
+        assert_eq!(s["nodes"][0]["node"], "a");
+        assert_eq!(s["nodes"][0]["version"], 4);
+        assert!(s["nodes"][0]["running_current"].is_null());
+        assert!(s["current"].is_null());
     }
 }

@@ -50,8 +50,9 @@ pub enum Kind {
     /// A shared failure: a failure domain turned suspect or failing, or too many targets are down
     /// or suspect (`new` = "raised"), or it healed (`new` = "cleared"). `detail` has the report.
     Systemic,
-    /// Between the nodes of a cluster (etcd): etcd unreachable or back, a node running something
-    /// else than the current rules version, a version refused, a peer's report, a node gone.
+    /// Between the nodes of a cluster (etcd): etcd unreachable or back, a peer joining or running
+    /// another version, a node running something else than the current rules version, a version
+    /// refused, a peer's report, a node gone.
     /// `new` names which (`etcd-unreachable`, `etcd-reachable`, `node-mismatch`, ...).
     Cluster,
 }

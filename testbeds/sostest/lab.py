@@ -778,6 +778,8 @@ def need_browser():
 
 
 def cmd_test(cfg: Config) -> int:
+    # cargo test's two_sites tests and the cluster console test start Debian's etcd (never skipped).
+    need("etcd", "etcd-server")
     if subprocess.call(["cargo", "test"], cwd=ROOT):
         raise Fail("cargo test failed")
     need_browser()

@@ -251,6 +251,7 @@ def test_console_loads(lab, page):
     expect(page.locator('[data-route-id="line-test"] [data-chain-target]')).to_have_count(1)
     expect(page.locator('[data-route-id="emergency-urn"] [data-chain-target]')).to_have_count(3)
     expect(page.locator("#stale")).to_be_hidden()
+    expect(page.locator("#cluster")).to_be_hidden()   # one node, no etcd: no cluster section
     # Served under the policy, and nothing broke it (an inline script or style would be reported).
     r = page.request.get(lab.url)
     assert r.headers["content-security-policy"].startswith("default-src 'self'")

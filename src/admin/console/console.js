@@ -157,6 +157,46 @@ function renderRules() {
   $("reload-error-text").textContent = err ? err.join("\n") : "";
 }
 
+// `rules.cluster` of /status (cluster mode only): {node, etcd: {connected, endpoint, since_unix_ms},
+// current, nodes: [{node, self, version, hash, running_current, refused, refused_errors, unix_ms}],
+// peer_reports: [{node, target, state}]}. Each node's row carries data-node-id, data-node-version,
+// data-node-hash and data-node-current ("true", "false", or "unknown" while current is unknown).
+// Live: a peer joining or changing version is a `cluster` event, and every event reads /status again.
+function renderCluster() {
+  const c = model.rules && model.rules.cluster;
+  $("cluster").hidden = !c;
+  document.body.dataset.cluster = String(Boolean(c));
+  if (!c) return;
+  const etcd = c.etcd || {};
+  const cur = c.current ?? null;
+  const line = $("cluster-etcd");
+  line.dataset.etcdConnected = String(Boolean(etcd.connected));
+  line.textContent = `This node: ${c.node}. etcd ${etcd.connected ? "connected" : "UNREACHABLE"} `
+    + `(${etcd.endpoint || "–"}) since ${clock(etcd.since_unix_ms)}. Current rules version: ${cur ?? "unknown"}.`;
+  const nodes = c.nodes || [];
+  const flag = (n) => (n.running_current === true ? "true" : n.running_current === false ? "false" : "unknown");
+  $("node-rows").replaceChildren(...nodes.map((n) => {
+    const current = flag(n);
+    const text = current === "true" ? "current" : current === "false" ? `NOT current (current is ${cur})` : "unknown";
+    const refused = n.refused === null || n.refused === undefined ? null
+      : el("div", { class: "reason", text: `refused version ${n.refused}: ${(n.refused_errors || []).join("; ")}` });
+    return el("tr", { "data-node-id": n.node, "data-node-version": n.version, "data-node-hash": n.hash,
+                      "data-node-current": current, "data-node-self": String(Boolean(n.self)) },
+      el("th", { scope: "row", text: n.self ? `${n.node} (this node)` : n.node }),
+      el("td", { text: String(n.version) }),
+      el("td", { class: "mono hash", text: n.hash || "–" }),
+      el("td", {}, el("span", { class: "current-flag", "data-current": current, text }), refused),
+      el("td", { text: n.unix_ms ? `${ago(n.unix_ms)} (${clock(n.unix_ms)})` : "–" }));
+  }));
+  const off = nodes.filter((n) => n.running_current === false).map((n) => `${n.node} (version ${n.version})`);
+  $("cluster-warn").hidden = off.length === 0;
+  $("cluster-warn").textContent = off.length
+    ? `Not running the current rules version ${cur}: ${off.join(", ")}.` : "";
+  $("peer-reports").replaceChildren(...(c.peer_reports || []).map((r) => el("li", {
+    "data-peer-report": r.target, text: `node ${r.node} reports ${r.target} ${r.state}`,
+  })));
+}
+
 // `systemic` of /status: {suspect_domains: [{domain, since_unix_ms, ...}], share_alarm_since_unix_ms}.
 // The plain sentence comes with the `systemic` event (kept in model.sentence).
 function renderSystemic() {
@@ -220,6 +260,7 @@ async function loadStatus() {
   if (r.body.systemic) model.systemic = r.body.systemic;
   renderTargets();
   renderRules();
+  renderCluster();
   renderSystemic();
 }
 
@@ -465,7 +506,7 @@ function init() {
   connect();
   setInterval(checkStale, 500);
   setInterval(() => { if (live) loadState().catch(() => {}); }, REFRESH_MS);
-  setInterval(() => { if (model.targets.size) renderTargets(); }, 15000);
+  setInterval(() => { if (model.targets.size) renderTargets(); renderCluster(); }, 15000);
 }
 
 document.addEventListener("DOMContentLoaded", init);
