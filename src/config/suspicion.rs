@@ -45,7 +45,8 @@ pub struct SuspicionSpec {
     pub short_call_baseline_percent: u64,
     /// A systemic event is raised when more than this share of all targets is down or suspect.
     pub systemic_share_percent: u64,
-    /// A target down on call evidence gets a test call this often until one succeeds, ms.
+    /// A target down on call evidence gets a test call this often until one succeeds, ms; the
+    /// targets of one failure domain get one this often between them (`testcall::schedule`).
     pub recovery_test_interval_ms: u64,
     /// Damping of overdue suspicion (rule 8 of `health::state`): another call's progress ends it
     /// only after this long, and after a false alarm overdue attempts raise none for this long.
