@@ -273,3 +273,25 @@ async fn the_file_watcher_reloads_a_changed_file() {
     call_ok(&p, "after-broken").await;
     assert_eq!(b.count("INVITE"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_turns_test_calls_on_reaches_the_test_call_scheduler() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let base = lab_rules(a.addr, b.addr, g.addr, NO_TIMERS);
+    let path = test_dir("reload-testcalls").join("rules.toml");
+    write_rules(&path, &(base.clone() + "\n[test_calls]\nenabled = false\n"));
+    let p = proxy_from_file(&path, None, None).await;
+    write_rules(&path, &(base + "\n[test_calls]\nenabled = true\n"));
+    p.reloader.reload("test").expect("valid rules");
+    // A failed call makes the primary suspect, and a suspect target gets a test call: only if
+    // the scheduler took the new rules (it started with test calls off).
+    p.health.report("psap-primary", Outcome::TransportError);
+    eventually(WAIT, "a test call at the primary", || {
+        a.received()
+            .iter()
+            .any(|r| r.method == "INVITE" && r.request_uri == "urn:service:test.sos")
+    })
+    .await;
+}
