@@ -16,6 +16,11 @@ systemic alarms do), so in both arms the driver flips the operator switch of SSE
 (`business-line`, the chains' last resort, never reached while the primary answers) SSE_EVENTS_PER_S (10)
 times a second through `POST /targets/ID/disable|enable`: real operator events, the same in both arms.
 
+Before the stairs, SSE_IDLE_S (15) seconds of events without calls, without and with the clients (A B B A):
+the proxy's CPU per event delivered to a client, a figure far less noisy than a knee. The clients' process
+runs at nice SSE_CLIENTS_NICE (10): here it shares two cores with the proxy and SIPp, where the operators'
+browsers would run elsewhere; its CPU is in the table.
+
 The proxy runs with an admin token (a file in the run's directory) and reads need it
 (`--admin-token-for-reads`, on by default), so the clients, the switch and the metrics scrapes send it.
 Outputs in testbeds/out/<stamp>-sse-load/: steps/NN-A-rRATE and NN-B-rRATE (the throughput step files, plus
@@ -241,9 +246,13 @@ def summarise(steps_a: list, steps_b: list, clients: dict, meta: dict) -> tuple:
         f"delivery lag p50/p99/max {f(clients.get('lag_ms_p50'))}/{f(clients.get('lag_ms_p99'))}/"
         f"{f(clients.get('lag_ms_max'))} ms",
         f"events: operator switch of {meta.get('toggle_target')} at {meta.get('events_per_s')}/s in both arms "
-        "(answered calls publish none)",
+        "(answered calls publish none; calls failing past the knee publish undelivered and health events)",
+        f"idle (no calls, events only): proxy CPU {f(meta.get('idle_cpu_pct_without'), '{:.1f}')}% without, "
+        f"{f(meta.get('idle_cpu_pct_with'), '{:.1f}')}% with the clients ({f(meta.get('idle_deliveries_per_s'))} "
+        f"deliveries/s): {f(meta.get('idle_cpu_us_per_delivery'), '{:.1f}')} us of proxy CPU per event delivered",
         f"goal (issue 14): the knee with clients at least {100 - GOAL_MAX_COST_PCT:g}% of the knee without: {res['verdict']}",
-        "(proxy% = sosrouter's CPU in % of one core over the call-creation phase; clients% = the client process;"
+        f"(proxy% = sosrouter's CPU in % of one core over the call-creation phase; clients% = the client process,"
+        f" run at nice {meta.get('clients_nice')};"
         "\n one run on a shared machine: compare the two arms of this run, not figures across runs)",
     ]
     return "\n".join(lines), res
@@ -386,7 +395,7 @@ def cmd_sse_load(cfg: lab.Config) -> int:
         cfg.rates = "500 1000 1500 2000 2500 3000 3500 4000 5000 6000"
     rates = [int(x) for x in cfg.rates.split()]
     r = lab.Run(cfg, "sse-load")
-    meta = {"sse_clients": n_clients, "events_per_s": per_s, "toggle_target": toggle, "rates": rates,
+    meta = {"sse_clients": n_clients, "clients_nice": e.get("SSE_CLIENTS_NICE", "10"), "events_per_s": per_s, "toggle_target": toggle, "rates": rates,
             "step_s": cfg.step_s, "bisect_steps": cfg.bisect_steps, "host_cpus": os.cpu_count(),
             "loadavg_before": loadavg(), "uptime_before": _uptime()}
     try:
@@ -402,12 +411,15 @@ def cmd_sse_load(cfg: lab.Config) -> int:
         cfg.admin_token = token
         cfg.sosrouter_args = f"{cfg.sosrouter_args} --admin {cfg.admin_addr} --admin-token-file {token_file} --no-watch"
         steps_max = 2 * (len(rates) + cfg.bisect_steps)
-        budget = steps_max * (cfg.step_s + 45) + 120
+        budget = steps_max * (cfg.step_s + 45) + 4 * (float(e.get("SSE_IDLE_S", "15")) + 40) + 120
         r.start_all_aps(budget)
         r.start_proxy(budget)
         if published(cfg) is None:
             raise lab.Fail(f"no /metrics at {cfg.admin_addr} with the token; see {r.rel(r.out)}/sosrouter.log")
         switch = Switcher(cfg.admin_addr, token, toggle, per_s)
+        idle_s = float(e.get("SSE_IDLE_S", "15"))
+        if idle_s > 0:
+            meta.update(idle_cost(r, n_clients, switch, idle_s))
         arms = {"A": lab.Stair(rates, cfg.bisect_steps), "B": lab.Stair(rates, cfg.bisect_steps)}
         steps = {"A": [], "B": []}
         b_clients: list = []
@@ -444,24 +456,70 @@ def _uptime() -> str:
         return "?"
 
 
+def start_clients(r: lab.Run, d: str, n_clients: int, secs: float):
+    """The clients' process (niced by SSE_CLIENTS_NICE, default 10: on this machine they share the cores with
+    the proxy and SIPp, where an operator's browsers would not), once every client has its answer."""
+    cfg = r.cfg
+    ready, result = os.path.join(d, "sse.ready"), os.path.join(d, "sse.json")
+    nice = ["nice", "-n", os.environ.get("SSE_CLIENTS_NICE", "10")]
+    clients = r.g.start("sse-clients", [*nice, sys.executable, "-m", "sostest.sseload", "clients", cfg.admin_addr,
+                                        str(n_clients), str(int(secs)), ready, result],
+                        os.path.join(d, "sse-clients.log"), secs + 10,
+                        env=dict(os.environ, PYTHONPATH=lab.HERE, SSE_TOKEN=cfg.admin_token))
+    lab.procs.wait_until(lambda: os.path.exists(ready) or not clients.alive(), 20)
+    try:
+        up = int(open(ready).read())
+    except (OSError, ValueError):
+        up = 0
+    lab.say(f"  {up} of {n_clients} event-stream clients connected")
+    return clients
+
+
+def stop_clients(r: lab.Run, clients, d: str) -> dict:
+    r.g.stop(clients, grace=5)
+    r.g.procs = [x for x in r.g.procs if x is not clients]
+    return report.load_result(os.path.join(d, "sse.json")) or {}
+
+
+def idle_cost(r: lab.Run, n_clients: int, switch: Switcher, seconds: float) -> dict:
+    """No calls, only the operator events: the proxy's CPU over `seconds` without clients (A) and with them
+    (B), twice each (A B B A); the difference per event delivered to a client, in microseconds of CPU."""
+    cfg, tck = r.cfg, os.sysconf("SC_CLK_TCK")
+    cpu: dict = {"A": [], "B": []}
+    delivered = 0
+    for i, arm in enumerate("ABBA"):
+        d = os.path.join(r.out, "idle", f"{i + 1}-{arm}")
+        os.makedirs(d, exist_ok=True)
+        lab.say(f"sse-load idle {arm} ({'with' if arm == 'B' else 'without'} clients): {seconds:g} s of events only")
+        clients = start_clients(r, d, n_clients, seconds + 60) if arm == "B" else None
+        pids = r.proxy_pids()
+        switch.start(seconds + 30)
+        c0, t0 = lab.ticks(pids), time.time()
+        time.sleep(seconds)
+        c1, t1 = lab.ticks(pids), time.time()
+        switch.stop()
+        cpu[arm].append(100.0 * (c1 - c0) / tck / (t1 - t0))
+        if clients:
+            got = client_figures([stop_clients(r, clients, d)])
+            delivered += (got["events_per_client_mean"] or 0) * got["clients"]
+    return idle_figures(cpu, delivered, 2 * seconds)
+
+
+def idle_figures(cpu: dict, delivered: float, b_seconds: float) -> dict:
+    """Mean proxy CPU (% of a core) of each arm; the extra CPU of B per delivered event (us)."""
+    a = sum(cpu["A"]) / len(cpu["A"]) if cpu["A"] else None
+    b = sum(cpu["B"]) / len(cpu["B"]) if cpu["B"] else None
+    per_s = delivered / b_seconds if b_seconds else 0
+    us = (b - a) / 100.0 * 1e6 / per_s if a is not None and b is not None and per_s else None
+    return {"idle_cpu_pct_without": a, "idle_cpu_pct_with": b, "idle_samples": cpu,
+            "idle_deliveries_per_s": per_s, "idle_cpu_us_per_delivery": us}
+
+
 def one_step(r: lab.Run, d: str, arm: str, rate: int, n: int, n_clients: int, switch: Switcher, b_clients: list) -> dict:
     """One throughput step of arm A (no client) or B (n_clients streams for the whole step); step.json's
     figures plus the arm, the events published and, for B, the clients' counts (sse.json)."""
     cfg = r.cfg
-    clients = None
-    if arm == "B":
-        ready, result = os.path.join(d, "sse.ready"), os.path.join(d, "sse.json")
-        secs = cfg.step_s + cfg.call_timeout_ms / 1000 + 60
-        clients = r.g.start("sse-clients", [sys.executable, "-m", "sostest.sseload", "clients", cfg.admin_addr,
-                                            str(n_clients), str(int(secs)), ready, result],
-                            os.path.join(d, "sse-clients.log"), secs + 10,
-                            env=dict(os.environ, PYTHONPATH=lab.HERE, SSE_TOKEN=cfg.admin_token))
-        lab.procs.wait_until(lambda: os.path.exists(ready) or not clients.alive(), 20)
-        try:
-            up = int(open(ready).read())
-        except (OSError, ValueError):
-            up = 0
-        lab.say(f"  {up} of {n_clients} event-stream clients connected")
+    clients = start_clients(r, d, n_clients, cfg.step_s + cfg.call_timeout_ms / 1000 + 60) if arm == "B" else None
     p0 = published(cfg)
     cpids = [clients.pid] + lab.descendants(clients.pid) if clients else []
     c0, t0 = lab.ticks(cpids), time.time()
@@ -474,9 +532,7 @@ def one_step(r: lab.Run, d: str, arm: str, rate: int, n: int, n_clients: int, sw
     p1 = published(cfg)
     figures = {}
     if clients:
-        r.g.stop(clients, grace=5)
-        r.g.procs = [x for x in r.g.procs if x is not clients]
-        sse = report.load_result(os.path.join(d, "sse.json")) or {}
+        sse = stop_clients(r, clients, d)
         sse["published"] = (p1 - p0) if p0 is not None and p1 is not None else None
         b_clients.append(sse)
         cf = client_figures([sse])

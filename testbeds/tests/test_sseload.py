@@ -176,3 +176,10 @@ def test_clients_process_connects_reads_and_reports(tmp_path):
     assert [(c["status"], c["events"], c["comments"], c["ended"]) for c in res["clients"]] == [(200, 4, 1, True)] * 3
     assert len(res["lags_ms"]) == 12
     assert seen == [["Authorization: Bearer t0k"]] * 3
+
+
+def test_idle_figures_cost_per_delivery():
+    f = sseload.idle_figures({"A": [1.0, 3.0], "B": [4.0, 4.0]}, delivered=30000, b_seconds=30)
+    assert (f["idle_cpu_pct_without"], f["idle_cpu_pct_with"], f["idle_deliveries_per_s"]) == (2.0, 4.0, 1000)
+    assert round(f["idle_cpu_us_per_delivery"], 6) == 20.0
+    assert sseload.idle_figures({"A": [], "B": [1.0]}, 10, 1)["idle_cpu_us_per_delivery"] is None
