@@ -43,6 +43,7 @@ import urllib.request
 from . import lab, report
 
 GOAL_MAX_COST_PCT = 5.0
+DRAIN_S = 1.0      # after a step, before the clients stop: events still on their way arrive
 MAX_CLIENTS = 1000
 
 
@@ -476,6 +477,9 @@ def start_clients(r: lab.Run, d: str, n_clients: int, secs: float):
 
 
 def stop_clients(r: lab.Run, clients, d: str) -> dict:
+    """Stops the clients' process (after DRAIN_S: the proxy sends events up to 250 ms late, batched) and
+    reads what it counted."""
+    time.sleep(DRAIN_S)
     r.g.stop(clients, grace=5)
     r.g.procs = [x for x in r.g.procs if x is not clients]
     return report.load_result(os.path.join(d, "sse.json")) or {}
