@@ -88,6 +88,8 @@ Other knobs (environment only): RULES SOSROUTER SOSROUTER_ARGS PROXY_WARMUP_S RI
   AP_TRANSPORT (u1 or t1: how answering points listen; default u1, or the caller's with --direct)
   AP_PORT_BASE (answering points on BASE..BASE+2 instead of 5071-5073; rules and dispatcher list rewritten)
   statewide: REGIONS CALLING_S FAULT_AT_S FAULT_S HOLD_S STATEWIDE_DOMAIN_LIST STATEWIDE_PROXY_PORT STATEWIDE_PSAP_BASE
+  AP_RTP_BASE CALLER_PORT CALLER_MEDIA_PORT ADMIN_ADDR ADMIN_TOKEN (ports of a run, the testbed's /metrics scrapes)
+  sse-load: SSE_CLIENTS SSE_EVENTS_PER_S SSE_TOGGLE_TARGET SSE_IDLE_S SSE_CLIENTS_NICE
   SOSTEST_PYTHON (the python3 that runs this package; default /usr/bin/python3)
 
 Topology: caller -> sosrouter 127.0.0.1:5060 -> primary PSAP :5071, backup PSAP :5072, gateway :5073 (UDP).
