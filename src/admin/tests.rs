@@ -405,9 +405,17 @@ async fn events_within_the_coalesce_window_go_out_together() {
     };
     let ((), one) = tokio::join!(later, s.next());
     assert!(text(one).contains("r1"));
-    assert_eq!(t0.elapsed(), COALESCE, "the first event waits out the window");
+    assert_eq!(
+        t0.elapsed(),
+        COALESCE,
+        "the first event waits out the window"
+    );
     assert!(text(s.next().await).contains("r2"));
-    assert_eq!(t0.elapsed(), COALESCE, "the one published within it comes along");
+    assert_eq!(
+        t0.elapsed(),
+        COALESCE,
+        "the one published within it comes along"
+    );
     bus.publish(Event::reload(true, "r3"));
     assert!(text(s.next().await).contains("r3"));
     assert_eq!(t0.elapsed(), COALESCE * 2, "a later one opens a new window");
