@@ -38,7 +38,9 @@ pub const GRACE: Duration = Duration::from_millis(500);
 /// The server's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once (event streams included).
+    /// Connections served at once (event streams included). The default leaves room for 100
+    /// event-stream clients (issue 14's load figure) with slots to spare for the operator's
+    /// requests: at 64, 64 streams took every slot and a `POST /targets/{id}/disable` got 503.
     pub max_connections: usize,
     /// A request head must arrive within this, or the connection is closed.
     pub header_timeout: Duration,
@@ -53,7 +55,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_connections: 64,
+            max_connections: 256,
             header_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),

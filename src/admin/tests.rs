@@ -381,3 +381,42 @@ async fn shutdown_ends_the_server_and_its_open_streams() {
         "no longer listening"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn events_within_the_coalesce_window_go_out_together() {
+    use super::telemetry::{COALESCE, stream_after};
+    use futures_util::StreamExt;
+    let bus = Bus::default();
+    let mut s = Box::pin(stream_after(
+        &bus,
+        None,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let text = |ev: Option<Result<axum::response::sse::Event, std::convert::Infallible>>| match ev {
+        Some(Ok(ev)) => format!("{ev:?}"),
+        other => panic!("stream ended: {other:?}"),
+    };
+    assert!(text(s.next().await).contains("sosrouter events"));
+    let t0 = tokio::time::Instant::now();
+    bus.publish(Event::reload(true, "r1"));
+    let later = async {
+        tokio::time::sleep(COALESCE / 2).await;
+        bus.publish(Event::reload(true, "r2"));
+    };
+    let ((), one) = tokio::join!(later, s.next());
+    assert!(text(one).contains("r1"));
+    assert_eq!(
+        t0.elapsed(),
+        COALESCE,
+        "the first event waits out the window"
+    );
+    assert!(text(s.next().await).contains("r2"));
+    assert_eq!(
+        t0.elapsed(),
+        COALESCE,
+        "the one published within it comes along"
+    );
+    bus.publish(Event::reload(true, "r3"));
+    assert!(text(s.next().await).contains("r3"));
+    assert_eq!(t0.elapsed(), COALESCE * 2, "a later one opens a new window");
+}

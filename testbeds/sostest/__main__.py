@@ -59,6 +59,10 @@ Commands:
   interop-tls-load   TLS calls/s and proxy CPU per 1000 calls/s: SIPp over TCP behind stunnel, through
                      sosrouter's TLS, then Kamailio's, same stairs (SOS_TRANSPORT=tcp / KAM_TRANSPORT=tcp:
                      that proxy over TCP, stunnel terminating TLS; sosrouter so while it has no TLS).
+  sse-load           What SSE_CLIENTS (100) clients of the admin event stream cost: two throughput stairs against
+                     one sosrouter, interleaved step by step, without and with the clients connected to /events
+                     (operator events at SSE_EVENTS_PER_S, 10/s, in both); knees, their ratio (goal: cost <= 5%),
+                     events per client, proxy CPU; result.json, summary.txt.
   soak [S] [CALLS/s] testbeds/soak/rss-soak: sosrouter's RSS under S seconds (60) of faults (200/s).
   scale              Rules generated at size (SCALE_SIZES, default "100x10 1000x100 6000x30 10000x2" routes x
                      prefixes; SCALE_QUICK=1: "100x10 1000x100", shorter steps): per size the time to load and
@@ -84,6 +88,8 @@ Other knobs (environment only): RULES SOSROUTER SOSROUTER_ARGS PROXY_WARMUP_S RI
   AP_TRANSPORT (u1 or t1: how answering points listen; default u1, or the caller's with --direct)
   AP_PORT_BASE (answering points on BASE..BASE+2 instead of 5071-5073; rules and dispatcher list rewritten)
   statewide: REGIONS CALLING_S FAULT_AT_S FAULT_S HOLD_S STATEWIDE_DOMAIN_LIST STATEWIDE_PROXY_PORT STATEWIDE_PSAP_BASE
+  AP_RTP_BASE CALLER_PORT CALLER_MEDIA_PORT ADMIN_ADDR ADMIN_TOKEN (ports of a run, the testbed's /metrics scrapes)
+  sse-load: SSE_CLIENTS SSE_EVENTS_PER_S SSE_TOGGLE_TARGET SSE_IDLE_S SSE_CLIENTS_NICE
   SOSTEST_PYTHON (the python3 that runs this package; default /usr/bin/python3)
 
 Topology: caller -> sosrouter 127.0.0.1:5060 -> primary PSAP :5071, backup PSAP :5072, gateway :5073 (UDP).
@@ -241,6 +247,10 @@ def main(argv: list) -> int:
         if cmd == "interop":
             from . import interop
             return interop.cmd_interop(lab.Config(), rest)
+        if cmd == "sse-load":
+            from . import sseload
+            lab.need("sipp", "sip-tester")
+            return sseload.cmd_sse_load(lab.Config())
         if cmd == "interop-tls-load":
             from . import tlsload
             return tlsload.cmd_tls_load(lab.Config(), rest)

@@ -29,10 +29,15 @@ EXTRA_DRILLS = "primary-silent primary-ringing primary-blackhole reload".split()
 # rewritten into the run's directory with those ports and the proxy's.
 AP_PORT_BASE = int(os.environ.get("AP_PORT_BASE") or 5071)
 AP_PORTS = {"primary": AP_PORT_BASE, "backup": AP_PORT_BASE + 1, "gateway": AP_PORT_BASE + 2}
+# AP_RTP_BASE puts the answering points' RTP echo ports at BASE + 8 * (port - AP_PORT_BASE) (keeps a run in a
+# port range of its own); by default they follow from the SIP port.
+AP_RTP_BASE = int(os.environ.get("AP_RTP_BASE") or 0)
 
 
 def rtp_port(port: int) -> int:
     """The RTP echo port of the answering point on SIP `port` (the default ports keep their old ones)."""
+    if AP_RTP_BASE:
+        return AP_RTP_BASE + 8 * (port - AP_PORT_BASE)
     return 30000 + (port % 1000) * 8 if port < 10000 else 40000 + (port % 2000) * 8
 
 
@@ -96,6 +101,9 @@ class Config:
     direct_faults: str = field(default_factory=lambda: env("DIRECT_FAULTS"))
     ap_transport: str = field(default_factory=lambda: env("AP_TRANSPORT"))
     admin_addr: str = field(default_factory=lambda: env("ADMIN_ADDR", "127.0.0.1:9060"))
+    admin_token: str = field(default_factory=lambda: env("ADMIN_TOKEN"))   # sent with the testbed's admin reads
+    caller_port: str = field(default_factory=lambda: env("CALLER_PORT"))   # the caller SIPp's -p (default: any)
+    caller_media_port: str = field(default_factory=lambda: env("CALLER_MEDIA_PORT"))   # its -mp (SIPp's: 6000)
 
     def __post_init__(self):
         self.parse_proxy()
@@ -443,7 +451,8 @@ class Run:
             f.write(f"rate={rate}\ncalls={calls}\nhold_ms={hold}\ntarget={c.target}\ntransport={c.transport}\n"
                     f"started={time.time():.9f}\n")
         logs = [] if nolog else ["-trace_logs", "-log_file", "caller.log"]
-        argv = ["sipp", "-sf", os.path.join(SCEN, "caller.xml"), "-inf", "calls.csv", "-i", c.caller_ip, "-t", c.sipp_t,
+        ports = (["-p", c.caller_port] if c.caller_port else []) + (["-mp", c.caller_media_port] if c.caller_media_port else [])
+        argv = ["sipp", "-sf", os.path.join(SCEN, "caller.xml"), "-inf", "calls.csv", "-i", c.caller_ip, "-t", c.sipp_t, *ports,
                 "-buff_size", c.sipp_buff, "-r", str(rate), "-m", str(calls), "-l", str(rate * 30 + 100), "-d", str(hold),
                 "-recv_timeout", str(c.call_timeout_ms), "-timeout", f"{secs}s", "-timeout_error", "-nostdin",
                 "-trace_stat", "-stf", "stat.csv", "-fd", "1", "-trace_rtt", "-rtt_freq", "100", "-trace_counts",
@@ -584,14 +593,22 @@ def cmd_drill(cfg: Config, name: str) -> int:
         r.close()
 
 
-def scrape_histogram(admin: str, name: str) -> dict:
-    """{upper bound: cumulative count} of histogram `name` on sosrouter's GET /metrics; {} when unreachable."""
+def scrape_metrics(admin: str, token: str = "") -> str:
+    """sosrouter's GET /metrics text (with the bearer token when given); "" when unreachable or refused."""
     import urllib.request
+    req = urllib.request.Request(f"http://{admin}/metrics")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=2) as resp:
-            text = resp.read().decode(errors="replace")
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return resp.read().decode(errors="replace")
     except OSError:
-        return {}
+        return ""
+
+
+def scrape_histogram(admin: str, name: str, token: str = "") -> dict:
+    """{upper bound: cumulative count} of histogram `name` on sosrouter's GET /metrics; {} when unreachable."""
+    text = scrape_metrics(admin, token)
     out = {}
     for m in re.finditer(rf'^{name}_bucket{{le="([^"]+)"}} (\d+)', text, re.M):
         out[m.group(1)] = int(m.group(2))
@@ -651,7 +668,7 @@ def throughput_step(r: Run, d: str, rate: int):
     calls = int(rate * cfg.step_s)
     ports = [cfg.proxy_port, *AP_PORTS.values()]
     sos = cfg.peer == "sosrouter" and cfg.start_proxy and not cfg.direct
-    late0 = scrape_histogram(cfg.admin_addr, "sosrouter_runtime_lateness_seconds") if sos else {}
+    late0 = scrape_histogram(cfg.admin_addr, "sosrouter_runtime_lateness_seconds", cfg.admin_token) if sos else {}
     udp0, drops0 = udp_counters(), socket_drops(ports)
     caller = r.start_caller(d, rate, calls, int(cfg.hold_ms or 0), nolog=True)
     nap(0.5)
@@ -670,7 +687,7 @@ def throughput_step(r: Run, d: str, rate: int):
                 f"proxy_ticks={c1[0] - c0[0]}\nproxy_running={1 if r.proxy_pid else 0}\n"
                 f"caller_ticks={c1[1] - c0[1]}\ncaller_found={1 if cp and c1[1] > 0 else 0}\n"
                 f"proxy_pss_kb={pss}\nap_ticks={c1[2] - c0[2]}\n")
-    late1 = scrape_histogram(cfg.admin_addr, "sosrouter_runtime_lateness_seconds") if sos else {}
+    late1 = scrape_histogram(cfg.admin_addr, "sosrouter_runtime_lateness_seconds", cfg.admin_token) if sos else {}
     udp1, drops1 = udp_counters(), socket_drops(ports)
     import json
     with open(os.path.join(d, "stall.json"), "w") as f:
@@ -690,6 +707,46 @@ def step_ok(d: str) -> bool:
         return False
 
 
+class Stair:
+    """The throughput stair, pure: each rate of `rates` in turn until the first bad step, then up to
+    `bisect_steps` bisections between the last good and the first bad rate (rounded down to 10 calls/s).
+    `next_rate()` is the rate to run next (None: done), `record(rate, ok)` its verdict; `knee` is the highest
+    good rate (None when none was good). `throughput` runs one; `sse-load` interleaves two."""
+
+    def __init__(self, rates, bisect_steps: int):
+        self.rates, self.bisect_steps = [int(x) for x in rates], int(bisect_steps)
+        self.good = self.bad = 0
+        self.climbed = self.bisected = 0
+
+    def next_rate(self) -> int | None:
+        if not self.bad:
+            return self.rates[self.climbed] if self.climbed < len(self.rates) else None
+        mid = (self.good + self.bad) // 2 // 10 * 10
+        if self.bisected >= self.bisect_steps or mid <= self.good or mid >= self.bad:
+            return None
+        return mid
+
+    def label(self) -> str:
+        """What the next step is, for the log: `step N` while climbing, `bisection N` after."""
+        if not self.bad:
+            return f"step {self.climbed + 1}"
+        return f"bisection {self.bisected + 1} (last good {self.good}, first bad {self.bad})"
+
+    def record(self, rate: int, ok: bool):
+        if self.bad:
+            self.bisected += 1
+        else:
+            self.climbed += 1
+        if ok:
+            self.good = rate
+        else:
+            self.bad = rate
+
+    @property
+    def knee(self) -> int | None:
+        return self.good or None
+
+
 def cmd_throughput(cfg: Config) -> int:
     r = Run(cfg, "throughput")
     try:
@@ -698,30 +755,13 @@ def cmd_throughput(cfg: Config) -> int:
         budget = (len(rates) + cfg.bisect_steps) * (cfg.step_s + 30) + 60
         r.start_all_aps(budget)
         r.start_proxy(budget)
-        good = bad = n = 0
-        for rate in rates:
+        stair, n = Stair(rates, cfg.bisect_steps), 0
+        while (rate := stair.next_rate()) is not None:
             n += 1
-            say(f"throughput step {n}: {rate} calls/s for {cfg.step_s:g} s")
+            say(f"throughput {stair.label()}: {rate} calls/s for {cfg.step_s:g} s")
             d = os.path.join(r.out, "steps", f"{n:02d}-r{rate}")
             throughput_step(r, d, rate)
-            if step_ok(d):
-                good = rate
-            else:
-                bad = rate
-                break
-        if bad > 0:
-            for i in range(1, cfg.bisect_steps + 1):
-                mid = (good + bad) // 2 // 10 * 10
-                if mid <= good or mid >= bad:
-                    break
-                n += 1
-                say(f"bisection {i}: {mid} calls/s (last good {good}, first bad {bad})")
-                d = os.path.join(r.out, "steps", f"{n:02d}-r{mid}")
-                throughput_step(r, d, mid)
-                if step_ok(d):
-                    good = mid
-                else:
-                    bad = mid
+            stair.record(rate, step_ok(d))
         return r.report("throughput", r.out)
     finally:
         r.close()
