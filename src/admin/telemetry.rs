@@ -7,7 +7,8 @@
 //!   connection and a gone client is noticed by a failed write;
 //! - a client that reconnects with `Last-Event-ID: N` (browsers' `EventSource` do) first gets every
 //!   event after N still in the bus's replay ring, then the live ones, each exactly once;
-//! - events that come within [`COALESCE`] of the first one go out together (one write per client
+//! - an event on a quiet stream goes out at once; events that come less than [`COALESCE`] after
+//!   the last write go out together when it has passed (one write per client per `COALESCE`
 //!   instead of one per event: each write to each client is a system call, most of what 100
 //!   stream clients cost the proxy; `testbeds/run sse-load` measures it);
 //! - when events the client should have had are gone (fell out of the ring, an id from before a
@@ -28,6 +29,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Time between keep-alive comments on an idle event stream.
@@ -94,32 +96,39 @@ pub fn stream_after(
         ));
     }
     first.extend(backlog.iter().map(to_sse));
-    // Batches of events, each sent in one write: the greeting and the backlog, then the live ones
-    // (the first, what came within COALESCE after it, at most MAX_BATCH).
-    let live = stream::unfold((first, rx, false), |(first, mut rx, behind)| async move {
-        if !first.is_empty() {
-            return Some((first, (VecDeque::new(), rx, false)));
-        }
-        let mut batch = VecDeque::new();
-        if !behind {
-            batch.push_back(match rx.recv().await {
-                Ok(ev) => to_sse(&ev),
-                Err(RecvError::Lagged(n)) => fell_behind(n),
-                Err(RecvError::Closed) => return None,
-            });
-            tokio::time::sleep(COALESCE).await;
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(ev) => batch.push_back(to_sse(&ev)),
-                Err(TryRecvError::Lagged(n)) => batch.push_back(fell_behind(n)),
-                // Closed: the next recv says so and ends the stream.
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+    // Batches of events, each sent in one write: the greeting and the backlog, then the live ones.
+    // A stream quiet for COALESCE sends the next event at once (an alarm never waits); one that
+    // wrote less than COALESCE ago waits out the rest of it and sends what came meanwhile along
+    // (at most MAX_BATCH), so a busy feed costs one write per client per COALESCE.
+    let live = stream::unfold(
+        (first, rx, false, None::<Instant>),
+        |(first, mut rx, behind, last)| async move {
+            if !first.is_empty() {
+                return Some((first, (VecDeque::new(), rx, false, Some(Instant::now()))));
             }
-        }
-        let full = batch.len() >= MAX_BATCH;
-        Some((batch, (VecDeque::new(), rx, full)))
-    });
+            let mut batch = VecDeque::new();
+            if !behind {
+                batch.push_back(match rx.recv().await {
+                    Ok(ev) => to_sse(&ev),
+                    Err(RecvError::Lagged(n)) => fell_behind(n),
+                    Err(RecvError::Closed) => return None,
+                });
+                if let Some(at) = last {
+                    tokio::time::sleep_until(at + COALESCE).await;
+                }
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(ev) => batch.push_back(to_sse(&ev)),
+                    Err(TryRecvError::Lagged(n)) => batch.push_back(fell_behind(n)),
+                    // Closed: the next recv says so and ends the stream.
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
+            }
+            let full = batch.len() >= MAX_BATCH;
+            Some((batch, (VecDeque::new(), rx, full, Some(Instant::now()))))
+        },
+    );
     live.flat_map(|batch| stream::iter(batch.into_iter().map(Ok::<_, Infallible>)))
         .take_until(stop.cancelled_owned())
 }

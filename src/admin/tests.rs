@@ -383,7 +383,7 @@ async fn shutdown_ends_the_server_and_its_open_streams() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn events_within_the_coalesce_window_go_out_together() {
+async fn an_event_on_a_quiet_stream_goes_at_once_those_after_a_write_together() {
     use super::telemetry::{COALESCE, stream_after};
     use futures_util::StreamExt;
     let bus = Bus::default();
@@ -397,26 +397,30 @@ async fn events_within_the_coalesce_window_go_out_together() {
         other => panic!("stream ended: {other:?}"),
     };
     assert!(text(s.next().await).contains("sosrouter events"));
+    // Quiet for a window since the greeting: an alarm goes out at once.
+    tokio::time::sleep(COALESCE).await;
     let t0 = tokio::time::Instant::now();
     bus.publish(Event::reload(true, "r1"));
+    assert!(text(s.next().await).contains("r1"));
+    assert_eq!(t0.elapsed(), Duration::ZERO, "a quiet stream does not wait");
+    // Right after a write: what comes within the window goes out together at its end.
+    bus.publish(Event::reload(true, "r2"));
     let later = async {
         tokio::time::sleep(COALESCE / 2).await;
-        bus.publish(Event::reload(true, "r2"));
+        bus.publish(Event::reload(true, "r3"));
     };
-    let ((), one) = tokio::join!(later, s.next());
-    assert!(text(one).contains("r1"));
-    assert_eq!(
-        t0.elapsed(),
-        COALESCE,
-        "the first event waits out the window"
-    );
-    assert!(text(s.next().await).contains("r2"));
+    let ((), two) = tokio::join!(later, s.next());
+    assert!(text(two).contains("r2"));
+    assert_eq!(t0.elapsed(), COALESCE, "waits out the window after a write");
+    assert!(text(s.next().await).contains("r3"));
     assert_eq!(
         t0.elapsed(),
         COALESCE,
         "the one published within it comes along"
     );
-    bus.publish(Event::reload(true, "r3"));
-    assert!(text(s.next().await).contains("r3"));
-    assert_eq!(t0.elapsed(), COALESCE * 2, "a later one opens a new window");
+    tokio::time::sleep(COALESCE).await;
+    let t1 = tokio::time::Instant::now();
+    bus.publish(Event::reload(true, "r4"));
+    assert!(text(s.next().await).contains("r4"));
+    assert_eq!(t1.elapsed(), Duration::ZERO, "quiet again: at once");
 }

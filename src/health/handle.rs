@@ -469,14 +469,15 @@ impl Health {
             }
             Observation::TestCall { result, placed_ago } => {
                 let placed = now().checked_sub(placed_ago).unwrap_or_else(now);
-                let r = self
+                let judged = self
                     .inner
                     .entries
                     .get(id)
-                    .map_or(result, |e| e.machine.judge_test_call(result, placed));
-                if r != result {
-                    info!(target = %id, "test call failure predates the target's recovery: inconclusive");
-                }
+                    .map_or(Some(result), |e| e.machine.judge_test_call(result, placed));
+                let Some(r) = judged else {
+                    info!(target = %id, "test call placed while the target was unreachable failed after it came back: dropped");
+                    return;
+                };
                 self.apply(id, Event::TestCall(r));
                 if matches!(
                     r,

@@ -33,10 +33,11 @@
 //!    once it has lasted `suspect_hold`. After a false alarm, overdue attempts raise no new
 //!    suspicion for `suspect_hold`. So a slow but alive target (an overloaded PSAP, our own busy
 //!    runtime) flips `Up <-> Suspect` at most about once per `suspect_hold`, not once per call.
-//! 9. A failed test call placed before the target entered `Recovering` (placed while it was down,
-//!    hung say, and timed out after it came back) is inconclusive ([`Machine::judge_test_call`]):
-//!    it says nothing of the target since, and would send a recovered target back down.
-
+//! 9. A failed test call placed while the target did not answer probes, before it entered
+//!    `Recovering` (a hung PSAP: placed while it was stopped, timed out after it came back), says
+//!    nothing of it now and is dropped ([`Machine::judge_test_call`]): it would send a recovered
+//!    target back down. One placed while probes passed is evidence like any other (a PSAP that
+//!    swallows INVITEs answers OPTIONS all along).
 use super::{Outcome, TestResult};
 use crate::routing::HealthSettings;
 use serde::Serialize;
@@ -254,6 +255,8 @@ pub struct Machine {
     inconclusive: bool,
     /// Until when overdue attempts raise no suspicion (rule 8: after a false alarm).
     overdue_quiet_until: Option<Instant>,
+    /// When a probe last failed (rule 9).
+    last_probe_failure: Option<Instant>,
     counters: Counters,
 }
 
@@ -271,6 +274,7 @@ impl Machine {
             cause: Cause::Probes,
             inconclusive: false,
             overdue_quiet_until: None,
+            last_probe_failure: None,
             counters: Counters::default(),
         }
     }
@@ -293,13 +297,15 @@ impl Machine {
         self.cause
     }
 
-    /// Rule 9: what a test call placed at `placed` with `result` says of the target now.
-    pub fn judge_test_call(&self, result: TestResult, placed: Instant) -> TestResult {
+    /// Rule 9: what a test call placed at `placed` with `result` says of the target now; None:
+    /// nothing (drop it: not even "inconclusive", which would open half-open trials).
+    pub fn judge_test_call(&self, result: TestResult, placed: Instant) -> Option<TestResult> {
         let failed = matches!(result, TestResult::CallPathFailed | TestResult::MediaFailed);
-        if failed && self.state == State::Recovering && placed < self.since {
-            TestResult::Inconclusive
+        let unreachable_then = self.last_probe_failure.is_some_and(|f| f >= placed);
+        if failed && self.state == State::Recovering && placed < self.since && unreachable_then {
+            None
         } else {
-            result
+            Some(result)
         }
     }
 
@@ -335,6 +341,7 @@ impl Machine {
             }
             Event::ProbeFailed(last) => {
                 self.counters.probes_failed += 1;
+                self.last_probe_failure = Some(now);
                 self.probe_successes = 0;
                 self.probe_failures = self.probe_failures.saturating_add(1);
                 let count = self.probe_failures;

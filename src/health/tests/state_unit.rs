@@ -329,9 +329,9 @@ fn overdue_suspicion_is_damped() {
 }
 
 #[test]
-fn a_test_call_that_failed_after_the_target_came_back_but_was_placed_before_says_nothing() {
-    // Rule 9: the hung primary's test call, placed while it was down, times out after the
-    // primary was restored and entered recovering.
+fn a_test_call_placed_while_the_target_was_unreachable_that_fails_after_it_came_back_is_dropped() {
+    // Rule 9: the hung primary's test call, placed while it answered nothing (probes failing),
+    // times out after the primary was restored and entered recovering.
     let t0 = Instant::now();
     let ms = |n: u64| t0 + Duration::from_millis(n);
     let mut th = th();
@@ -339,36 +339,40 @@ fn a_test_call_that_failed_after_the_target_came_back_but_was_placed_before_says
     let mut m = Machine::new(ms(0));
     m.on_event(Event::TestCall(TestResult::CallPathFailed), &th, ms(0));
     assert_eq!(m.state(), State::Down);
-    let placed_while_down = ms(500);
+    let placed_while_hung = ms(500);
+    m.on_event(Event::ProbeFailed(ProbeFailure::Timeout), &th, ms(800));
     m.on_event(OK, &th, ms(1000));
     m.on_event(OK, &th, ms(2000));
     assert_eq!(m.state(), State::Recovering);
     for failed in [TestResult::CallPathFailed, TestResult::MediaFailed] {
+        assert_eq!(m.judge_test_call(failed, placed_while_hung), None);
         assert_eq!(
-            m.judge_test_call(failed, placed_while_down),
-            TestResult::Inconclusive
-        );
-        assert_eq!(
-            m.judge_test_call(failed, ms(2000)),
-            failed,
-            "placed once recovering: it counts"
+            m.judge_test_call(failed, ms(900)),
+            Some(failed),
+            "placed once it answered probes again: it counts"
         );
     }
     assert_eq!(
-        m.judge_test_call(TestResult::Good, placed_while_down),
-        TestResult::Good,
+        m.judge_test_call(TestResult::Good, placed_while_hung),
+        Some(TestResult::Good),
         "a good one is good whenever placed"
     );
-    // Outside recovering, a failure counts whenever it was placed (an up target's suspicion
-    // test call, a down target's own).
-    let mut up = Machine::new(ms(1000));
+    // A PSAP that swallows INVITEs answers probes all along: its failed test call, placed while
+    // it was down, still counts once it is recovering.
+    let mut swallows = Machine::new(ms(0));
+    swallows.on_event(Event::TestCall(TestResult::CallPathFailed), &th, ms(0));
+    swallows.on_event(OK, &th, ms(1000));
+    swallows.on_event(OK, &th, ms(2000));
+    assert_eq!(swallows.state(), State::Recovering);
     assert_eq!(
-        up.judge_test_call(TestResult::CallPathFailed, ms(0)),
-        TestResult::CallPathFailed
+        swallows.judge_test_call(TestResult::CallPathFailed, ms(500)),
+        Some(TestResult::CallPathFailed)
     );
-    up.on_event(Event::TestCall(TestResult::CallPathFailed), &th, ms(1500));
+    // Outside recovering, a failure counts whenever it was placed.
+    let mut up = Machine::new(ms(0));
+    up.on_event(Event::ProbeFailed(ProbeFailure::Timeout), &th, ms(800));
     assert_eq!(
-        up.judge_test_call(TestResult::MediaFailed, ms(0)),
-        TestResult::MediaFailed
+        up.judge_test_call(TestResult::CallPathFailed, ms(500)),
+        Some(TestResult::CallPathFailed)
     );
 }
