@@ -52,7 +52,8 @@
 //! - `health` uses `config`, `routing`, `sip` (to build OPTIONS) and `tasks`; never `transport`
 //!   (probes leave through the `ProbeTransport` seam), never `metrics` (probe lateness and alarms
 //!   leave through sinks the wiring sets), never `testcall` (test calls are asked for through a sink);
-//! - `testcall` uses `config`, `routing`, `sip` and `transaction`;
+//! - `testcall` uses `config`, `routing`, `sip`, `transaction` and `transport` (the `[tls]` client
+//!   side, for test calls to TLS targets);
 //! - `metrics` reads `health`, `events` and `routing` at scrape time; never `proxy` (the proxy
 //!   hands in its `CallFigures`);
 //! - `cluster` uses `events`, `health` and `tasks`; it swaps rules through its `RulesSink`, which

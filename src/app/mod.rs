@@ -211,7 +211,7 @@ async fn start_on(
         tcp: first(Proto::Tcp),
         tls: first(Proto::Tls),
     };
-    let transport = Transport::bind_all(addrs, tls, tcfg, tasks.clone())
+    let transport = Transport::bind_all(addrs, tls.clone(), tcfg, tasks.clone())
         .await
         .context("cannot bind the listen addresses")?;
     transport.set_tls_names(tls_names(&rules));
@@ -227,7 +227,7 @@ async fn start_on(
     let metrics = Arc::new(Metrics::default());
     metrics.prepare_rules(&rules.load());
     health.start_applier(&tasks);
-    let test_calls = start_test_calls(&rules, &health, &tasks);
+    let test_calls = start_test_calls(&rules, tls, &health, &tasks);
     health.set_probe_lateness(Arc::new(|d| metrics::PROBE_LATENESS.observe(d)));
     tasks.spawn_lateness_ticker(
         metrics::RUNTIME_TICK,
@@ -391,11 +391,16 @@ pub fn check_tls(rules: &Rules) -> Vec<crate::config::Diagnostic> {
     }
 }
 
-/// What the test-call scheduler works from under `rules` (given again on every reload).
-pub(crate) fn test_call_plan(rules: &Rules) -> crate::testcall::Plan {
+/// What the test-call scheduler works from under `rules` and their `[tls]` files (given again on
+/// every reload).
+pub(crate) fn test_call_plan(
+    rules: &Rules,
+    tls: Option<crate::transport::TlsMaterial>,
+) -> crate::testcall::Plan {
     let mut plan = crate::testcall::Plan::new(rules.test_calls.clone(), rules.targets.clone());
     plan.recovery_pace =
         std::time::Duration::from_millis(rules.suspicion.recovery_test_interval_ms);
+    plan.tls = tls;
     plan
 }
 
@@ -403,6 +408,7 @@ pub(crate) fn test_call_plan(rules: &Rules) -> crate::testcall::Plan {
 /// them on its own sockets, and every verdict goes back to health over its channel.
 fn start_test_calls(
     rules: &Arc<ArcSwap<Rules>>,
+    tls: Option<crate::transport::TlsMaterial>,
     health: &Health,
     tasks: &Tasks,
 ) -> crate::testcall::TestCalls {
@@ -410,7 +416,7 @@ fn start_test_calls(
     use crate::testcall::{TestCalls, TestReason, Verdict};
     let now = rules.load();
     let settings = now.test_calls.clone();
-    let (calls, mut reports) = TestCalls::spawn(test_call_plan(&now));
+    let (calls, mut reports) = TestCalls::spawn(test_call_plan(&now, tls));
     let handle = calls.clone();
     let current = rules.clone();
     let sink = Arc::new(move |id: &str, why: TestWhy| {

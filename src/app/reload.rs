@@ -356,12 +356,13 @@ impl Reloader {
             });
         }
         // New certificates and trust for new connections; those up keep theirs until they close.
-        inner.transport.set_tls_material(read.tls);
+        let tls = read.tls;
+        inner.transport.set_tls_material(tls.clone());
         inner.transport.set_tls_names(super::tls_names(&new));
         inner.health.rekey(&new);
         inner.health.test_calls_decide(new.test_calls.enabled);
         if let Some(calls) = inner.test_calls.get() {
-            calls.update(super::test_call_plan(&new));
+            calls.update(super::test_call_plan(&new, tls));
         }
         inner.metrics.prepare_rules(&new);
         inner.rules.store(Arc::new(new));

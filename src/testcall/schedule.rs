@@ -63,6 +63,8 @@ pub struct Plan {
     /// At most one recovery test call starts through each failure domain per this time (module
     /// doc); zero: not paced. The wiring sets `[suspicion] recovery_test_interval_ms`.
     pub recovery_pace: Duration,
+    /// The `[tls]` trust and client certificate, for test calls to TLS targets.
+    pub tls: Option<crate::transport::TlsMaterial>,
 }
 
 impl Plan {
@@ -73,6 +75,7 @@ impl Plan {
             jitter: DEFAULT_JITTER,
             bind_ip: None,
             recovery_pace: DEFAULT_RECOVERY_PACE,
+            tls: None,
         }
     }
 }
@@ -233,6 +236,9 @@ impl Sched {
             return;
         };
         params.bind_ip = self.plan.bind_ip;
+        if target.transport == crate::config::Proto::Tls {
+            params.tls = self.plan.tls.clone();
+        }
         let now = Instant::now();
         if let Some(h) = self.pace.held.iter_mut().find(|h| h.target.id == target.id) {
             h.last_asked = now;

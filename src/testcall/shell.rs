@@ -12,17 +12,19 @@ use super::{Details, PathFailure, Verdict};
 use crate::config::{Proto, TestCallMedia};
 use crate::routing::{Target, TestCallSettings};
 use crate::sip::{Limits, Message, frame_len};
+use crate::transport::{TlsMaterial, tls::connect_client};
 use bytes::{Buf, Bytes, BytesMut};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
 use tracing::{debug, trace};
 
 /// What one test call needs besides the target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CallParams {
     pub request_uri: String,
     /// INVITE to final response (and the TCP connect).
@@ -32,6 +34,9 @@ pub struct CallParams {
     /// Local IP to send from (SIP and RTP). `None`: the one the OS picks toward the target. Set it
     /// to the proxy's listen IP where answering points allow only that address.
     pub bind_ip: Option<IpAddr>,
+    /// The `[tls]` trust and client certificate, for a TLS target (None: a TLS target's test call
+    /// is not placed).
+    pub tls: Option<TlsMaterial>,
 }
 
 impl CallParams {
@@ -44,6 +49,7 @@ impl CallParams {
             media: s.media,
             rtp_packets: s.rtp_packets,
             bind_ip: None,
+            tls: None,
         })
     }
 }
@@ -52,6 +58,7 @@ impl CallParams {
 enum Sip {
     Udp(UdpSocket),
     Tcp(TcpStream, BytesMut),
+    Tls(Box<TlsStream<TcpStream>>, BytesMut),
 }
 
 impl Sip {
@@ -59,39 +66,56 @@ impl Sip {
         match self {
             Sip::Udp(s) => s.send(bytes).await.map(|_| ()),
             Sip::Tcp(s, _) => s.write_all(bytes).await,
+            Sip::Tls(s, _) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
         }
     }
 
-    /// The next messages: one datagram, or every complete message in the TCP buffer after one read.
+    /// The next messages: one datagram, or every complete message in the stream's buffer after
+    /// one read.
     async fn recv(&mut self, buf: &mut [u8], limits: &Limits) -> io::Result<Vec<Bytes>> {
         match self {
             Sip::Udp(s) => {
                 let n = s.recv(buf).await?;
                 Ok(vec![Bytes::copy_from_slice(&buf[..n])])
             }
-            Sip::Tcp(s, acc) => {
-                if s.read_buf(acc).await? == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed by the target",
-                    ));
+            Sip::Tcp(s, acc) => read_frames(s, acc, limits).await,
+            Sip::Tls(s, acc) => read_frames(s, acc, limits).await,
+        }
+    }
+
+    fn is_datagram(&self) -> bool {
+        matches!(self, Sip::Udp(_))
+    }
+}
+
+/// One read from a stream, then every complete message in its buffer (Content-Length framing).
+async fn read_frames(
+    s: &mut (impl AsyncRead + Unpin),
+    acc: &mut BytesMut,
+    limits: &Limits,
+) -> io::Result<Vec<Bytes>> {
+    if s.read_buf(acc).await? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed by the target",
+        ));
+    }
+    let mut out = Vec::new();
+    loop {
+        match frame_len(acc, limits) {
+            Ok(Some(n)) => {
+                let frame = acc.split_to(n).freeze();
+                if frame.iter().any(|b| !matches!(b, b'\r' | b'\n')) {
+                    out.push(frame);
                 }
-                let mut out = Vec::new();
-                loop {
-                    match frame_len(acc, limits) {
-                        Ok(Some(n)) => {
-                            let frame = acc.split_to(n).freeze();
-                            if frame.iter().any(|b| !matches!(b, b'\r' | b'\n')) {
-                                out.push(frame);
-                            }
-                        }
-                        Ok(None) => return Ok(out),
-                        Err(e) => {
-                            acc.advance(acc.len());
-                            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                        }
-                    }
-                }
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => {
+                acc.advance(acc.len());
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }
     }
@@ -112,9 +136,6 @@ async fn open(target: &Target, p: &CallParams) -> Result<(Sip, SocketAddr), Verd
     let to = target.next_hop;
     let local_err = |e: io::Error| Verdict::NotPlaced(format!("SIP socket: {e}"));
     match target.transport {
-        // Not yet: the test-call client has no TLS side. Inconclusive (no code: 0), so that a
-        // recovering TLS target is tried by one real call at a time instead (health rule 5).
-        Proto::Tls => Err(Verdict::Inconclusive(0)),
         Proto::Udp => {
             let s = UdpSocket::bind(bind_addr(p.bind_ip, to))
                 .await
@@ -123,8 +144,17 @@ async fn open(target: &Target, p: &CallParams) -> Result<(Sip, SocketAddr), Verd
             let local = s.local_addr().map_err(local_err)?;
             Ok((Sip::Udp(s), local))
         }
-        Proto::Tcp => {
+        Proto::Tcp | Proto::Tls => {
             let path = |why: String| Verdict::CallPathFailed(PathFailure::Transport(why));
+            let tls = match (target.transport, &p.tls) {
+                (Proto::Tls, None) => {
+                    return Err(Verdict::NotPlaced(
+                        "a TLS target, and no [tls] loaded".into(),
+                    ));
+                }
+                (Proto::Tls, Some(m)) => Some(m),
+                _ => None,
+            };
             let connect = async {
                 let socket = match to {
                     SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -142,7 +172,16 @@ async fn open(target: &Target, p: &CallParams) -> Result<(Sip, SocketAddr), Verd
             };
             let _ = s.set_nodelay(true);
             let local = s.local_addr().map_err(local_err)?;
-            Ok((Sip::Tcp(s, BytesMut::with_capacity(4096)), local))
+            let acc = BytesMut::with_capacity(4096);
+            let Some(material) = tls else {
+                return Ok((Sip::Tcp(s, acc), local));
+            };
+            // A handshake that fails (untrusted or wrong certificate, refused client
+            // certificate) fails the call path: real calls would fail the same way.
+            match connect_client(material, target.tls_name.as_deref(), s).await {
+                Ok(t) => Ok((Sip::Tls(Box::new(t), acc), local)),
+                Err(e) => Err(path(format!("tls to {to}: {e}"))),
+            }
         }
     }
 }
@@ -204,7 +243,7 @@ pub async fn run_test_call(
                     Action::Sip(bytes) => {
                         trace!(target = %target.id, "test call sends {} bytes", bytes.len());
                         if let Err(e) = sip.send(&bytes).await {
-                            sip_open = matches!(sip, Sip::Udp(_));
+                            sip_open = sip.is_datagram();
                             call.on_transport_error(&e.to_string(), now(), &mut out);
                         }
                     }
@@ -235,7 +274,7 @@ pub async fn run_test_call(
                 }
                 Err(e) => {
                     // A connected UDP socket reports ICMP errors once; a stream is over for good.
-                    sip_open = matches!(sip, Sip::Udp(_));
+                    sip_open = sip.is_datagram();
                     call.on_transport_error(&e.to_string(), now(), &mut out);
                 }
             },

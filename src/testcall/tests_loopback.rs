@@ -141,6 +141,7 @@ fn params(timeout_ms: u64) -> CallParams {
         media: TestCallMedia::Require,
         rtp_packets: 5,
         bind_ip: None,
+        tls: None,
     }
 }
 

@@ -328,6 +328,26 @@ pub(super) fn server_name(name: Option<&str>, addr: std::net::SocketAddr) -> Ser
         .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
 }
 
+/// Opens a TLS client session to a target over `stream` with the `[tls]` trust and client
+/// certificate, checking the name `name` (its `tls_name`, else its IP address), within the
+/// handshake timeout. For connections outside the transport (test calls).
+pub async fn connect_client(
+    material: &TlsMaterial,
+    name: Option<&str>,
+    stream: tokio::net::TcpStream,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let to = stream.peer_addr()?;
+    let connector = tokio_rustls::TlsConnector::from(material.client.clone());
+    let timeout = material.handshake_timeout;
+    match tokio::time::timeout(timeout, connector.connect(server_name(name, to), stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("tls handshake not finished in {} ms", timeout.as_millis()),
+        )),
+    }
+}
+
 /// TLS connection figures of one target address (what `/status` and `/metrics` show).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFigures {

@@ -344,3 +344,38 @@ async fn certificates_reload_with_the_rules_and_a_bad_file_keeps_the_old_ones() 
         200
     );
 }
+
+#[tokio::test]
+async fn test_calls_reach_tls_psaps_over_tls_and_check_their_name() {
+    use sosrouter::health::{Outcome, State};
+    let lab = Lab::new("tls-testcall");
+    let good = TlsUas::start(&lab.ca.leaf(&["psap-a.lab"]), Behaviour::Answer).await;
+    let misnamed = TlsUas::start(&lab.ca.leaf(&["someone-else.lab"]), Behaviour::Answer).await;
+    let targets = [
+        tls("psap-a", good.addr, "psap-a.lab"),
+        tls("psap-b", misnamed.addr, "psap-b.lab"),
+    ];
+    let text = lab.rules("none", &targets, NO_TIMERS) + "\n[test_calls]\nmedia = \"ignore\"\n";
+    let p = proxy_from_file(&rules_file(&lab.dir, &text), None, None).await;
+    // A failed call makes each suspect; each gets a test call over TLS.
+    p.health.report("psap-a", Outcome::TransportError);
+    p.health.report("psap-b", Outcome::TransportError);
+    eventually(WAIT, "the good PSAP's test call answered over TLS", || {
+        let s = p.health.status("psap-a").unwrap();
+        s.state == State::Up && s.last_reason.contains("test call answered")
+    })
+    .await;
+    assert!(
+        good.received()
+            .iter()
+            .any(|r| r.method == "INVITE" && r.request_uri == "urn:service:test.sos")
+    );
+    // The other one's certificate does not carry its tls_name: the handshake fails, and so does
+    // the call path, as real calls would.
+    eventually(WAIT, "the misnamed PSAP down on its test call", || {
+        let s = p.health.status("psap-b").unwrap();
+        s.state == State::Down && s.last_reason.contains("test call failed")
+    })
+    .await;
+    assert_eq!(misnamed.count("INVITE"), 0);
+}
