@@ -100,7 +100,14 @@ impl ProbeIds {
 /// so this is defensive), the Request-URI falls back to `sip:<next_hop>`.
 pub fn build_options(target: &Target, local: SocketAddr, ids: &ProbeIds) -> String {
     let uri = probe_uri(target);
-    let bytes = options_bytes(target, &uri, local, &ids.branch, &ids.from_tag, &ids.call_id);
+    let bytes = options_bytes(
+        target,
+        &uri,
+        local,
+        &ids.branch,
+        &ids.from_tag,
+        &ids.call_id,
+    );
     String::from_utf8_lossy(&bytes).into_owned()
 }
 

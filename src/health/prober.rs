@@ -66,8 +66,35 @@ pub fn first_offset(s: &HealthSettings, i: usize, n: usize) -> Duration {
 /// else it was removed or re-added), or the deadline of the pending probe with this key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Due {
-    Probe { slot: u32, generation: u64 },
+    Probe {
+        slot: u32,
+        generation: u64,
+    },
     Deadline(ProbeKey),
+    /// A deadline already held back once for a stall of the prober (see [`deadline_grace`]).
+    HeldDeadline(ProbeKey),
+}
+
+/// A probe deadline that comes due later than this says the prober's runtime itself is behind.
+const STALL_SLACK: Duration = Duration::from_millis(5);
+
+/// The longest a late probe deadline is held back for the receive side to catch up.
+const STALL_GRACE_MAX: Duration = Duration::from_millis(500);
+
+/// A probe deadline due at `due` came due to the prober at `fired`. When that is more than
+/// [`STALL_SLACK`] late, the receive loops (tasks of the same runtime, short of CPU too) are likely
+/// as far behind: the reply may sit unread in the socket, and failing the probe now would blame
+/// the target for the proxy's own stall. In the reload drill every backup went down that way
+/// within two seconds of a reload that kept the runtime short of CPU (3 208 of 6 000, while their
+/// responder answered), and the calls routed to them failed. So such a deadline is held back
+/// once, as long again as it was late (at most [`STALL_GRACE_MAX`]); returns the new deadline.
+/// `None`: act now. The same rule as the call timers' (`proxy/task.rs`).
+fn deadline_grace(due: Instant, fired: Instant) -> Option<Instant> {
+    let late = fired.saturating_duration_since(due);
+    if late <= STALL_SLACK {
+        return None;
+    }
+    Some(fired + late.min(STALL_GRACE_MAX))
 }
 
 /// One probe timer in the heap, ordered by due time, then by insertion: never by its content
@@ -97,6 +124,14 @@ impl Ord for Timer {
     }
 }
 
+/// Where the earliest timer is (in tie order: deadline queues, held deadlines, probes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    Queue(usize),
+    Held,
+    Probe,
+}
+
 /// A scheduled host: its target (settings may change on reload), the generation of its schedule
 /// and the Request-URI of its probes (worked out once, not per probe).
 struct Scheduled {
@@ -116,6 +151,8 @@ pub(super) struct Schedule {
     free: Vec<u32>,
     by_id: HashMap<TargetId, u32>,
     deadlines: Vec<(Duration, VecDeque<(Instant, ProbeKey)>)>,
+    /// Deadlines held back once for a stall ([`deadline_grace`]); empty unless the prober ran late.
+    held: BinaryHeap<Reverse<(Instant, ProbeKey)>>,
     generation: u64,
     seq: u64,
 }
@@ -128,9 +165,15 @@ impl Schedule {
             free: Vec::new(),
             by_id: HashMap::new(),
             deadlines: Vec::new(),
+            held: BinaryHeap::new(),
             generation: 0,
             seq: 0,
         }
+    }
+
+    /// Holds a deadline back until `until` (once: it then fails the probe if still pending).
+    fn hold(&mut self, until: Instant, key: ProbeKey) {
+        self.held.push(Reverse((until, key)));
     }
 
     fn push_probe(&mut self, at: Instant, slot: u32, generation: u64) {
@@ -181,7 +224,9 @@ impl Schedule {
             match keep.get(id) {
                 Some(t) => {
                     if let Some(s) = s {
-                        s.uri = probe_uri(t);
+                        if s.target.uri != t.uri || s.target.next_hop != t.next_hop {
+                            s.uri = probe_uri(t);
+                        }
                         s.target = Arc::clone(t);
                     }
                     true
@@ -232,43 +277,48 @@ impl Schedule {
     }
 
     fn next_due(&self) -> Option<Instant> {
-        let probe = self.heap.peek().map(|Reverse(t)| t.at);
-        let deadline = self
-            .deadlines
-            .iter()
-            .filter_map(|(_, q)| q.front().map(|d| d.0))
-            .min();
-        match (probe, deadline) {
-            (Some(p), Some(d)) => Some(p.min(d)),
-            (p, d) => p.or(d),
-        }
+        self.earliest().map(|(at, _)| at)
     }
 
-    /// Pops the earliest entry due at or before `now`: deadlines first on a tie (a probe's reply
-    /// window closes before the next probe of the same instant goes out).
-    fn pop_due(&mut self, now: Instant) -> Option<(Instant, Due)> {
-        let deadline = self
+    /// The earliest entry and where it is: `Some(i)` deadline queue `i`, `None` the held
+    /// deadlines (`held`) or the probes (`probe`). Deadlines win ties (a probe's reply window
+    /// closes before the next probe of the same instant goes out), then held ones, then probes.
+    fn earliest(&self) -> Option<(Instant, Source)> {
+        let queues = self
             .deadlines
             .iter()
             .enumerate()
-            .filter_map(|(i, (_, q))| q.front().map(|d| (d.0, i)))
-            .min();
-        let probe = self.heap.peek().map(|Reverse(t)| t.at);
-        match (deadline, probe) {
-            (Some((at, i)), p) if at <= now && p.is_none_or(|p| at <= p) => {
-                let (at, key) = self.deadlines[i].1.pop_front()?;
+            .filter_map(|(i, (_, q))| q.front().map(|d| (d.0, Source::Queue(i))));
+        let held = self.held.peek().map(|Reverse((at, _))| (*at, Source::Held));
+        let probe = self.heap.peek().map(|Reverse(t)| (t.at, Source::Probe));
+        queues
+            .chain(held)
+            .chain(probe)
+            .min_by_key(|(at, src)| (*at, *src))
+    }
+
+    /// Pops the earliest entry due at or before `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<(Instant, Due)> {
+        let (at, src) = self.earliest().filter(|(at, _)| *at <= now)?;
+        match src {
+            Source::Queue(i) => {
+                let (_, key) = self.deadlines[i].1.pop_front()?;
                 Some((at, Due::Deadline(key)))
             }
-            (_, Some(p)) if p <= now => self.heap.pop().map(|Reverse(t)| {
-                (
-                    t.at,
+            Source::Held => {
+                let Reverse((_, key)) = self.held.pop()?;
+                Some((at, Due::HeldDeadline(key)))
+            }
+            Source::Probe => {
+                let Reverse(t) = self.heap.pop()?;
+                Some((
+                    at,
                     Due::Probe {
                         slot: t.slot,
                         generation: t.generation,
                     },
-                )
-            }),
-            _ => None,
+                ))
+            }
         }
     }
 
@@ -294,7 +344,11 @@ impl Health {
             let now = Instant::now();
             while let Some((at, due)) = sched.pop_due(now) {
                 match due {
-                    Due::Deadline(key) => self.expire_probe(key),
+                    Due::Deadline(key) => match deadline_grace(at, now) {
+                        Some(until) => sched.hold(until, key),
+                        None => self.expire_probe(key),
+                    },
+                    Due::HeldDeadline(key) => self.expire_probe(key),
                     Due::Probe { slot, generation } => {
                         let Some(s) = sched.host(slot, generation) else {
                             continue; // removed by a reload
@@ -384,7 +438,13 @@ mod schedule_tests {
         assert_eq!(
             order,
             vec![
-                (ms(0), Due::Probe { slot: 0, generation: 1 }),
+                (
+                    ms(0),
+                    Due::Probe {
+                        slot: 0,
+                        generation: 1
+                    }
+                ),
                 (ms(110), Due::Deadline(2)),
                 (ms(400), Due::Deadline(1)),
                 (ms(420), Due::Deadline(3)),
@@ -397,8 +457,15 @@ mod schedule_tests {
     async fn a_deadline_and_a_probe_at_the_same_instant_pop_deadline_first_and_nothing_early() {
         let t0 = Instant::now();
         let mut s = Schedule::new();
-        s.sync(&[with_timeout("a", 5071, 400)], t0 + Duration::from_millis(400));
-        s.push_deadline(Duration::from_millis(400), t0 + Duration::from_millis(400), 7);
+        s.sync(
+            &[with_timeout("a", 5071, 400)],
+            t0 + Duration::from_millis(400),
+        );
+        s.push_deadline(
+            Duration::from_millis(400),
+            t0 + Duration::from_millis(400),
+            7,
+        );
         assert!(s.pop_due(t0 + Duration::from_millis(399)).is_none());
         let due = drain(&mut s, t0 + Duration::from_millis(400));
         assert_eq!(due[0].1, Due::Deadline(7));
@@ -420,17 +487,24 @@ mod schedule_tests {
         let Due::Probe { slot, generation } = first[0].1 else {
             panic!("a probe")
         };
-        assert!(s.host(slot, generation).is_none(), "a's old timer finds nobody");
+        assert!(
+            s.host(slot, generation).is_none(),
+            "a's old timer finds nobody"
+        );
         let live: Vec<String> = drain(&mut s, t0 + Duration::from_secs(1))
             .into_iter()
             .filter_map(|(_, d)| match d {
                 Due::Probe { slot, generation } => {
                     s.host(slot, generation).map(|h| h.target.id.to_string())
                 }
-                Due::Deadline(_) => None,
+                Due::Deadline(_) | Due::HeldDeadline(_) => None,
             })
             .collect();
-        assert_eq!(live, vec!["c", "b"], "c at once (one new host), b at its phase");
+        assert_eq!(
+            live,
+            vec!["c", "b"],
+            "c at once (one new host), b at its phase"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -447,6 +521,81 @@ mod schedule_tests {
         assert!(s.timers() <= 2 * 100 + 1024, "{}", s.timers());
         assert!(s.slots.len() <= 200, "slots reused: {}", s.slots.len());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_the_prober_reaches_late_is_held_back_once_as_long_again() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(deadline_grace(t0, t0 + ms(5)), None, "on time: fail now");
+        assert_eq!(deadline_grace(t0, t0 + ms(80)), Some(t0 + ms(160)));
+        assert_eq!(
+            deadline_grace(t0, t0 + ms(3000)),
+            Some(t0 + ms(3500)),
+            "at most 500 ms more"
+        );
+        // Held deadlines come due in their own time order, before a probe of the same instant.
+        let mut s = Schedule::new();
+        s.sync(&[with_timeout("a", 5071, 400)], t0 + ms(160));
+        s.hold(t0 + ms(160), 9);
+        s.hold(t0 + ms(100), 8);
+        let due: Vec<Due> = drain(&mut s, t0 + ms(160))
+            .into_iter()
+            .map(|d| d.1)
+            .collect();
+        assert_eq!(
+            due,
+            vec![
+                Due::HeldDeadline(8),
+                Due::HeldDeadline(9),
+                Due::Probe {
+                    slot: 0,
+                    generation: 1
+                }
+            ]
+        );
+    }
+
+    /// The prober itself: a deadline it reaches 1 s late (its thread blocked) is held back, so a
+    /// reply that was waiting in the socket and is read just after still counts as an answer.
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_read_after_a_prober_stall_still_counts() {
+        use crate::health::State;
+        let a = with_timeout("a", 5071, 400);
+        let h = Health::from_targets(std::slice::from_ref(&a));
+        let sent: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        struct Rec(Arc<std::sync::Mutex<Vec<String>>>);
+        impl ProbeTransport for Rec {
+            fn local_addr(&self, _: crate::config::Proto) -> std::net::SocketAddr {
+                "127.0.0.1:5060".parse().unwrap()
+            }
+            fn send(&self, _: crate::config::Proto, _: std::net::SocketAddr, b: bytes::Bytes) {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&b).into_owned());
+            }
+        }
+        h.spawn_prober(Arc::new(Rec(sent.clone())), &crate::tasks::Tasks::new());
+        tokio::time::sleep(Duration::from_millis(1)).await; // the first probe is out
+        let text = sent.lock().unwrap()[0].clone();
+        let start = text.find("branch=").unwrap() + 7;
+        let branch = text[start..start + PROBE_BRANCH_LEN].to_string();
+        // The runtime stalls for 1 s (the clock jumps without the prober running), then the
+        // receive side reads the reply before the prober's held-back deadline.
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        for _ in 0..8 {
+            tokio::task::yield_now().await; // the prober runs, 600 ms late for the deadline
+        }
+        h.on_probe_response(branch.as_bytes(), 200);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let st = h.status("a").unwrap();
+        assert_eq!(st.counters.probes_ok, 1, "{st:?}");
+        assert_eq!(st.counters.probes_failed, 0, "{st:?}");
+        assert_eq!(st.state, State::Up);
+    }
+
+    /// Length of a probe branch: the prefix and 16 hex digits.
+    const PROBE_BRANCH_LEN: usize = crate::health::PROBE_BRANCH_PREFIX.len() + 16;
 
     #[test]
     fn probe_keys_come_only_from_our_branches() {
