@@ -435,7 +435,7 @@ class Bed:
             v = rules_version()
             if v is not None and v0 is not None and v > v0:
                 return time.time() - t0
-            time.sleep(0.005)
+            time.sleep(0.05)  # /status lists every target: polling it every 5 ms was load of its own
         return None
 
 
