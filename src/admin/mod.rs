@@ -143,8 +143,24 @@ pub fn switch(health: &Health, id: &str, enable: bool) -> Option<serde_json::Val
     serde_json::to_value(status).ok()
 }
 
-async fn status_route(State(admin): State<Admin>) -> Json<serde_json::Value> {
-    Json(status(&admin))
+/// One `/status` render at a time (see [`status_route`]).
+static STATUS_RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// `GET /status`, rendered on the blocking pool, one at a time: it lists every target, and at
+/// 18 000 targets a client polling it every few milliseconds during a reload (the reload drill did)
+/// held the runtime threads long enough to delay calls by seconds.
+async fn status_route(State(admin): State<Admin>) -> Response {
+    let Ok(_one) = STATUS_RENDERING.acquire().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "status closed");
+    };
+    let tasks = admin.tasks.clone();
+    match tasks.spawn_blocking(move || status(&admin)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("status render did not finish: {e}"),
+        ),
+    }
 }
 
 async fn enable_route(State(admin): State<Admin>, Path(id): Path<String>) -> Response {

@@ -39,12 +39,30 @@ pub const COALESCE: Duration = Duration::from_millis(250);
 /// Most events sent in one write; a stream that has this many waiting sends the next ones at once.
 const MAX_BATCH: usize = 256;
 
-/// `GET /metrics`.
+/// One `/metrics` render at a time: scrapes that come while one renders wait for it instead of
+/// each taking a thread of their own.
+static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// `GET /metrics`. The page is rendered on the blocking pool, one at a time: at tens of thousands
+/// of targets a render takes tens of milliseconds, which on a runtime thread would delay calls
+/// and probes by as much (a scraper that gave up and asked again used to pile renders up).
 pub(super) async fn metrics_route(State(admin): State<Admin>) -> Response {
     let Some(render) = admin.metrics else {
         return super::error(StatusCode::NOT_FOUND, "no metrics");
     };
-    let mut r = render().into_response();
+    let Ok(_one) = RENDERING.acquire().await else {
+        return super::error(StatusCode::SERVICE_UNAVAILABLE, "metrics closed");
+    };
+    let page = match admin.tasks.spawn_blocking(move || render()).await {
+        Ok(page) => page,
+        Err(e) => {
+            return super::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("metrics render did not finish: {e}"),
+            );
+        }
+    };
+    let mut r = page.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(crate::metrics::CONTENT_TYPE),

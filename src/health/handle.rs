@@ -39,9 +39,9 @@ pub(super) struct Inner {
     /// Which targets exist, in rules order, and who shares whose probes. Swapped whole on reload.
     pub(super) topology: ArcSwap<Topology>,
     /// Probes sent and not yet answered, by Via branch.
-    pub(super) pending: DashMap<String, Pending>,
-    /// Branches of the pending probes by destination, so a transport error costs per probe.
-    pub(super) pending_to: DashMap<std::net::SocketAddr, Vec<String>>,
+    pub(super) pending: DashMap<super::probe::ProbeKey, Pending, super::probe::KeyHash>,
+    /// Keys of the pending probes by destination, so a transport error costs per probe.
+    pub(super) pending_to: DashMap<std::net::SocketAddr, Vec<super::probe::ProbeKey>>,
     /// Wakes the prober when the target set changed (reload).
     pub(super) changed: Notify,
     /// Told of every transition and operator switch (alert events). Set once by the wiring.
@@ -303,7 +303,7 @@ impl Health {
         let inner = Inner {
             entries,
             topology: ArcSwap::from_pointee(topology),
-            pending: DashMap::new(),
+            pending: DashMap::with_hasher(super::probe::KeyHash::default()),
             pending_to: DashMap::new(),
             changed: Notify::new(),
             sink: OnceLock::new(),

@@ -3,13 +3,14 @@
 //! them; the proxy's plain counters come in as [`CallFigures`] (metrics never imports the proxy).
 //! These values are counted elsewhere, so they go into a registry made for the one scrape.
 
-use super::{Metrics, register};
+use super::Metrics;
 use crate::events::Bus;
 use crate::health::{Health, State};
-use prometheus_client::encoding::prometheus_text;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, prometheus_text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 
@@ -31,80 +32,110 @@ pub struct CallFigures {
 /// Label sets of the scrape-time families, in written order.
 type Labels = Vec<(&'static str, String)>;
 
-/// A gauge of counts (never negative).
-type Count = Gauge<u64, std::sync::atomic::AtomicU64>;
+/// One scrape-time family: rows of values counted elsewhere, written straight to the encoder in
+/// order (no `Family` map: at 30 000 targets building one per scrape hashed and allocated every
+/// label set again, seconds of a runtime thread).
+#[derive(Debug)]
+struct Rows {
+    /// The exposition name without a counter's `_total` (the encoder adds it back).
+    name: String,
+    help: String,
+    counter: bool,
+    /// `None` for a single value without labels.
+    rows: Vec<(Option<Labels>, u64)>,
+}
 
-/// Writes a value another part counts: a counter when `name` ends in `_total`, a gauge otherwise.
-fn single(reg: &mut Registry, name: &str, help: &str, v: u64) {
-    if name.ends_with("_total") {
-        let c = Counter::<u64>::default();
-        c.inc_by(v);
-        register(reg, name, help, c);
-    } else {
-        let g = Count::default();
-        g.set(v);
-        register(reg, name, help, g);
+/// Every scrape-time family, in written order: one collector of the scrape's registry.
+#[derive(Debug, Default)]
+struct Scraped(Vec<Rows>);
+
+impl Scraped {
+    /// A value another part counts: a counter when `name` ends in `_total`, a gauge otherwise.
+    fn single(&mut self, name: &str, help: &str, v: u64) {
+        self.push(name, help, vec![(None, v)]);
+    }
+
+    /// A labelled family of values counted elsewhere (kind chosen by the name, as in [`Scraped::single`]).
+    fn family(&mut self, name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, u64)>) {
+        let rows = rows.into_iter().map(|(l, v)| (Some(l), v)).collect();
+        self.push(name, help, rows);
+    }
+
+    fn push(&mut self, name: &str, help: &str, rows: Vec<(Option<Labels>, u64)>) {
+        let counter = name.ends_with("_total");
+        self.0.push(Rows {
+            name: name.strip_suffix("_total").unwrap_or(name).to_string(),
+            help: help.strip_suffix('.').unwrap_or(help).to_string(),
+            counter,
+            rows,
+        });
     }
 }
 
-/// A labelled family of values counted elsewhere (kind chosen by the name, as in [`single`]).
-fn family(
-    reg: &mut Registry,
-    name: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (Labels, u64)>,
-) {
-    if name.ends_with("_total") {
-        let f = Family::<Labels, Counter>::default();
-        for (l, v) in rows {
-            f.get_or_create(&l).inc_by(v);
+impl Collector for Scraped {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in &self.0 {
+            let ty = if f.counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            let mut me = enc.encode_descriptor(&f.name, &f.help, None, ty)?;
+            if let [(None, v)] = f.rows.as_slice() {
+                if f.counter {
+                    ConstCounter::new(*v).encode(me)?;
+                } else {
+                    ConstGauge::new(*v).encode(me)?;
+                }
+                continue;
+            }
+            for (labels, v) in &f.rows {
+                let Some(l) = labels else { continue };
+                if f.counter {
+                    ConstCounter::new(*v).encode(me.encode_family(l)?)?;
+                } else {
+                    ConstGauge::new(*v).encode(me.encode_family(l)?)?;
+                }
+            }
         }
-        register(reg, name, help, f);
-    } else {
-        let f = Family::<Labels, Count>::default();
-        for (l, v) in rows {
-            f.get_or_create(&l).set(v);
-        }
-        register(reg, name, help, f);
+        Ok(())
     }
 }
 
 /// Renders every family: [`Metrics`]' first, then the scrape-time ones in a fixed order.
 /// (Called by the admin server's `GET /metrics` route through the closure `app` gives it.)
 pub fn render(calls: &CallFigures, metrics: &Metrics, health: &Health, bus: &Bus) -> String {
-    let mut reg = Registry::default();
-    single(
-        &mut reg,
+    let mut reg = Scraped::default();
+    reg.single(
         "sosrouter_calls_received_total",
         "Initial INVITEs that started a call.",
         calls.calls,
     );
-    single(
-        &mut reg,
+    reg.single(
         "sosrouter_calls_in_flight",
         "Calls whose server transaction is still owned by a call task.",
         calls.in_flight,
     );
-    single(
-        &mut reg,
+    reg.single(
         "sosrouter_undelivered_calls_total",
         "Calls no target answered (written to the undelivered record).",
         calls.undelivered,
     );
-    single(
-        &mut reg,
+    reg.single(
         "sosrouter_parse_errors_total",
         "Received SIP messages that did not parse and were dropped.",
         calls.parse_errors,
     );
-    single(
-        &mut reg,
+    reg.single(
         "sosrouter_stray_responses_total",
         "Responses that matched no call, relay or probe and were dropped.",
         calls.stray_responses,
     );
     targets(&mut reg, health);
     events(&mut reg, bus);
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(reg));
+    let reg = registry;
     let mut out = String::with_capacity(16 * 1024);
     // Writing into a String cannot fail; an encoder error would leave a shorter page, never a panic.
     let _ = metrics.render_into(&mut out);
@@ -112,19 +143,17 @@ pub fn render(calls: &CallFigures, metrics: &Metrics, health: &Health, bus: &Bus
     out
 }
 
-fn targets(reg: &mut Registry, health: &Health) {
+fn targets(reg: &mut Scraped, health: &Health) {
     let targets = health.snapshot();
     let one = |id: &str| vec![("target", id.to_string())];
-    family(
-        reg,
+    reg.family(
         "sosrouter_target_up",
         "1 when the target's health makes it ready (up or probation), 0 when down.",
         targets
             .iter()
             .map(|t| (one(&t.id), u64::from(t.state.is_ready()))),
     );
-    family(
-        reg,
+    reg.family(
         "sosrouter_target_state",
         "1 for the target's current health state, 0 for the others.",
         targets.iter().flat_map(|t| {
@@ -134,20 +163,17 @@ fn targets(reg: &mut Registry, health: &Health) {
             })
         }),
     );
-    family(
-        reg,
+    reg.family(
         "sosrouter_target_enabled",
         "1 when the operator switch lets calls reach the target, 0 when disabled.",
         targets.iter().map(|t| (one(&t.id), u64::from(t.enabled))),
     );
-    family(
-        reg,
+    reg.family(
         "sosrouter_target_transitions_total",
         "Health state changes of the target.",
         targets.iter().map(|t| (one(&t.id), t.counters.transitions)),
     );
-    family(
-        reg,
+    reg.family(
         "sosrouter_probes_total",
         "OPTIONS probes on behalf of the target by result (sent, ok, failed).",
         targets.iter().flat_map(|t| {
@@ -169,14 +195,12 @@ fn targets(reg: &mut Registry, health: &Health) {
         .filter_map(|t| Some((t.id.as_str(), t.tls.as_ref()?)))
         .collect();
     if !tls.is_empty() {
-        family(
-            reg,
+        reg.family(
             "sosrouter_tls_connections",
             "TLS connections open toward the target.",
             tls.iter().map(|(id, f)| (one(id), f.connections)),
         );
-        family(
-            reg,
+        reg.family(
             "sosrouter_tls_handshake_failures_total",
             "TLS handshakes toward the target that failed (certificate refused, wrong name, expired, timeout).",
             tls.iter().map(|(id, f)| (one(id), f.handshake_failures)),
@@ -184,9 +208,8 @@ fn targets(reg: &mut Registry, health: &Health) {
     }
 }
 
-fn events(reg: &mut Registry, bus: &Bus) {
-    single(
-        reg,
+fn events(reg: &mut Scraped, bus: &Bus) {
+    reg.single(
         "sosrouter_events_published_total",
         "Alert events published (health, operator, reload, undelivered).",
         bus.published(),
@@ -195,8 +218,7 @@ fn events(reg: &mut Registry, bus: &Bus) {
     let n = |f: fn(&crate::events::WebhookStats) -> &std::sync::atomic::AtomicU64| {
         stats.as_ref().map_or(0, |s| f(s).load(Ordering::Relaxed))
     };
-    family(
-        reg,
+    reg.family(
         "sosrouter_webhook_events_total",
         "Events the webhook delivered, gave up on after every retry, or dropped from its full queue.",
         [
@@ -206,8 +228,7 @@ fn events(reg: &mut Registry, bus: &Bus) {
         ]
         .map(|(result, v)| (vec![("result", result.to_string())], v)),
     );
-    single(
-        reg,
+    reg.single(
         "sosrouter_webhook_failed_tries_total",
         "Single webhook POSTs that failed (each retry counts).",
         n(|s| &s.failed_tries),

@@ -19,8 +19,8 @@ testbeds/out/<stamp>-scale/ (result.json, summary.txt, scale.png).
 versions that differ by a few hundred targets, while 1000 calls/s flow: no call may fail, and the
 setup time of every call is reported (max and the count over 50 ms).
 
-Ports (the drill range 17000-17999): proxy 17060, admin 17090, SIPp 17071-17073, responder
-17100+, silent 17200+.
+Ports (the drill range SCALE_PORT_BASE..+999, default 17000): proxy +60, admin +90, SIPp +71..+73 (media
++300..), caller +61 (media +400), responder +100.., silent +200...
 """
 from __future__ import annotations
 
@@ -40,13 +40,15 @@ from dataclasses import asdict, dataclass, field
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # testbeds/
 ROOT = os.path.dirname(HERE)
 
-PROXY_PORT = 17060
-ADMIN_PORT = 17090
-SIPP_PRIMARY, SIPP_BACKUP, SIPP_GATEWAY = 17071, 17072, 17073
-ANSWER_BASE, SILENT_BASE = 17100, 17200
+PORT_BASE = int(os.environ.get("SCALE_PORT_BASE") or 17000)
+PROXY_PORT = PORT_BASE + 60
+ADMIN_PORT = PORT_BASE + 90
+SIPP_PRIMARY, SIPP_BACKUP, SIPP_GATEWAY = PORT_BASE + 71, PORT_BASE + 72, PORT_BASE + 73
+ANSWER_BASE, SILENT_BASE = PORT_BASE + 100, PORT_BASE + 200
 PORTS_PER_ADDR = 4
 CALLER_PREFIX = "+1617555"
-CALLER_PORT = 17061
+CALLER_PORT = PORT_BASE + 61
+CALLER_MEDIA_PORT = PORT_BASE + 400
 
 # (routes, prefixes): the sizes of the full run and of the quick (CI) run.
 # 1 x 1 is lab-sized rules (4 targets) in the same run: the baseline of "1000 x 100 sustains >= 0.9x".
@@ -364,7 +366,7 @@ class Bed:
         for k, (name, port) in enumerate((("primary", SIPP_PRIMARY), ("backup", SIPP_BACKUP), ("gateway", SIPP_GATEWAY))):
             d = r.new_ap_dir(name, port, "psap.xml")
             argv = ["sipp", "-sf", os.path.join(lab.SCEN, "psap.xml"), "-i", "127.0.0.1", "-p", str(port), "-t", "u1",
-                    "-buff_size", "4194304", "-m", "100000000", "-mp", str(17300 + 10 * k),
+                    "-buff_size", "4194304", "-m", "100000000", "-mp", str(PORT_BASE + 300 + 10 * k),
                     "-timeout", f"{int(self.secs)}s", "-nostdin", "-recv_timeout", "40000",
                     "-trace_err", "-error_file", "errors.log"]
             r.register_ap(name, r.g.start(f"ap-{name}", argv, os.path.join(d, "stdout.txt"), self.secs + 10, cwd=d), d)
@@ -433,7 +435,7 @@ class Bed:
             v = rules_version()
             if v is not None and v0 is not None and v > v0:
                 return time.time() - t0
-            time.sleep(0.005)
+            time.sleep(0.05)  # /status lists every target: polling it every 5 ms was load of its own
         return None
 
 
@@ -485,7 +487,7 @@ def make_run(name: str):
 
             def start(name, argv, *a, **kw):
                 if name == "caller" and argv and argv[0] == "sipp":
-                    argv = argv[:1] + ["-p", str(CALLER_PORT)] + argv[1:]
+                    argv = argv[:1] + ["-p", str(CALLER_PORT), "-mp", str(CALLER_MEDIA_PORT)] + argv[1:]
                 return real(name, argv, *a, **kw)
             g.start = start
             try:
