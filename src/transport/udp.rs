@@ -15,7 +15,9 @@ use super::{Handler, Incoming};
 use crate::config::Proto;
 use crate::tasks::Tasks;
 use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
 use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,9 +89,14 @@ impl UdpSide {
     }
 
     pub(super) fn start(&self, handler: Arc<dyn Handler>, max: usize) {
+        let order = Arc::new(InOrder::default());
         for _ in 0..loops() {
-            self.tasks
-                .spawn(recv_loop(self.main.clone(), handler.clone(), max));
+            self.tasks.spawn(recv_loop(
+                self.main.clone(),
+                handler.clone(),
+                order.clone(),
+                max,
+            ));
         }
         self.tasks.spawn(error_loop(self.main.clone(), handler));
     }
@@ -118,34 +125,100 @@ impl UdpSide {
     }
 }
 
-async fn recv_loop(sock: Arc<UdpSocket>, handler: Arc<dyn Handler>, max: usize) {
+/// Datagrams of one source are handled in the order the socket gave them, whichever loop read
+/// them. Several loops read one socket (one per core): without this, a 200 could overtake the 180
+/// its answering point sent just before it (the loop that read the 180 still on it when another
+/// reads the 200), and the 180 would come after the final and be dropped. A loop claims a datagram
+/// under the socket's read lock, in read order: when another loop is busy with the same source, the
+/// datagram is queued behind that one, and that loop handles the queue before it lets the source go.
+#[derive(Default)]
+struct InOrder {
+    read: std::sync::Mutex<()>,
+    busy: DashMap<SocketAddr, VecDeque<Incoming>>,
+}
+
+impl InOrder {
+    /// Some: this loop owns the datagram's source now and must [`InOrder::run`] it. None: queued
+    /// behind the loop that owns the source.
+    fn claim(&self, m: Incoming) -> Option<Incoming> {
+        match self.busy.entry(m.peer) {
+            dashmap::mapref::entry::Entry::Occupied(mut e) => {
+                e.get_mut().push_back(m);
+                None
+            }
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(VecDeque::new());
+                Some(m)
+            }
+        }
+    }
+
+    /// Handles a claimed datagram, then what was queued behind it, then lets the source go.
+    fn run(&self, handler: &dyn Handler, m: Incoming) {
+        let peer = m.peer;
+        handler.on_message(m);
+        loop {
+            let next = self.busy.get_mut(&peer).and_then(|mut q| q.pop_front());
+            match next {
+                Some(m) => handler.on_message(m),
+                None => {
+                    if self.busy.remove_if(&peer, |_, q| q.is_empty()).is_some() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn recv_loop(
+    sock: Arc<UdpSocket>,
+    handler: Arc<dyn Handler>,
+    order: Arc<InOrder>,
+    max: usize,
+) {
     // One receive buffer, and each datagram copied out at its exact size. Carving datagrams out of
     // shared blocks saved that copy, but one live message (a call waits up to 64*T1 for an ACK that
     // a vanished caller never sends) then pinned a whole block: the RSS soak measured ~1.2 GB at
     // 300 calls/s with vanishing callers, against ~1 KiB of actual message per call.
     let mut buf = BytesMut::with_capacity(max + 1);
     loop {
+        if let Err(e) = sock.readable().await {
+            tracing::debug!(error = %e, "udp readiness error");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            continue;
+        }
         buf.clear();
-        match sock.recv_buf_from(&mut buf).await {
-            Ok((n, peer)) => {
-                let data = Bytes::copy_from_slice(&buf[..n]);
-                if n > max {
-                    tracing::debug!(peer = %peer, bytes = n, "datagram over the size limit dropped");
-                    continue;
+        let mut failed = false;
+        let claimed = {
+            let _read = order.read.lock().unwrap_or_else(|e| e.into_inner());
+            match sock.try_recv_buf_from(&mut buf) {
+                Ok((n, peer)) => {
+                    if n > max {
+                        tracing::debug!(peer = %peer, bytes = n, "datagram over the size limit dropped");
+                        continue;
+                    }
+                    order.claim(Incoming {
+                        data: Bytes::copy_from_slice(&buf[..n]),
+                        peer,
+                        proto: Proto::Udp,
+                        conn: None,
+                    })
                 }
-                handler.on_message(Incoming {
-                    data,
-                    peer,
-                    proto: Proto::Udp,
-                    conn: None,
-                });
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // The socket's pending ICMP error; its destination comes from the error queue.
+                Err(e) if is_icmp_error(&e) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "udp receive error");
+                    failed = true;
+                    None
+                }
             }
-            // The socket's pending ICMP error; its destination comes from the error queue.
-            Err(e) if is_icmp_error(&e) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "udp receive error");
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
+        };
+        if let Some(m) = claimed {
+            order.run(&*handler, m);
+        } else if failed {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
 }
@@ -270,6 +343,63 @@ fn unconnected_on(line: &str, port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records what it handles, in order.
+    struct Record {
+        seen: std::sync::Mutex<Vec<(SocketAddr, String)>>,
+    }
+
+    impl Handler for Record {
+        fn on_message(&self, m: Incoming) {
+            let text = String::from_utf8_lossy(&m.data).into_owned();
+            self.seen.lock().unwrap().push((m.peer, text));
+        }
+        fn on_unreachable(&self, _: Proto, _: SocketAddr) {}
+    }
+
+    fn dgram(peer: SocketAddr, text: &'static str) -> Incoming {
+        Incoming {
+            data: Bytes::from_static(text.as_bytes()),
+            peer,
+            proto: Proto::Udp,
+            conn: None,
+        }
+    }
+
+    #[test]
+    fn a_sources_datagrams_are_handled_in_read_order_whichever_loop_read_them() {
+        let (psap, other): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:5071".parse().unwrap(),
+            "127.0.0.1:5072".parse().unwrap(),
+        );
+        let order = InOrder::default();
+        let h = Record {
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        // Loop 1 reads the 180 and owns the PSAP; before it has handled it, loop 2 reads the 200
+        // (queued behind the 180) and another source's datagram (its own to handle).
+        let ringing = order.claim(dgram(psap, "180")).expect("first: owned");
+        assert!(
+            order.claim(dgram(psap, "200")).is_none(),
+            "queued behind the 180"
+        );
+        let theirs = order
+            .claim(dgram(other, "INVITE"))
+            .expect("another source: not held");
+        order.run(&h, theirs);
+        order.run(&h, ringing);
+        let seen = h.seen.lock().unwrap().clone();
+        let psap_order: Vec<&str> = seen
+            .iter()
+            .filter(|(p, _)| *p == psap)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        assert_eq!(psap_order, ["180", "200"]);
+        assert_eq!(seen.len(), 3);
+        assert!(order.busy.is_empty(), "every source let go");
+        // Let go: the next datagram of the PSAP is owned by whoever reads it.
+        assert!(order.claim(dgram(psap, "BYE")).is_some());
+    }
 
     #[test]
     fn proc_net_udp_lines_are_read() {
