@@ -21,7 +21,8 @@
 //!   failure domains and the systemic alarm (`health/domains.rs`); readiness.
 //! - `testcall`    — sosrouter's own test calls to a target (RFC 6881 §15): INVITE to
 //!   `urn:service:test.sos` from sockets of its own, RTP loopback check, BYE; a typed verdict per call;
-//!   a scheduler that dedups per target, caps and jitters them. Pure machine in `testcall/machine.rs`.
+//!   a scheduler that dedups per target, caps and jitters them, and paces recovery test calls per
+//!   failure domain. Over UDP, TCP and TLS. Pure machine in `testcall/machine.rs`.
 //! - `metrics`     — Prometheus counters, gauges and histograms on `prometheus-client` (`GET /metrics`).
 //! - `events`      — alert events (health, operator, reload, undelivered): a never-blocking bus
 //!   with sequence numbers and a replay ring, and the webhook (reqwest on rustls; its client

@@ -18,7 +18,8 @@
 //!
 //! Layout: `machine` (the pure state machine: events and `now` in, actions out), `message` (the
 //! requests and the SDP), `rtp` (packets), `shell` (sockets and timers for one call), `schedule`
-//! (the [`TestCalls`] handle: one task that dedups per target, caps, jitters and runs periodic calls).
+//! (the [`TestCalls`] handle: one task that dedups per target, caps, jitters, paces recovery test
+//! calls per failure domain and runs periodic calls).
 
 use crate::routing::TargetId;
 use std::fmt;
