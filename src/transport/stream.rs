@@ -9,7 +9,7 @@
 //! between fail at once). Outbound connections send a double-CRLF keep-alive ping (RFC 5626
 //! §4.4.1) every [`KEEPALIVE_PING`]; a ping received is answered with a CRLF pong.
 
-use super::tls::{LinkStats, TlsFigures, TlsMaterial, server_name};
+use super::tls::{LinkStats, TlsFigures, TlsMaterial};
 use super::{Handler, TransportConfig};
 use crate::config::Proto;
 use crate::tasks::Tasks;
@@ -350,11 +350,9 @@ impl Shared {
                 let why = "no [tls] configuration loaded".to_string();
                 return self.fail_outbound(id, to, &handler, Some(why));
             };
-            let name = server_name(tls.names.load().get(&to).map(|n| &**n), to);
-            let connector = tokio_rustls::TlsConnector::from(material.client.clone());
-            let timeout = material.handshake_timeout;
-            match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
-                Ok(Ok(s)) => {
+            let name = tls.names.load().get(&to).cloned();
+            match super::tls::connect_client(&material, name.as_deref(), stream).await {
+                Ok(s) => {
                     let stats = tls.stats(to);
                     if stats.opened() {
                         tracing::info!(to = %to, "tls handshake with the target completes again");
@@ -363,14 +361,7 @@ impl Shared {
                     let (rd, wr) = tokio::io::split(s);
                     self.run(id, rd, wr, to, handler, Some(Some(stats)), rx);
                 }
-                Ok(Err(e)) => {
-                    let why = e.to_string();
-                    self.fail_outbound(id, to, &handler, Some(why));
-                }
-                Err(_) => {
-                    let why = format!("handshake not finished in {} ms", timeout.as_millis());
-                    self.fail_outbound(id, to, &handler, Some(why));
-                }
+                Err(e) => self.fail_outbound(id, to, &handler, Some(e.to_string())),
             }
         });
         id

@@ -323,14 +323,14 @@ fn expiry(r: &mut Report<'_>, f: &FileRef, index: usize, cert: &CertificateDer<'
 }
 
 /// The name a target's certificate must carry (its `tls_name`, else its IP address).
-pub(super) fn server_name(name: Option<&str>, addr: std::net::SocketAddr) -> ServerName<'static> {
+fn server_name(name: Option<&str>, addr: std::net::SocketAddr) -> ServerName<'static> {
     name.and_then(|n| ServerName::try_from(n.to_string()).ok())
         .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
 }
 
 /// Opens a TLS client session to a target over `stream` with the `[tls]` trust and client
 /// certificate, checking the name `name` (its `tls_name`, else its IP address), within the
-/// handshake timeout. For connections outside the transport (test calls).
+/// handshake timeout. The transport's outbound connections and test calls both open theirs here.
 pub async fn connect_client(
     material: &TlsMaterial,
     name: Option<&str>,
@@ -343,7 +343,7 @@ pub async fn connect_client(
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("tls handshake not finished in {} ms", timeout.as_millis()),
+            format!("handshake not finished in {} ms", timeout.as_millis()),
         )),
     }
 }

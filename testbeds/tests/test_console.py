@@ -189,8 +189,9 @@ class Lab:
         self.g.stop_all()
 
 
-@pytest.fixture(scope="module")
-def lab():
+def browser_test_binary() -> str:
+    """The sosrouter binary for a browser test, once Playwright and Chromium are there (else skip,
+    or fail under SOSTEST_REQUIRE_BROWSER=1)."""
     if sync_playwright is None:
         _missing("Playwright for Python is not installed (pip install --break-system-packages playwright)")
     if not os.access(CHROMIUM, os.X_OK):
@@ -198,7 +199,12 @@ def lab():
     binary = sosrouter_binary()
     if not binary:
         _missing("no sosrouter binary (cargo build)")
-    lab = Lab(binary)
+    return binary
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = Lab(browser_test_binary())
     yield lab
     lab.close()
 

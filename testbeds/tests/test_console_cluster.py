@@ -27,7 +27,7 @@ import urllib.request
 import pytest
 
 from sostest import procs
-from test_console import CHROMIUM, _missing, sosrouter_binary, sync_playwright
+from test_console import CHROMIUM, browser_test_binary, sync_playwright
 
 if sync_playwright is not None:
     from playwright.sync_api import expect
@@ -144,15 +144,9 @@ class ClusterLab:
 
 @pytest.fixture(scope="module")
 def cluster():
-    if sync_playwright is None:
-        _missing("Playwright for Python is not installed (pip install --break-system-packages playwright)")
-    if not os.access(CHROMIUM, os.X_OK):
-        _missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    binary = browser_test_binary()
     if not shutil.which("etcd"):
         pytest.fail("no etcd (apt-get install etcd-server etcd-client; .ci/run installs them)")
-    binary = sosrouter_binary()
-    if not binary:
-        _missing("no sosrouter binary (cargo build)")
     lab = ClusterLab(binary)
     yield lab
     lab.close()
