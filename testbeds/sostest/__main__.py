@@ -64,10 +64,12 @@ Commands:
                      (operator events at SSE_EVENTS_PER_S, 10/s, in both); knees, their ratio (goal: cost <= 5%),
                      events per client, proxy CPU; result.json, summary.txt.
   soak [S] [CALLS/s] testbeds/soak/rss-soak: sosrouter's RSS under S seconds (60) of faults (200/s).
-  scale              Rules generated at size (SCALE_SIZES, default "100x10 1000x100 6000x30 10000x2" routes x
-                     prefixes; SCALE_QUICK=1: "100x10 1000x100", shorter steps): per size the time to load and
+  scale              Rules generated at size (SCALE_SIZES, default "1x1 100x10 1000x100 6000x30 10000x2" routes x
+                     prefixes; SCALE_QUICK=1: "1x1 1000x100", shorter steps): per size the time to load and
                      to reload, idle CPU (probing only), probe lateness p99, RSS, calls/s at the knee of a
                      bounded stair (SCALE_RATES), setup p50/p99 at 1000 calls/s; table, result.json, scale.png.
+                     Up to SCALE_KAMAILIO_MAX_HOSTS (2001) probe hosts, Kamailio's dispatcher probes the same
+                     hosts (kamailio/probe.cfg) in the same idle seconds: both proxies' idle CPU, one run.
   scale-reload       An 18 000-target file (SCALE_RELOAD_SIZE=6000x30) reloaded RELOADS (4) times while
                      RATE (1000) calls/s flow for SCALE_RELOAD_S (30) s: no call may fail or take over 50 ms.
   help               This text.

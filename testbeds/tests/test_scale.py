@@ -104,3 +104,14 @@ def test_responder_answers_from_the_address_asked():
     assert got is not None
     assert got[1] == ("127.20.0.9", port)
     assert got[0].startswith(b"SIP/2.0 200 OK")
+
+
+def test_kamailio_probes_the_same_hosts_as_sosrouter():
+    text, lay = scale.rules_toml(30, 2)
+    rules = tomllib.loads(text)
+    uris = {t["uri"].removeprefix("sip:") for t in rules["targets"] if "uri" in t}
+    lst = [line.split() for line in scale.dispatcher_list(lay).splitlines() if not line.startswith("#")]
+    assert all(row[0] == "1" for row in lst)
+    hosts = [row[1].removeprefix("sip:") for row in lst]
+    assert len(hosts) == len(set(hosts)) == lay.probe_hosts
+    assert set(hosts) == uris
