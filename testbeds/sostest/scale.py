@@ -15,6 +15,9 @@ resident memory, time to reload a changed file (SIGHUP until /status shows the n
 at the knee (a bounded stair with SIPp), setup p50/p99 at 1000 calls/s. Results as data in
 testbeds/out/<stamp>-scale/ (result.json, summary.txt, scale.png).
 
+SCALE_PROBE=0 writes the rules with `probe = false` (a diagnostic: the cost of the rules' size on the
+call path alone, without the probing traffic of their hosts).
+
 `testbeds/run scale-reload` reloads an 18 000-target file (6000 x 30) several times, alternating two
 versions that differ by a few hundred targets, while 1000 calls/s flow: no call may fail, and the
 setup time of every call is reported (max and the count over 50 ms).
@@ -119,7 +122,7 @@ call_deadline_ms = 30000
 failover_codes = ["408", "480", "486", "5xx", "600", "603"]
 
 [health]
-probe = true
+probe = {"false" if os.environ.get("SCALE_PROBE", "1") == "0" else "true"}
 probe_interval_ms = 1000
 probe_timeout_ms = 400
 probe_jitter_percent = 20
@@ -358,6 +361,7 @@ class Settings:
     step_s: float = 5.0
     setup_rate: int = 1000
     kamailio_max_hosts: int = 2001
+    bisect_steps: int = 2
 
     def __post_init__(self):
         e = os.environ
@@ -375,6 +379,7 @@ class Settings:
         self.idle_s = float(e.get("SCALE_IDLE_S", self.idle_s))
         self.step_s = float(e.get("STEP_S", self.step_s))
         self.kamailio_max_hosts = int(e.get("SCALE_KAMAILIO_MAX_HOSTS", self.kamailio_max_hosts))
+        self.bisect_steps = int(e.get("SCALE_BISECT_STEPS", self.bisect_steps))
 
 
 class Bed:
@@ -524,23 +529,32 @@ def ms(v):
 
 
 def stair(bed: Bed, st: Settings, out: str) -> dict:
-    """Bounded stair: each rate for step_s, stop at the first failing step. Knee = highest passing rate."""
+    """Bounded stair: each rate for step_s up to the first failing step, then st.bisect_steps bisections
+    between the last passing and the first failing rate (lab.Stair). Knee = highest passing rate."""
     lab = bed.lab
     bed.run.cfg.step_s = st.step_s
-    steps, knee = [], None
-    for n, rate in enumerate(st.rates, 1):
+    steps = []
+    climb, n = lab.Stair(st.rates, st.bisect_steps), 0
+    while (rate := climb.next_rate()) is not None:
+        n += 1
         d = os.path.join(out, "steps", f"{n:02d}-r{rate}")
-        say(f"  stair: {rate} calls/s for {st.step_s:g} s (load {loadavg()})")
+        say(f"  stair {climb.label()}: {rate} calls/s for {st.step_s:g} s (load {loadavg()})")
+        # The responder (Python, answering the backups' probes) shares the two cores with the proxy,
+        # SIPp and the caller: its CPU is the testbed's own cost of the rules' size, reported per step.
+        rpids = lab.descendants(bed.responder.pid)
+        r0, t0 = lab.ticks(rpids), time.time()
         lab.throughput_step(bed.run, d, rate)
+        r1, t1 = lab.ticks(rpids), time.time()
         try:
             with open(os.path.join(d, "step.json")) as f:
                 s = json.load(f)
         except (OSError, ValueError):
             s = {"ok": False, "rate_offered": rate}
+        s["responder_cpu_pct"] = 100.0 * (r1 - r0) / os.sysconf("SC_CLK_TCK") / max(t1 - t0, 1e-3)
+        say(f"  responder (testbed) cpu {s['responder_cpu_pct']:.1f}% over the step")
         steps.append(s)
-        if not s.get("ok"):
-            break
-        knee = rate
+        climb.record(rate, bool(s.get("ok")))
+    knee = climb.knee
     at = next((s for s in steps if s.get("rate_offered") == st.setup_rate), None)
     return {"knee_calls_s": knee, "steps": steps,
             "setup_p50_ms_at_1000": at.get("setup_ms_p50") if at else None,
@@ -582,7 +596,7 @@ def make_run(name: str):
 
 def measure_size(run, st: Settings, routes: int, prefixes: int) -> dict:
     out = os.path.join(run.out, f"{routes}x{prefixes}")
-    budget = 60 + st.settle_s + st.idle_s + len(st.rates) * (st.step_s + 30) + 120
+    budget = 60 + st.settle_s + st.idle_s + (len(st.rates) + st.bisect_steps) * (st.step_s + 30) + 120
     bed = Bed(run, out, routes, prefixes, budget)
     res = {"routes": routes, "prefixes": prefixes, "probe_hosts": bed.layout.probe_hosts,
            "targets": bed.layout.targets, "load_before": loadavg()}
@@ -653,7 +667,7 @@ def plot(results: list, path: str) -> str | None:
     except ImportError:
         return None
     xs = [r["probe_hosts"] for r in results]
-    panels = [("idle CPU (% of a core)", "idle_cpu_pct"), ("probe lateness p99 (ms)", "probe_lateness_p99_ms"),
+    panels = [("idle CPU (% of a core): sosrouter, Kamailio dispatcher", ("idle_cpu_pct", "kamailio_idle_cpu_pct")), ("probe lateness p99 (ms)", "probe_lateness_p99_ms"),
               ("resident memory (MB)", "rss_mb"), ("calls/s at the knee", "knee_calls_s"),
               ("setup p50 / p99 at 1000 calls/s (ms)", ("setup_p50_ms_at_1000", "setup_p99_ms_at_1000")),
               ("time to load / reload (s)", ("load_s", "reload_s"))]
