@@ -590,6 +590,7 @@ def make_run(name: str):
     cfg = lab.Config()
     cfg.proxy = f"udp:127.0.0.1:{PROXY_PORT}"
     cfg.parse_proxy()
+    cfg.admin_addr = f"127.0.0.1:{ADMIN_PORT}"   # each step's runtime lateness, from the proxy's /metrics
     cfg.hold_ms = cfg.hold_ms or "0"
     return ScaleRun(cfg, name)
 
