@@ -13,7 +13,8 @@
 //! calls, win the CPU from it. In the reload drill (`testbeds/run scale-reload`: an 18 000-target
 //! file reloaded four times while 1 000 calls/s flow, on two cores shared with SIPp) a reload at
 //! the runtime's own priority took a core for about a second and delayed 600 to 1 150 of the
-//! 30 000 calls by more than 50 ms; niced, 135.
+//! 30 000 calls by more than 50 ms; niced, 27 to 145 (and 0 to 4 in four runs of five once the
+//! `/status` page was also serialized here, README "Performance at size").
 //!
 //! Imports nothing of the crate.
 
@@ -167,8 +168,8 @@ where
 const BACKGROUND_NICE: i64 = 10;
 
 /// Lowers the calling thread to [`BACKGROUND_PRIORITY`] (always allowed: only raising a
-/// priority needs privileges), unless the process already runs at that nice or lower (then it
-/// is left alone: setting nice 10 would raise it). Failing that, the work runs as it is.
+/// priority needs privileges), unless the thread already runs at nice 10 or more (then it is
+/// left alone: setting nice 10 would raise its priority). Failing that, the work runs as it is.
 fn background_priority() {
     use thread_priority::{ThreadPriority, set_current_thread_priority};
     if own_nice().is_some_and(|n| n >= BACKGROUND_NICE) {
