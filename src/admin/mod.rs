@@ -79,7 +79,15 @@ pub struct Admin {
     pub keepalive: Duration,
     /// The app's tasks: blocking reloads run on them, and event streams end on their cancellation.
     pub tasks: Tasks,
+    /// Slots for event streams: an open stream holds one; none free, `GET /events` gets a 503.
+    /// Fewer than the connection cap, so streams can never take every connection ([`MAX_STREAMS`]).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Event streams served at once by default: the connection cap (`http::Limits`, 256) less 64
+/// connections that streams can never take, so an operator's `POST /targets/{id}/disable` or
+/// `/reload` still gets in when every stream slot is held (at 256 streams it got a 503).
+pub const MAX_STREAMS: usize = 192;
 
 impl Admin {
     /// Health routes only; add the others with the fields.
@@ -92,6 +100,7 @@ impl Admin {
             console: None,
             keepalive: KEEPALIVE,
             tasks,
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         }
     }
 }

@@ -75,8 +75,22 @@ pub(super) async fn events_route(State(admin): State<Admin>, headers: HeaderMap)
     let Some(bus) = admin.events else {
         return super::error(StatusCode::NOT_FOUND, "no events");
     };
+    let Ok(slot) = admin.streams.clone().try_acquire_owned() else {
+        tracing::warn!("event stream refused: every stream slot is taken");
+        let mut r = super::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many event streams open; try again later",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    };
     let last = last_event_id(&headers);
-    let events = stream_after(&bus, last, admin.tasks.token().clone());
+    // The slot is held for as long as the stream is (dropped with it when the client goes).
+    let events = stream_after(&bus, last, admin.tasks.token().clone()).map(move |e| {
+        let _held = &slot;
+        e
+    });
     tracing::info!(last_event_id = ?last, "event stream client connected");
     let keepalive = KeepAlive::new().interval(admin.keepalive).text("keepalive");
     let mut r = Sse::new(events).keep_alive(keepalive).into_response();

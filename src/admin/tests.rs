@@ -424,3 +424,56 @@ async fn an_event_on_a_quiet_stream_goes_at_once_those_after_a_write_together() 
     assert!(text(s.next().await).contains("r4"));
     assert_eq!(t1.elapsed(), Duration::ZERO, "quiet again: at once");
 }
+
+/// Event streams have a cap of their own below the connection cap: with every stream slot held, a
+/// further stream gets a 503 (with Retry-After) while the operator's requests still get in; a
+/// slot comes back when its client goes.
+#[tokio::test]
+async fn event_streams_cannot_take_the_connections_the_operator_needs() {
+    let bus = Bus::with_ring(8);
+    let tasks = Tasks::new();
+    let health = Health::from_targets(&[target("psap-a", 5071)]);
+    let admin = Admin {
+        events: Some(bus.clone()),
+        keepalive: Duration::from_millis(100),
+        streams: Arc::new(tokio::sync::Semaphore::new(2)),
+        ..Admin::new(health.clone(), tasks.clone())
+    };
+    let limits = Limits {
+        max_connections: 4,
+        ..Limits::default()
+    };
+    let addr = serve_on(router(admin), limits, &tasks).await;
+    let first = Sse::open(addr, None).await;
+    let _second = Sse::open(addr, None).await;
+    let (code, text, body) = raw(addr, b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("Retry-After: 5"), "{text}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many event streams"),
+        "{body}"
+    );
+    let r = call(addr, "POST", "/targets/psap-a/disable").await;
+    assert_eq!(r.status, 200, "the operator's switch gets in: {}", r.text());
+    assert!(!health.status("psap-a").unwrap().enabled);
+    // The first client goes; its slot comes back once the server notices (next keep-alive write).
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        if &head == b"HTTP/1.1 200" {
+            reopened = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reopened.is_some(), "a stream slot came back");
+}
