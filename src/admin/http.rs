@@ -52,10 +52,13 @@ pub struct Limits {
     pub max_body: usize,
 }
 
+/// Admin connections served at once by default ([`Limits::max_connections`]).
+pub const MAX_CONNECTIONS: usize = 256;
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_connections: 256,
+            max_connections: MAX_CONNECTIONS,
             header_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),

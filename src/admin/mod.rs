@@ -43,7 +43,7 @@ mod tests_auth;
 
 pub use auth::{Access, Token, TokenError, load_token};
 pub use console::{ConsoleData, WhatIfQuery};
-pub use http::{Limits, protect, serve};
+pub use http::{Limits, MAX_CONNECTIONS, protect, serve};
 pub use rules::RulesControl;
 pub use telemetry::KEEPALIVE;
 
@@ -84,10 +84,13 @@ pub struct Admin {
     pub streams: Arc<tokio::sync::Semaphore>,
 }
 
-/// Event streams served at once by default: the connection cap (`http::Limits`, 256) less 64
-/// connections that streams can never take, so an operator's `POST /targets/{id}/disable` or
-/// `/reload` still gets in when every stream slot is held (at 256 streams it got a 503).
-pub const MAX_STREAMS: usize = 192;
+/// Admin connections event streams can never take, so an operator's `POST /targets/{id}/disable`
+/// or `/reload` still gets in when every stream slot is held (with no cap of their own, 256
+/// streams took every connection and the POST got a 503).
+pub const KEPT_FOR_REQUESTS: usize = 64;
+
+/// Event streams served at once by default: the connection cap less [`KEPT_FOR_REQUESTS`] (192).
+pub const MAX_STREAMS: usize = MAX_CONNECTIONS - KEPT_FOR_REQUESTS;
 
 impl Admin {
     /// Health routes only; add the others with the fields.

@@ -462,7 +462,7 @@ async fn event_streams_cannot_take_the_connections_the_operator_needs() {
     // The first client goes; its slot comes back once the server notices (next keep-alive write).
     drop(first);
     let mut reopened = None;
-    for _ in 0..100 {
+    for _ in 0..400 {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
             .await

@@ -104,7 +104,8 @@ class Layout:
         return 3 * self.routes + 1
 
 
-def rules_toml(routes: int, prefixes: int, variant: int = 0, proxy_port: int = PROXY_PORT) -> tuple:
+def rules_toml(routes: int, prefixes: int, variant: int = 0, proxy_port: int = PROXY_PORT,
+               probe: bool = True) -> tuple:
     """The rules text and its Layout. `variant` 1 replaces the first 5% of the routes' targets by new ids
     and addresses (a reload that removes some targets and adds others; the rest keep their ids)."""
     if routes < 1 or prefixes < 1:
@@ -122,7 +123,7 @@ call_deadline_ms = 30000
 failover_codes = ["408", "480", "486", "5xx", "600", "603"]
 
 [health]
-probe = {"false" if os.environ.get("SCALE_PROBE", "1") == "0" else "true"}
+probe = {"true" if probe else "false"}
 probe_interval_ms = 1000
 probe_timeout_ms = 400
 probe_jitter_percent = 20
@@ -362,6 +363,7 @@ class Settings:
     setup_rate: int = 1000
     kamailio_max_hosts: int = 2001
     bisect_steps: int = 2
+    probe: bool = True
 
     def __post_init__(self):
         e = os.environ
@@ -380,18 +382,19 @@ class Settings:
         self.step_s = float(e.get("STEP_S", self.step_s))
         self.kamailio_max_hosts = int(e.get("SCALE_KAMAILIO_MAX_HOSTS", self.kamailio_max_hosts))
         self.bisect_steps = int(e.get("SCALE_BISECT_STEPS", self.bisect_steps))
+        self.probe = e.get("SCALE_PROBE", "1") != "0"
 
 
 class Bed:
     """One proxy with one generated rules file, its answering points and responder."""
 
-    def __init__(self, run, out: str, routes: int, prefixes: int, secs: float):
+    def __init__(self, run, out: str, routes: int, prefixes: int, secs: float, probe: bool = True):
         from . import lab
         self.lab, self.run, self.out = lab, run, out
-        self.routes, self.prefixes, self.secs = routes, prefixes, secs
+        self.routes, self.prefixes, self.secs, self.probe = routes, prefixes, secs, probe
         os.makedirs(out, exist_ok=True)
         self.rules = os.path.join(out, "rules.toml")
-        text, self.layout = rules_toml(routes, prefixes)
+        text, self.layout = rules_toml(routes, prefixes, probe=probe)
         with open(self.rules, "w") as f:
             f.write(text)
         self.variant = 0
@@ -505,7 +508,7 @@ class Bed:
     def reload(self, timeout: float = 60) -> float | None:
         """Writes the other variant of the rules, SIGHUP; seconds until /status shows the next version."""
         self.variant ^= 1
-        text, _ = rules_toml(self.routes, self.prefixes, self.variant)
+        text, _ = rules_toml(self.routes, self.prefixes, self.variant, probe=self.probe)
         tmp = self.rules + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)
@@ -598,7 +601,7 @@ def make_run(name: str):
 def measure_size(run, st: Settings, routes: int, prefixes: int) -> dict:
     out = os.path.join(run.out, f"{routes}x{prefixes}")
     budget = 60 + st.settle_s + st.idle_s + (len(st.rates) + st.bisect_steps) * (st.step_s + 30) + 120
-    bed = Bed(run, out, routes, prefixes, budget)
+    bed = Bed(run, out, routes, prefixes, budget, probe=st.probe)
     res = {"routes": routes, "prefixes": prefixes, "probe_hosts": bed.layout.probe_hosts,
            "targets": bed.layout.targets, "load_before": loadavg()}
     say(f"{routes} routes x {prefixes} prefixes: {bed.layout.targets} targets, {bed.layout.probe_hosts} probe hosts")

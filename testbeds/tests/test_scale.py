@@ -115,3 +115,8 @@ def test_kamailio_probes_the_same_hosts_as_sosrouter():
     hosts = [row[1].removeprefix("sip:") for row in lst]
     assert len(hosts) == len(set(hosts)) == lay.probe_hosts
     assert set(hosts) == uris
+
+
+def test_rules_without_probing_for_the_call_path_alone():
+    assert tomllib.loads(scale.rules_toml(3, 2)[0])["health"]["probe"] is True
+    assert tomllib.loads(scale.rules_toml(3, 2, probe=False)[0])["health"]["probe"] is False
