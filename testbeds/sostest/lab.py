@@ -615,6 +615,23 @@ def scrape_histogram(admin: str, name: str, token: str = "") -> dict:
     return out
 
 
+def cpu_jiffies() -> dict:
+    """The machine's CPU time so far, from the first line of /proc/stat (jiffies, all CPUs): user, nice, system,
+    idle, iowait, irq, softirq, steal. Steal is time a virtual machine's CPUs were ready to run and the host ran
+    something else: latency figures taken while it is high say more about the host than about the proxy."""
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    try:
+        with open("/proc/stat") as f:
+            vals = f.readline().split()[1:1 + len(names)]
+    except OSError:
+        return {}
+    return {k: int(v) for k, v in zip(names, vals)}
+
+
+def jiffies_delta(a: dict, b: dict) -> dict:
+    return {k: b[k] - a.get(k, 0) for k in b}
+
+
 def udp_counters() -> dict:
     """The kernel's UDP counters (/proc/net/snmp, IPv4 and IPv6 summed): machine-wide, so another testbed on
     the machine adds to them."""
@@ -669,7 +686,7 @@ def throughput_step(r: Run, d: str, rate: int):
     ports = [cfg.proxy_port, *AP_PORTS.values()]
     sos = cfg.peer == "sosrouter" and cfg.start_proxy and not cfg.direct
     late0 = scrape_histogram(cfg.admin_addr, "sosrouter_runtime_lateness_seconds", cfg.admin_token) if sos else {}
-    udp0, drops0 = udp_counters(), socket_drops(ports)
+    udp0, drops0, cpu0 = udp_counters(), socket_drops(ports), cpu_jiffies()
     caller = r.start_caller(d, rate, calls, int(cfg.hold_ms or 0), nolog=True)
     nap(0.5)
     cp = next((p for p in descendants(caller.pid) if comm(p) == "sipp"), None)
@@ -688,10 +705,11 @@ def throughput_step(r: Run, d: str, rate: int):
                 f"caller_ticks={c1[1] - c0[1]}\ncaller_found={1 if cp and c1[1] > 0 else 0}\n"
                 f"proxy_pss_kb={pss}\nap_ticks={c1[2] - c0[2]}\n")
     late1 = scrape_histogram(cfg.admin_addr, "sosrouter_runtime_lateness_seconds", cfg.admin_token) if sos else {}
-    udp1, drops1 = udp_counters(), socket_drops(ports)
+    udp1, drops1, cpu1 = udp_counters(), socket_drops(ports), cpu_jiffies()
     import json
     with open(os.path.join(d, "stall.json"), "w") as f:
         json.dump({"runtime_lateness_buckets": {k: v - late0.get(k, 0) for k, v in late1.items()},
+                   "cpu_jiffies": jiffies_delta(cpu0, cpu1),
                    "udp": {k: udp1[k] - udp0.get(k, 0) for k in udp1
                            if k in ("InDatagrams", "RcvbufErrors", "SndbufErrors", "InErrors")},
                    "socket_drops": {str(p): drops1.get(p, 0) - drops0.get(p, 0) for p in ports}}, f, indent=1)

@@ -352,14 +352,22 @@ def bucket_quantiles(buckets):
     return q(50), q(99), top * 1000.0
 
 
+def steal_pct(jiffies: dict):
+    """The host's share of the machine's CPU time (steal over every /proc/stat column), in %, or None."""
+    total = sum(jiffies.values()) if jiffies else 0
+    return 100.0 * jiffies.get("steal", 0) / total if total > 0 else None
+
+
 def stall_figures(d):
-    """Runtime lateness p50/p99/max (ms, bucket bounds) and UDP drops of one step, from its stall.json."""
+    """Runtime lateness p50/p99/max (ms, bucket bounds), UDP drops and CPU steal of one step, from its
+    stall.json."""
     st = load_result(os.path.join(d, "stall.json")) or {}
     p50, p99, mx = bucket_quantiles(st.get("runtime_lateness_buckets") or {})
     udp = st.get("udp") or {}
     return {"lateness_ms_p50": p50, "lateness_ms_p99": p99, "lateness_ms_max": mx,
             "udp_rcvbuf_errors": udp.get("RcvbufErrors"),
-            "socket_drops": st.get("socket_drops")}
+            "socket_drops": st.get("socket_drops"),
+            "steal_pct": steal_pct(st.get("cpu_jiffies") or {})}
 
 
 def fmt_late(v):
@@ -431,7 +439,7 @@ def cmd_step(d, rate, max_fail, max_retrans, max_p99="0"):
           f"cpu proxy {fmt(res['cpu_proxy_pct'])}% caller {fmt(res['cpu_caller_sipp_pct'])}% "
           f"APs {fmt(res['cpu_answering_points_pct'])}%, runtime lateness p50/p99/max "
           f"{fmt_late(res['lateness_ms_p50'])}/{fmt_late(res['lateness_ms_p99'])}/{fmt_late(res['lateness_ms_max'])} ms, "
-          f"udp rcvbuf drops {fmt(res['udp_rcvbuf_errors'])}: {res['verdict']}"
+          f"udp rcvbuf drops {fmt(res['udp_rcvbuf_errors'])}, host steal {fmt(res['steal_pct'])}%: {res['verdict']}"
           + (f" [{res['limit']}]" if res["limit"] else ""), file=sys.stderr)
 
 
@@ -451,17 +459,20 @@ def cmd_throughput(out):
              fmt(s["setup_ms_p50"]), fmt(s["setup_ms_p99"]),
              fmt(s["cpu_proxy_pct"]), fmt(s["cpu_caller_sipp_pct"]), fmt(s["cpu_answering_points_pct"]),
              "/".join(fmt_late(s.get(k)) for k in ("lateness_ms_p50", "lateness_ms_p99", "lateness_ms_max")),
-             fmt(s.get("udp_rcvbuf_errors")),
+             fmt(s.get("udp_rcvbuf_errors")), fmt(s.get("steal_pct")),
              s["verdict"] + (f" [{s['limit']}]" if s["limit"] else "")) for s in steps]
     mode = "direct (no proxy)" if meta.get("direct") == "1" else "proxy"
     text = (f"throughput ({mode}, {meta.get('transport')} to {meta.get('target')}, {meta.get('host_cpus')} CPUs shared "
             f"by proxy and SIPp)\n"
             + table(["#", "offered/s", "achieved/s", "failed", "fail%", "retrans%", "p50 ms", "p99 ms",
-                     "proxy%", "caller%", "APs%", "rt late p50/p99/max ms", "rcvbuf drops", "verdict"], rows)
+                     "proxy%", "caller%", "APs%", "rt late p50/p99/max ms", "rcvbuf drops", "steal%",
+                     "verdict"], rows)
             + f"\n\nhighest good rate: {fmt(best)} calls/s"
             + "\n(CPU in % of one core; setup = INVITE sent to 200 received, at the caller, 1 ms resolution;"
             + "\n rt late = sosrouter's sosrouter_runtime_lateness_seconds over the step, as bucket bounds;"
-            + "\n rcvbuf drops = the kernel's UDP RcvbufErrors over the step, machine-wide)")
+            + "\n rcvbuf drops = the kernel's UDP RcvbufErrors over the step, machine-wide;"
+            + "\n steal = share of the machine's CPU time the host gave to others (/proc/stat): latency under"
+            + "\n a high steal is the host's, compare such steps with care)")
     emit(out, text, {"mode": mode, "target": meta.get("target"), "transport": meta.get("transport"),
                      "highest_good_rate": best, "steps": steps})
 

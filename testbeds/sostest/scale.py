@@ -728,7 +728,7 @@ def cmd_scale(argv: list) -> int:
 
 def cmd_scale_reload(argv: list) -> int:
     """Reload an 18 000-target file (6000 x 30) RELOADS times while RATE calls/s flow."""
-    from . import lab
+    from . import lab, report
     e = os.environ
     routes, prefixes = (int(x) for x in e.get("SCALE_RELOAD_SIZE", "6000x30").split("x"))
     rate, secs = int(e.get("RATE") or 1000), float(e.get("SCALE_RELOAD_S", "30"))
@@ -742,6 +742,7 @@ def cmd_scale_reload(argv: list) -> int:
         res["load_s"] = bed.start_proxy(binary())
         time.sleep(4)
         d = os.path.join(run.out, "calls")
+        cpu0 = lab.cpu_jiffies()
         caller = run.start_caller(d, rate, int(rate * secs), 0, nolog=True)
         times = []
         gap = secs / (reloads + 1)
@@ -751,12 +752,12 @@ def cmd_scale_reload(argv: list) -> int:
             times.append(t)
             say(f"reload {k + 1}: {fmt(t, '{:.3f}')} s (load {loadavg()})")
         rc = run.wait_caller(caller)
+        res["steal_pct"] = report.steal_pct(lab.jiffies_delta(cpu0, lab.cpu_jiffies()))
         with open(os.path.join(d, "cpu.env"), "w") as f:
             f.write(f"t0=0\nt1={secs}\nclk_tck={os.sysconf('SC_CLK_TCK')}\nexit_code={rc}\nproxy_running=0\n")
         run.report("step", d, rate, "0", "100")
         with open(os.path.join(d, "step.json")) as f:
             s = json.load(f)
-        from . import report
         setup = [x for _, x in report.read_rtt(d)]
         res.update({"reload_s": times, "calls_planned": s["calls_planned"], "calls_failed": s["calls_failed"],
                     "retransmissions": s["retransmissions"], "setup_ms_p50": s["setup_ms_p50"],
@@ -772,7 +773,8 @@ def cmd_scale_reload(argv: list) -> int:
             f"{reloads} reloads: reload s {[fmt(t, '{:.2f}') for t in res.get('reload_s', [])]}; calls "
             f"{res.get('calls_planned')}, failed {res.get('calls_failed')}, retrans {res.get('retransmissions')}; "
             f"setup p50/p99/max {fmt(res.get('setup_ms_p50'))}/{fmt(res.get('setup_ms_p99'))}/"
-            f"{fmt(res.get('setup_ms_max'))} ms; calls over 50 ms: {res.get('calls_over_50ms')}: "
+            f"{fmt(res.get('setup_ms_max'))} ms; calls over 50 ms: {res.get('calls_over_50ms')}; "
+            f"host steal {fmt(res.get('steal_pct'))}%: "
             f"{'PASS' if res['ok'] else 'FAIL'} (load {res['load_before']} -> {res['load_after']})")
     print(text)
     with open(os.path.join(run.out, "summary.txt"), "w") as f:

@@ -106,10 +106,20 @@ def test_a_step_fails_on_setup_p99_when_asked(tmp_path):
     (d / "stat.csv").write_text("OutgoingCall(C);SuccessfulCall(C);FailedCall(C);Retransmissions(C)\n100;100;0;0\n")
     (d / "info").write_text("calls=100\n")
     (d / "stall.json").write_text(json.dumps({"runtime_lateness_buckets": {"0.001": 5, "+Inf": 5},
-                                              "udp": {"RcvbufErrors": 7}, "socket_drops": {}}))
+                                              "udp": {"RcvbufErrors": 7}, "socket_drops": {},
+                                              "cpu_jiffies": {"user": 300, "idle": 500, "steal": 200}}))
     report.cmd_step(str(d), 100, "0.1", "1", "0")
     s = json.loads((d / "step.json").read_text())
     assert (s["ok"], s["setup_ms_p99"], s["lateness_ms_p50"], s["udp_rcvbuf_errors"]) == (True, 30.0, 1.0, 7)
+    assert s["steal_pct"] == pytest.approx(20.0)
     report.cmd_step(str(d), 100, "0.1", "1", "20")
     s = json.loads((d / "step.json").read_text())
     assert not s["ok"] and "setup p99 30 ms > 20 ms" in s["verdict"]
+
+
+def test_host_steal_is_read_from_proc_stat_and_given_as_a_share_of_all_cpu_time():
+    from sostest import lab
+    a = lab.cpu_jiffies()
+    assert set(a) == {"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
+    assert report.steal_pct(lab.jiffies_delta({k: v - 10 for k, v in a.items()}, a)) == pytest.approx(12.5)
+    assert report.steal_pct({}) is None and report.steal_pct({"idle": 0, "steal": 0}) is None
