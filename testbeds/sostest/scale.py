@@ -4,8 +4,9 @@ Rules (rules_toml): N PSAP routes, each `chain = [primary, backup, business line
 all reached through one shared PSTN gateway, so there are 2N+1 probe hosts and 3N+1 targets. Route i
 matches P caller prefixes; the load's caller (1617555xxxx) matches only the LAST route, the worst case
 of first-match. Targets live on many loopback addresses (127.20.0.0/14, PORTS_PER_ADDR ports each):
-backups answer OPTIONS (the responder of this module: one socket per port bound to 0.0.0.0, replying
-from the address that was asked, IP_PKTINFO), primaries do not (a socket that never reads: datagrams
+backups answer OPTIONS (the responder, testbeds/scale-responder in Rust, or this module's with
+SCALE_RESPONDER=python: one socket per port bound to 0.0.0.0, replying from the address that was asked,
+IP_PKTINFO), primaries do not (a socket that never reads: datagrams
 are dropped without an ICMP error, like a silent host). The last route's primary and backup and the
 gateway are SIPp answering points on 127.0.0.1 (psap.xml), so calls are answered.
 
@@ -40,6 +41,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 import urllib.request
@@ -415,8 +417,9 @@ class Bed:
                     "-trace_err", "-error_file", "errors.log"]
             r.register_ap(name, r.g.start(f"ap-{name}", argv, os.path.join(d, "stdout.txt"), self.secs + 10, cwd=d), d)
         ready = os.path.join(self.out, "responder.ready")
-        argv = [sys.executable, "-m", "sostest.scale", "responder", str(ANSWER_BASE), str(PORTS_PER_ADDR),
-                str(SILENT_BASE), str(PORTS_PER_ADDR), str(int(self.secs)), ready]
+        args = [str(ANSWER_BASE), str(PORTS_PER_ADDR), str(SILENT_BASE), str(PORTS_PER_ADDR), str(int(self.secs)),
+                ready]
+        argv = responder_command(self.out) + args
         self.responder = r.g.start("responder", argv, os.path.join(self.out, "responder.log"), self.secs + 10,
                                    env=dict(os.environ, PYTHONPATH=HERE))
         lab.procs.wait_until(lambda: os.path.exists(ready) or not self.responder.alive(), 10)
@@ -563,6 +566,22 @@ def stair(bed: Bed, st: Settings, out: str) -> dict:
             "setup_p50_ms_at_1000": at.get("setup_ms_p50") if at else None,
             "setup_p99_ms_at_1000": at.get("setup_ms_p99") if at else None,
             "cpu_proxy_pct_at_1000": at.get("cpu_proxy_pct") if at else None}
+
+
+def responder_command(out: str) -> list:
+    """The responder to start (its arguments follow): the Rust one of testbeds/scale-responder, built here with
+    cargo (a testbed tool: the Python responder below took as much CPU as the proxy's probing at 1 000 routes,
+    on the cores the proxy and SIPp share), or the Python one with SCALE_RESPONDER=python."""
+    from . import lab
+    if os.environ.get("SCALE_RESPONDER", "rust") == "python":
+        return [sys.executable, "-m", "sostest.scale", "responder"]
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    log = os.path.join(out, "responder-build.log")
+    with open(log, "wb") as f:
+        if subprocess.call(["cargo", "build", "--release", "--example", "scale-responder"], cwd=ROOT, stdout=f,
+                           stderr=subprocess.STDOUT):
+            raise lab.Fail(f"cargo build --release --example scale-responder failed; see {log}")
+    return [os.path.join(target, "release", "examples", "scale-responder")]
 
 
 def binary() -> str:

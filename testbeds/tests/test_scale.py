@@ -1,7 +1,12 @@
+import json
 import math
 import socket
+import subprocess
 import threading
+import time
 import tomllib
+
+import pytest
 
 from sostest import scale
 
@@ -81,29 +86,58 @@ def test_reply_copies_the_dialog_headers():
     assert scale.sip_reply(b"SIP/2.0 200 OK\r\n\r\n") is None
 
 
-def test_responder_answers_from_the_address_asked():
+@pytest.mark.parametrize("kind", ["python", "rust"])
+def test_responder_answers_from_the_address_asked_and_counts_by_source_port(kind, tmp_path, monkeypatch):
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    t = threading.Thread(target=scale.respond, args=([port], [], 3.0), daemon=True)
-    t.start()
-    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    c.bind(("127.0.0.1", 0))
-    c.settimeout(0.2)
-    req = (b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1\r\nFrom: <sip:a>;tag=1\r\nTo: <sip:x>\r\n"
-           b"Call-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n")
-    got = None
-    for _ in range(20):   # until the responder has bound its socket (bounded)
-        c.sendto(req, ("127.20.0.9", port))
-        try:
-            got = c.recvfrom(2000)
-            break
-        except (TimeoutError, socket.timeout):
-            continue
-    assert got is not None
-    assert got[1] == ("127.20.0.9", port)
-    assert got[0].startswith(b"SIP/2.0 200 OK")
+    ready = str(tmp_path / "ready")
+    proc = None
+    if kind == "python":
+        threading.Thread(target=scale.respond, args=([port], [], 4.0, ready), daemon=True).start()
+    else:
+        monkeypatch.setenv("SCALE_RESPONDER", "rust")
+        argv = scale.responder_command(str(tmp_path)) + [str(port), "1", "0", "0", "4", ready]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.bind(("127.0.0.1", 0))
+        c.settimeout(0.2)
+        req = (b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-1\r\nFrom: <sip:a>;tag=1\r\n"
+               b"To: <sip:x>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\r\n")
+        got = None
+        for _ in range(50):   # until the responder has bound its socket (bounded)
+            c.sendto(req, ("127.20.0.9", port))
+            try:
+                got = c.recvfrom(2000)
+                break
+            except (TimeoutError, socket.timeout):
+                continue
+        assert got is not None
+        assert got[1] == ("127.20.0.9", port)
+        rep = got[0].decode()
+        assert rep.startswith("SIP/2.0 200 OK\r\n") and rep.endswith("Content-Length: 0\r\n\r\n")
+        assert "Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-1\r\n" in rep and "Call-ID: c\r\n" in rep
+        assert "To: <sip:x>;tag=scale\r\n" in rep and "Max-Forwards" not in rep
+        c.sendto(b"SIP/2.0 200 OK\r\n\r\n", ("127.20.0.9", port))   # a response: not answered
+        with pytest.raises((TimeoutError, socket.timeout)):
+            c.recvfrom(2000)
+        me = c.getsockname()[1]
+        counts = {}
+        for _ in range(40):   # rewritten each second (bounded)
+            try:
+                counts = json.loads(open(ready + ".counts").read())
+            except (OSError, ValueError):
+                counts = {}
+            if counts.get(str(me)):
+                break
+            time.sleep(0.1)
+        assert counts.get(str(me)) >= 1
+    finally:
+        if proc:
+            proc.kill()
+            proc.wait()
 
 
 def test_kamailio_probes_the_same_hosts_as_sosrouter():
