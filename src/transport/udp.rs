@@ -153,11 +153,15 @@ impl InOrder {
         }
     }
 
-    /// Handles a claimed datagram, then what was queued behind it, then lets the source go.
-    fn run(&self, handler: &dyn Handler, m: Incoming) {
+    /// Handles a claimed datagram, then what was queued behind it, then lets the source go. Each
+    /// datagram spends a unit of the task's coop budget (see [`recv_loop`]): a source that sends
+    /// faster than one loop handles it (all of a SIPp caller's calls come from one address) would
+    /// otherwise keep this loop, and the runtime thread under it, here for as long as it sends.
+    async fn run(&self, handler: &dyn Handler, m: Incoming) {
         let peer = m.peer;
         handler.on_message(m);
         loop {
+            tokio::task::consume_budget().await;
             let next = self.busy.get_mut(&peer).and_then(|mut q| q.pop_front());
             match next {
                 Some(m) => handler.on_message(m),
@@ -183,6 +187,14 @@ async fn recv_loop(
     // 300 calls/s with vanishing callers, against ~1 KiB of actual message per call.
     let mut buf = BytesMut::with_capacity(max + 1);
     loop {
+        // `readable()` of a socket that is still readable returns at once and, unlike tokio's own
+        // receive calls, spends none of the task's coop budget; nor does `try_recv_buf_from`. Under
+        // load the socket never drains, so without this the loop never gave its runtime thread
+        // back: the call tasks it spawned and woke, their timers and every other task queued on that
+        // thread waited until the socket happened to be empty (the runtime-lateness ticker saw
+        // 250 ms to 10 s at 4 000-5 000 calls/s with the proxy at 80 % of one core). Now the loop
+        // yields after at most a budget's worth of datagrams (tokio's 128), like any tokio I/O.
+        tokio::task::consume_budget().await;
         if let Err(e) = sock.readable().await {
             tracing::debug!(error = %e, "udp readiness error");
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -216,7 +228,7 @@ async fn recv_loop(
             }
         };
         if let Some(m) = claimed {
-            order.run(&*handler, m);
+            order.run(&*handler, m).await;
         } else if failed {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
@@ -366,8 +378,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_sources_datagrams_are_handled_in_read_order_whichever_loop_read_them() {
+    #[tokio::test]
+    async fn a_sources_datagrams_are_handled_in_read_order_whichever_loop_read_them() {
         let (psap, other): (SocketAddr, SocketAddr) = (
             "127.0.0.1:5071".parse().unwrap(),
             "127.0.0.1:5072".parse().unwrap(),
@@ -386,8 +398,8 @@ mod tests {
         let theirs = order
             .claim(dgram(other, "INVITE"))
             .expect("another source: not held");
-        order.run(&h, theirs);
-        order.run(&h, ringing);
+        order.run(&h, theirs).await;
+        order.run(&h, ringing).await;
         let seen = h.seen.lock().unwrap().clone();
         let psap_order: Vec<&str> = seen
             .iter()
@@ -460,5 +472,56 @@ mod tests {
         .await
         .expect("all 150 datagrams handled");
         assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 150);
+    }
+
+    /// Feeds the socket one more datagram for each it handles, up to `limit`: a socket that never
+    /// drains, as under overload.
+    struct Flood {
+        handled: std::sync::atomic::AtomicUsize,
+        limit: usize,
+        feeder: std::net::UdpSocket,
+        to: SocketAddr,
+    }
+    impl Handler for Flood {
+        fn on_message(&self, _: Incoming) {
+            let n = self
+                .handled
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            if n < self.limit {
+                self.feeder.send_to(b"more", self.to).unwrap();
+            }
+        }
+        fn on_unreachable(&self, _: Proto, _: SocketAddr) {}
+    }
+
+    /// One runtime thread: a receive loop that never gave it back would run the whole flood before
+    /// any other task of the thread (a call's task, a timer) got a turn.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_socket_that_never_drains_does_not_keep_the_runtime_thread_from_other_tasks() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let side = UdpSide::bind("127.0.0.1:0".parse().unwrap(), Tasks::new()).unwrap();
+        let flood = Arc::new(Flood {
+            handled: Default::default(),
+            limit: 20_000,
+            feeder: std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            to: side.local_addr(),
+        });
+        side.start(flood.clone(), 1500);
+        for _ in 0..4 {
+            flood.feeder.send_to(b"first", side.local_addr()).unwrap();
+        }
+        // Let the loops start on the flood, then ask for a turn.
+        while flood.handled.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let f2 = flood.clone();
+        let at_our_turn = tokio::spawn(async move { f2.handled.load(SeqCst) })
+            .await
+            .unwrap();
+        assert!(
+            at_our_turn <= (loops() + 1) * 128,
+            "another task got a turn only after {at_our_turn} datagrams"
+        );
     }
 }
