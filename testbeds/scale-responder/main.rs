@@ -132,6 +132,7 @@ fn serve(s: &UdpSocket, end: Instant, by_port: &Mutex<HashMap<u16, u64>>, answer
 
 /// Reads one datagram (or times out) and answers it when it is a SIP request: the source port of
 /// what was answered.
+#[allow(clippy::ptr_arg)] // nix's recvmsg takes the control buffer as `&mut Vec<u8>`
 fn answer_one(s: &UdpSocket, buf: &mut [u8], cmsg: &mut Vec<u8>) -> Option<u16> {
     let (n, peer, asked) = {
         let mut iov = [IoSliceMut::new(buf)];
