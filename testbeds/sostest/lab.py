@@ -69,8 +69,7 @@ class Config:
     build: bool = field(default_factory=lambda: env("BUILD", "1") != "0")
     direct: bool = field(default_factory=lambda: env("DIRECT", "0") == "1")
     rules: str = field(default_factory=lambda: env("RULES", os.path.join(ROOT, "routing-rules", "lab.toml")))
-    sosrouter: str = field(default_factory=lambda: env("SOSROUTER") or os.path.join(
-        env("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "sosrouter"))
+    sosrouter: str = field(default_factory=lambda: env("SOSROUTER") or os.path.join(target_dir(), "release", "sosrouter"))
     sosrouter_args: str = field(default_factory=lambda: env("SOSROUTER_ARGS"))
     peer: str = field(default_factory=lambda: env("PEER", "sosrouter"))
     kamailio_cfg: str = field(default_factory=lambda: env("KAMAILIO_CFG", os.path.join(HERE, "kamailio", "kamailio.cfg")))
@@ -622,6 +621,11 @@ def scrape_histogram(admin: str, name: str, token: str = "") -> dict:
     for m in re.finditer(rf'^{name}_bucket{{le="([^"]+)"}} (\d+)', text, re.M):
         out[m.group(1)] = int(m.group(2))
     return out
+
+
+def target_dir() -> str:
+    """cargo's target directory: CARGO_TARGET_DIR, or target/ of the repository."""
+    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 
 
 def cpu_jiffies() -> dict:

@@ -575,18 +575,17 @@ def responder_command(out: str) -> list:
     from . import lab
     if os.environ.get("SCALE_RESPONDER", "rust") == "python":
         return [sys.executable, "-m", "sostest.scale", "responder"]
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     log = os.path.join(out, "responder-build.log")
     with open(log, "wb") as f:
         if subprocess.call(["cargo", "build", "--release", "--example", "scale-responder"], cwd=ROOT, stdout=f,
                            stderr=subprocess.STDOUT):
             raise lab.Fail(f"cargo build --release --example scale-responder failed; see {log}")
-    return [os.path.join(target, "release", "examples", "scale-responder")]
+    return [os.path.join(lab.target_dir(), "release", "examples", "scale-responder")]
 
 
 def binary() -> str:
-    return os.environ.get("SOSROUTER") or os.path.join(
-        os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "sosrouter")
+    from . import lab
+    return os.environ.get("SOSROUTER") or os.path.join(lab.target_dir(), "release", "sosrouter")
 
 
 def make_run(name: str):
