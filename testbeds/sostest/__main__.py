@@ -70,6 +70,9 @@ Commands:
                      bounded stair (SCALE_RATES), setup p50/p99 at 1000 calls/s; table, result.json, scale.png.
                      Up to SCALE_KAMAILIO_MAX_HOSTS (2001) probe hosts, Kamailio's dispatcher probes the same
                      hosts (kamailio/probe.cfg) in the same idle seconds: both proxies' idle CPU, one run.
+  scale-knee         The knee at size against lab-sized rules, measured fairly on a shared host: the stairs of
+                     SCALE_KNEE_SIZES ("1x1 1000x100") interleaved step by step, a fresh proxy per step;
+                     knees, their ratio (goal >= 0.9), host steal per step; result.json, summary.txt.
   scale-reload       An 18 000-target file (SCALE_RELOAD_SIZE=6000x30) reloaded RELOADS (4) times while
                      RATE (1000) calls/s flow for SCALE_RELOAD_S (30) s: no call may fail or take over 50 ms.
   help               This text.
@@ -223,14 +226,15 @@ def main(argv: list) -> int:
             from . import topology
             topology.main(rest)
             return 0
-        if cmd in ("scale", "scale-reload"):
+        if cmd in ("scale", "scale-reload", "scale-knee"):
             from . import scale
             need_plotting()
             if os.environ.get("BUILD", "1") != "0" and not os.environ.get("SOSROUTER"):
                 lab.say("building sosrouter (cargo build --release)")
                 if subprocess.call(["cargo", "build", "--release"], cwd=lab.ROOT, stdout=sys.stderr):
                     raise lab.Fail("cargo build --release failed")
-            return (scale.cmd_scale if cmd == "scale" else scale.cmd_scale_reload)(rest)
+            return {"scale": scale.cmd_scale, "scale-reload": scale.cmd_scale_reload,
+                    "scale-knee": scale.cmd_scale_knee}[cmd](rest)
         if cmd in ("fakepsap", "caller"):
             import importlib
             importlib.import_module(f"sostest.{cmd}").main(rest)

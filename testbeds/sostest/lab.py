@@ -91,6 +91,7 @@ class Config:
     rates: str = field(default_factory=lambda: env("RATES") or "200 400 800 1200 1600 2000 2500 3000 3500 4000 5000 6000")
     step_s: float = field(default_factory=lambda: float(env("STEP_S", "10") or 10))
     bisect_steps: int = field(default_factory=lambda: int(env("BISECT_STEPS", "3") or 3))
+    step_retries: int = field(default_factory=lambda: int(env("STEP_RETRIES", "1") or 0))
     max_fail_pct: str = field(default_factory=lambda: env("MAX_FAIL_PCT", "0.1"))
     max_retrans_pct: str = field(default_factory=lambda: env("MAX_RETRANS_PCT", "1"))
     max_p99_ms: str = field(default_factory=lambda: env("MAX_P99_MS", "0"))   # 0: no setup p99 criterion
@@ -742,14 +743,21 @@ class Stair:
     """The throughput stair, pure: each rate of `rates` in turn until the first bad step, then up to
     `bisect_steps` bisections between the last good and the first bad rate (rounded down to 10 calls/s).
     `next_rate()` is the rate to run next (None: done), `record(rate, ok)` its verdict; `knee` is the highest
-    good rate (None when none was good). `throughput` runs one; `sse-load` interleaves two."""
+    good rate (None when none was good). With `retries` (STEP_RETRIES; the interleaved commands only), a bad
+    step is run again up to that many times and the rate is bad only when every attempt was: on a shared
+    host one burst of CPU steal fails a step at any rate, and the attempts run for every stair alike.
+    `throughput` runs one; `compare`, `sse-load` and `scale-knee` interleave two."""
 
-    def __init__(self, rates, bisect_steps: int):
+    def __init__(self, rates, bisect_steps: int, retries: int = 0):
         self.rates, self.bisect_steps = [int(x) for x in rates], int(bisect_steps)
+        self.retries, self.attempts = int(retries), 0
         self.good = self.bad = 0
         self.climbed = self.bisected = 0
+        self.retry: int | None = None
 
     def next_rate(self) -> int | None:
+        if self.retry is not None:
+            return self.retry
         if not self.bad:
             return self.rates[self.climbed] if self.climbed < len(self.rates) else None
         mid = (self.good + self.bad) // 2 // 10 * 10
@@ -758,12 +766,20 @@ class Stair:
         return mid
 
     def label(self) -> str:
-        """What the next step is, for the log: `step N` while climbing, `bisection N` after."""
+        """What the next step is, for the log: `step N` while climbing, `bisection N` after, `retry N of`
+        either."""
+        if self.retry is not None:
+            return f"retry {self.attempts} of {self.retry} (it failed)"
         if not self.bad:
             return f"step {self.climbed + 1}"
         return f"bisection {self.bisected + 1} (last good {self.good}, first bad {self.bad})"
 
     def record(self, rate: int, ok: bool):
+        if not ok and self.attempts < self.retries:
+            self.attempts += 1
+            self.retry = rate
+            return
+        self.retry, self.attempts = None, 0
         if self.bad:
             self.bisected += 1
         else:
@@ -890,7 +906,7 @@ def cmd_compare(cfg: Config) -> int:
         need_kamailio()
         budget = 2 * (len(rates) + cfg.bisect_steps) * (cfg.step_s + cfg.warmup_s + 35) + 120
         r.start_all_aps(budget)
-        stairs = {p: Stair(rates, cfg.bisect_steps) for p in peers}
+        stairs = {p: Stair(rates, cfg.bisect_steps, cfg.step_retries) for p in peers}
         n = {p: 0 for p in peers}
         for p in peers:
             os.makedirs(os.path.join(r.out, p, "steps"), exist_ok=True)

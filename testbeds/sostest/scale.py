@@ -540,7 +540,7 @@ def stair(bed: Bed, st: Settings, out: str) -> dict:
     lab = bed.lab
     bed.run.cfg.step_s = st.step_s
     steps = []
-    climb, n = lab.Stair(st.rates, st.bisect_steps), 0
+    climb, n = lab.Stair(st.rates, st.bisect_steps, int(os.environ.get("STEP_RETRIES", "1") or 0)), 0
     while (rate := climb.next_rate()) is not None:
         n += 1
         d = os.path.join(out, "steps", f"{n:02d}-r{rate}")
@@ -743,6 +743,92 @@ def cmd_scale(argv: list) -> int:
     say(f"outputs in {run.out}" + (f"; plot {p}" if p else ""))
     return 0 if all(r.get("proxy_alive") for r in results) else 1
 
+
+def knee_sizes() -> list:
+    spec = os.environ.get("SCALE_KNEE_SIZES", "1x1 1000x100").split()
+    return [tuple(int(x) for x in s.split("x")) for s in spec]
+
+
+def cmd_scale_knee(argv: list) -> int:
+    """The knee at size against the lab-sized rules, interleaved: a stair per size (SCALE_KNEE_SIZES, default
+    "1x1 1000x100"), one step of each per round, the order alternating each round, a fresh proxy per step
+    (settled until its silent primaries are down, as in `scale`), one set of answering points and one
+    responder for both. `scale` measures each size's stair after the other's; on a host whose CPU steal
+    swings by 30 points within minutes those were two different machines (the 1000x100 stairs of the last
+    run ran under 22-37 % steal), and the ratio of their knees measured the host, not the rules."""
+    from . import lab, report
+    st = Settings()
+    sizes = knee_sizes()
+    run = make_run("scale-knee")
+    retries = int(os.environ.get("STEP_RETRIES", "1") or 0)
+    stairs = {z: lab.Stair(st.rates, st.bisect_steps, retries) for z in sizes}
+    steps = {z: [] for z in sizes}
+    budget = 120 + 2 * len(sizes) * (len(st.rates) + st.bisect_steps) * (st.step_s + st.settle_s + 40)
+    beds = {}
+    try:
+        for z in sizes:
+            beds[z] = Bed(run, os.path.join(run.out, f"{z[0]}x{z[1]}"), z[0], z[1], budget, probe=st.probe)
+        first = beds[sizes[0]]
+        first.start_aps()
+        for b in beds.values():
+            b.responder = first.responder
+        run.cfg.step_s = st.step_s
+        say(f"scale-knee: stairs ({' '.join(map(str, st.rates))}) of " + " and ".join(f"{r}x{p}" for r, p in sizes)
+            + f", interleaved step by step, {st.step_s:g} s steps")
+        rounds, n = 0, {z: 0 for z in sizes}
+        while any(s.next_rate() is not None for s in stairs.values()):
+            for z in (sizes if rounds % 2 == 0 else sizes[::-1]):
+                rate = stairs[z].next_rate()
+                if rate is None:
+                    continue
+                bed = beds[z]
+                n[z] += 1
+                d = os.path.join(bed.out, "steps", f"{n[z]:02d}-r{rate}")
+                bed.start_proxy(binary())
+                try:
+                    settle = st.settle_s + bed.layout.probe_hosts / 2000.0
+                    say(f"  {z[0]}x{z[1]} {stairs[z].label()}: settle {settle:g} s, {rate} calls/s for {st.step_s:g} s")
+                    time.sleep(settle)
+                    lab.throughput_step(run, d, rate)
+                finally:
+                    run.g.stop(bed.proc)
+                    run.g.procs = [x for x in run.g.procs if x is not bed.proc]
+                    bed.proc, bed.pid, run.proxy_pid = None, None, None
+                    lab.procs.wait_until(lambda: not lab.procs.port_users(PROXY_PORT)
+                                         and not lab.procs.port_users(ADMIN_PORT), 10)
+                try:
+                    with open(os.path.join(d, "step.json")) as f:
+                        s = json.load(f)
+                except (OSError, ValueError):
+                    s = {"ok": False, "rate_offered": rate}
+                s["steal_pct"] = report.stall_figures(d).get("steal_pct")
+                steps[z].append(s)
+                stairs[z].record(rate, bool(s.get("ok")))
+            rounds += 1
+    finally:
+        run.close()
+    res = [{"routes": z[0], "prefixes": z[1], "knee_calls_s": stairs[z].knee, "steps": steps[z]} for z in sizes]
+    with open(os.path.join(run.out, "result.json"), "w") as f:
+        json.dump(res, f, indent=2, sort_keys=True, default=str)
+    lines = []
+    for r in res:
+        lines.append(f"{r['routes']}x{r['prefixes']}: knee {fmt(r['knee_calls_s'])} calls/s; steps (rate verdict "
+                     "p50/p99 ms, proxy cpu %, host steal %):")
+        for s in r["steps"]:
+            lines.append(f"  {s.get('rate_offered')}: {s.get('verdict', 'no result')} {fmt(s.get('setup_ms_p50'))}/"
+                         f"{fmt(s.get('setup_ms_p99'))}, cpu {fmt(s.get('cpu_proxy_pct'))}, "
+                         f"steal {fmt(s.get('steal_pct'))}")
+    base, big = res[0], res[-1]
+    ok = bool(base["knee_calls_s"] and big["knee_calls_s"])
+    if ok:
+        ratio = big["knee_calls_s"] / base["knee_calls_s"]
+        lines.append(f"\n{big['routes']}x{big['prefixes']} knee / {base['routes']}x{base['prefixes']} knee, "
+                     f"interleaved: {big['knee_calls_s']}/{base['knee_calls_s']} = {ratio:.2f} (goal >= 0.9)")
+    text = "\n".join(lines)
+    print(text)
+    with open(os.path.join(run.out, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    return 0 if ok else 1
 
 def cmd_scale_reload(argv: list) -> int:
     """Reload an 18 000-target file (6000 x 30) RELOADS times while RATE calls/s flow."""

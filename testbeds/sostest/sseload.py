@@ -421,7 +421,8 @@ def cmd_sse_load(cfg: lab.Config) -> int:
         idle_s = float(e.get("SSE_IDLE_S", "15"))
         if idle_s > 0:
             meta.update(idle_cost(r, n_clients, switch, idle_s))
-        arms = {"A": lab.Stair(rates, cfg.bisect_steps), "B": lab.Stair(rates, cfg.bisect_steps)}
+        arms = {"A": lab.Stair(rates, cfg.bisect_steps, cfg.step_retries),
+                "B": lab.Stair(rates, cfg.bisect_steps, cfg.step_retries)}
         steps = {"A": [], "B": []}
         b_clients: list = []
         n, rnd = 0, 0

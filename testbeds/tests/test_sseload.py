@@ -38,6 +38,21 @@ def test_stair_stops_bisecting_at_10_calls_s():
     assert walk(s, 105) == [100, 110] and s.knee == 100
 
 
+def test_stair_retries_a_bad_step_and_a_rate_is_bad_only_when_every_attempt_was():
+    s = lab.Stair([500, 1000, 1500], 1, retries=1)
+    verdicts = {500: [True], 1000: [False, True], 1500: [False, False], 1250: [False, False]}
+    ran = []
+    while (rate := s.next_rate()) is not None:
+        ran.append((s.label().split(" ")[0], rate))
+        s.record(rate, verdicts[rate].pop(0))
+    assert ran == [("step", 500), ("step", 1000), ("retry", 1000), ("step", 1500), ("retry", 1500),
+                   ("bisection", 1250), ("retry", 1250)]
+    assert s.knee == 1000
+    s = lab.Stair([500, 1000], 1)
+    s.record(500, False)
+    assert s.next_rate() == 250, "without retries a bad step is final"
+
+
 def test_stair_labels():
     s = lab.Stair([500, 1000], 1)
     assert s.label() == "step 1"
