@@ -187,6 +187,26 @@ def ticks(pids) -> int:
     return total
 
 
+def runq_wait_ns(pids) -> int:
+    """Nanoseconds the threads of pids spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat,
+    second field), summed; threads that exited since are not counted. Over a step, a proxy whose
+    messages wait while it uses little CPU shows here whether it waited for the machine (run queue)
+    or for something of its own."""
+    total = 0
+    for p in pids:
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/schedstat") as f:
+                    total += int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return total
+
+
 def pss_kb(pids) -> int:
     total = 0
     for p in pids:
@@ -708,16 +728,19 @@ def throughput_step(r: Run, d: str, rate: int):
     aps = [getattr(p, "child", 0) for p in r.aps.values()]
     t0 = time.time()
     c0 = (ticks(pp), ticks([cp]) if cp else 0, ticks(aps))
+    q0 = (runq_wait_ns(pp), runq_wait_ns([cp]) if cp else 0, runq_wait_ns(aps))
     nap(max(0.5, cfg.step_s - 1.0))
     t1 = time.time()
     c1 = (ticks(pp), ticks([cp]) if cp else 0, ticks(aps))
+    q1 = (runq_wait_ns(pp), runq_wait_ns([cp]) if cp else 0, runq_wait_ns(aps))
     pss = pss_kb(pp)
     rc = r.wait_caller(caller)
     with open(os.path.join(d, "cpu.env"), "w") as f:
         f.write(f"t0={t0}\nt1={t1}\nclk_tck={os.sysconf('SC_CLK_TCK')}\nexit_code={rc}\n"
                 f"proxy_ticks={c1[0] - c0[0]}\nproxy_running={1 if r.proxy_pid else 0}\n"
                 f"caller_ticks={c1[1] - c0[1]}\ncaller_found={1 if cp and c1[1] > 0 else 0}\n"
-                f"proxy_pss_kb={pss}\nap_ticks={c1[2] - c0[2]}\n")
+                f"proxy_pss_kb={pss}\nap_ticks={c1[2] - c0[2]}\n"
+                f"proxy_runq_ns={q1[0] - q0[0]}\ncaller_runq_ns={q1[1] - q0[1]}\nap_runq_ns={q1[2] - q0[2]}\n")
     late1 = scrape_histogram(cfg.admin_addr, "sosrouter_runtime_lateness_seconds", cfg.admin_token) if sos else {}
     udp1, drops1, cpu1 = udp_counters(), socket_drops(ports), cpu_jiffies()
     import json

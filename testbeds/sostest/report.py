@@ -17,7 +17,8 @@ Standard library only. Inputs (all written by SIPp or by testbeds/run):
   events.tsv            <unix time> <event> <target>: kill, stop, replace, reload, restore
   caller/cpu_times.txt  bash `times` after SIPp exited: 2nd line = CPU of SIPp (user, system)
   STEP/cpu.env          /proc/PID/stat tick deltas of proxy, caller and answering points over the
-                        call-creation phase of the step (t0..t1)
+                        call-creation phase of the step (t0..t1), and the nanoseconds their threads
+                        waited on the run queue (/proc/PID/task/*/schedstat) over the same window
 """
 import csv
 import glob
@@ -409,6 +410,12 @@ def cmd_step(d, rate, max_fail, max_retrans, max_p99="0"):
         "cpu_caller_sipp_pct": (100.0 * int(cpu.get("caller_ticks", 0)) / tck / wall) if cpu.get("caller_found") == "1" else None,
         "cpu_caller_sipp_total_s": caller_cpu,
         "cpu_answering_points_pct": 100.0 * int(cpu.get("ap_ticks", 0)) / tck / wall,
+        # Run-queue wait, in % of the window (summed over threads: 2 threads waiting all along = 200).
+        "runq_proxy_pct": (100.0 * int(cpu["proxy_runq_ns"]) / 1e9 / wall)
+        if cpu.get("proxy_runq_ns") and cpu.get("proxy_running") == "1" else None,
+        "runq_caller_pct": (100.0 * int(cpu["caller_runq_ns"]) / 1e9 / wall)
+        if cpu.get("caller_runq_ns") and cpu.get("caller_found") == "1" else None,
+        "runq_answering_points_pct": (100.0 * int(cpu["ap_runq_ns"]) / 1e9 / wall) if cpu.get("ap_runq_ns") else None,
         "proxy_pss_kb": int(cpu["proxy_pss_kb"]) if cpu.get("proxy_pss_kb", "0") not in ("", "0") else None,
         "sipp_exit_code": int(cpu.get("exit_code", -1)),
         **stall_figures(d),
@@ -439,7 +446,9 @@ def cmd_step(d, rate, max_fail, max_retrans, max_p99="0"):
           f"cpu proxy {fmt(res['cpu_proxy_pct'])}% caller {fmt(res['cpu_caller_sipp_pct'])}% "
           f"APs {fmt(res['cpu_answering_points_pct'])}%, runtime lateness p50/p99/max "
           f"{fmt_late(res['lateness_ms_p50'])}/{fmt_late(res['lateness_ms_p99'])}/{fmt_late(res['lateness_ms_max'])} ms, "
-          f"udp rcvbuf drops {fmt(res['udp_rcvbuf_errors'])}, host steal {fmt(res['steal_pct'])}%: {res['verdict']}"
+          f"udp rcvbuf drops {fmt(res['udp_rcvbuf_errors'])}, host steal {fmt(res['steal_pct'])}%, run-queue wait "
+          f"proxy {fmt(res['runq_proxy_pct'])}% caller {fmt(res['runq_caller_pct'])}% "
+          f"APs {fmt(res['runq_answering_points_pct'])}%: {res['verdict']}"
           + (f" [{res['limit']}]" if res["limit"] else ""), file=sys.stderr)
 
 

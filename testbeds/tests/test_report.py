@@ -83,11 +83,37 @@ def test_throughput_step(run_dir):
     d = os.path.join(run_dir, "caller")
     with open(os.path.join(d, "cpu.env"), "w") as f:
         f.write("t0=0\nt1=1\nclk_tck=100\nexit_code=0\nproxy_ticks=50\nproxy_running=1\ncaller_ticks=10\n"
-                "caller_found=1\nproxy_pss_kb=1000\nap_ticks=5\n")
+                "caller_found=1\nproxy_pss_kb=1000\nap_ticks=5\n"
+                "proxy_runq_ns=300000000\ncaller_runq_ns=0\nap_runq_ns=1500000000\n")
     report.cmd_step(d, "10", "0.1", "1")
     s = json.load(open(os.path.join(d, "step.json")))
     assert s["calls_failed"] == 0 and s["cpu_proxy_pct"] == pytest.approx(50.0)
+    assert s["runq_proxy_pct"] == pytest.approx(30.0) and s["runq_answering_points_pct"] == pytest.approx(150.0)
+    assert s["runq_caller_pct"] == 0.0
     assert s["ok"] is True, s["verdict"]
+
+
+def test_run_queue_wait_is_read_per_thread_and_grows_while_a_thread_waits_for_a_cpu():
+    """Two busy processes pinned to one CPU: each waits on the run queue while the other runs."""
+    import subprocess
+    import sys
+    import time
+    from sostest import lab
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no sched_setaffinity on this platform")
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    burn = [subprocess.Popen([sys.executable, "-c", "import os, time\n"
+                              f"os.sched_setaffinity(0, {{{cpu}}})\n"
+                              "end = time.time() + 30\nwhile time.time() < end: pass"]) for _ in range(2)]
+    try:
+        before = lab.runq_wait_ns([burn[0].pid])
+        lab.procs.wait_until(lambda: lab.runq_wait_ns([burn[0].pid]) - before > 50_000_000, 20)
+        assert lab.runq_wait_ns([burn[0].pid]) - before > 50_000_000
+    finally:
+        for b in burn:
+            b.kill()
+            b.wait()
+    assert lab.runq_wait_ns([burn[0].pid]) == 0, "a gone process counts nothing"
 
 
 def test_lateness_quantiles_from_cumulative_buckets():
