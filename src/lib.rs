@@ -53,7 +53,9 @@
 //! - `transport` uses `config`, `sip` and `tasks`: it reports up through its `Handler` and knows
 //!   neither the rules nor the proxy;
 //! - `health` uses `config`, `routing`, `sip` (to build OPTIONS) and `tasks`; never `transport`
-//!   (probes leave through the `ProbeTransport` seam), never `metrics` (probe lateness and alarms
+//!   (probes leave through the `ProbeTransport` seam; whether we are behind reading our own socket,
+//!   `transport::Backlog`, comes in through a closure the wiring sets, and timeouts are held
+//!   meanwhile), never `metrics` (probe lateness and alarms
 //!   leave through sinks the wiring sets), never `testcall` (test calls are asked for through a sink);
 //! - `testcall` uses `config`, `routing`, `sip`, `transaction` and `transport` (the `[tls]` client
 //!   side, for test calls to TLS targets);

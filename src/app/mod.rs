@@ -269,6 +269,8 @@ async fn start_on(
         }
     }
     health.spawn_prober(Arc::new(ProbeVia(transport.clone())), &tasks);
+    let behind = transport.clone();
+    health.set_own_backlog(Arc::new(move || behind.last_behind()));
     health.set_tls_source(tls_source(rules.clone(), transport.clone()));
     let reloader = Reloader::new(
         opts.rules_path.clone(),

@@ -54,6 +54,12 @@ pub(super) struct Inner {
     pub(super) probe_lateness: OnceLock<LatenessSink>,
     /// A TLS target's connection figures, for `/status` (set once by the wiring).
     tls: OnceLock<TlsSource>,
+    /// When sosrouter itself was last behind reading its sockets (set once by the wiring).
+    own_backlog: OnceLock<BacklogSource>,
+    /// Timeouts not counted against their target because we were behind then.
+    held: std::sync::atomic::AtomicU64,
+    /// When the last "held" warning was logged (one a [`HELD_WARN_GAP`] at most).
+    held_warned: Mutex<Option<Instant>>,
     /// Whether test calls decide recovery (rule 5 of `state`).
     test_calls_on: AtomicBool,
     /// `[suspicion]` of the rules in force.
@@ -73,6 +79,17 @@ pub(super) struct Inner {
 pub(super) const SYSTEMIC_EVERY_TRANSITION_UP_TO: usize = 1000;
 /// The shortest time between two systemic checks of a large target set.
 pub(super) const SYSTEMIC_GAP: Duration = Duration::from_millis(100);
+
+/// The last instant sosrouter itself was behind reading its sockets, if ever (the transport's
+/// [`crate::transport::Backlog`], through the wiring: health never imports transport).
+pub type BacklogSource = Arc<dyn Fn() -> Option<Instant> + Send + Sync>;
+
+/// A call's attempt timeout or overdue verdict is held when we were behind this recently: the
+/// attempt ran within it (attempt timers are seconds), so its missing reply may be in our own
+/// receive buffer or dropped there.
+pub(super) const CALL_BACKLOG_LOOKBACK: Duration = Duration::from_secs(5);
+/// At most one warning per this long about timeouts held for our own backlog.
+const HELD_WARN_GAP: Duration = Duration::from_secs(10);
 
 /// Receives how late each probe went out against its schedule (the wiring feeds a histogram).
 pub type LatenessSink = Arc<dyn Fn(Duration) + Send + Sync>;
@@ -311,6 +328,9 @@ impl Health {
             test_calls: OnceLock::new(),
             probe_lateness: OnceLock::new(),
             tls: OnceLock::new(),
+            own_backlog: OnceLock::new(),
+            held: std::sync::atomic::AtomicU64::new(0),
+            held_warned: Mutex::new(None),
             test_calls_on: AtomicBool::new(false),
             suspicion: ArcSwap::from_pointee(SuspicionSpec::default()),
             domains: Mutex::new(Domains::default()),
@@ -369,13 +389,71 @@ impl Health {
     }
 
     /// Tells health what the call path saw. Never blocks, takes no lock once the applier runs.
+    /// An attempt that timed out or went overdue while sosrouter itself was behind reading its
+    /// sockets is not counted against the target (the call still failed over).
     pub fn observe(&self, id: &str, obs: Observation) {
+        if let Observation::Attempt(o @ (Outcome::AttemptTimeout | Outcome::Overdue)) = obs {
+            let now = now();
+            let since = now.checked_sub(CALL_BACKLOG_LOOKBACK).unwrap_or(now);
+            if self.held_for_own_backlog(
+                since,
+                id,
+                if o == Outcome::Overdue {
+                    "overdue"
+                } else {
+                    "attempt timeout"
+                },
+            ) {
+                return;
+            }
+        }
         match self.inner.outcomes.get() {
             Some(tx) => {
                 let _ = tx.send((id.into(), obs));
             }
             None => self.apply_observation(id, obs),
         }
+    }
+
+    /// Where health learns that sosrouter itself is behind reading its sockets (the wiring sets it
+    /// once, to the transport's backlog).
+    pub fn set_own_backlog(&self, source: BacklogSource) -> bool {
+        self.inner.own_backlog.set(source).is_ok()
+    }
+
+    /// Probe and call timeouts not counted against their targets because sosrouter was behind.
+    pub fn verdicts_held(&self) -> u64 {
+        self.inner.held.load(Ordering::Relaxed)
+    }
+
+    /// True (and counted, and warned of at most once per [`HELD_WARN_GAP`]) when we were behind
+    /// reading our own sockets at some instant since `since`: a timeout of something sent since
+    /// then may be our own backlog, not the target's silence.
+    pub(super) fn held_for_own_backlog(&self, since: Instant, id: &str, what: &str) -> bool {
+        let behind = self
+            .inner
+            .own_backlog
+            .get()
+            .and_then(|f| f())
+            .is_some_and(|at| at >= since);
+        if !behind {
+            return false;
+        }
+        let n = self.inner.held.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = now();
+        let mut last = self
+            .inner
+            .held_warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| now.saturating_duration_since(t) >= HELD_WARN_GAP) {
+            *last = Some(now);
+            warn!(
+                target_id = %id, what, held_so_far = n,
+                "sosrouter is behind reading its own sockets: timeouts are not counted against targets meanwhile"
+            );
+        }
+        true
     }
 
     /// Where each probe's lateness goes (the wiring sets it once: `sosrouter_probe_lateness_seconds`).

@@ -26,7 +26,8 @@ mod tests;
 
 pub use domains::{Evidence, SystemicReport};
 pub use handle::{
-    Change, ChangeSink, Health, LatenessSink, TargetStatus, TestCallSink, TlsSource, TlsStatus,
+    BacklogSource, Change, ChangeSink, Health, LatenessSink, TargetStatus, TestCallSink, TlsSource,
+    TlsStatus,
 };
 pub use probe::{PROBE_BRANCH_PREFIX, ProbeIds, ProbeTransport, build_options, is_probe_branch};
 pub use prober::{STARTUP_SPREAD, max_jitter, next_delay};

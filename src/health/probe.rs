@@ -40,6 +40,8 @@ pub trait ProbeTransport: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub(super) struct Pending {
     pub(super) target: Arc<Target>,
+    /// When it was sent: a timeout while we were behind reading our own socket since then is held.
+    pub(super) sent: Instant,
 }
 
 /// The key of a pending probe: the 64 random bits its branch ends with (16 hex digits).
@@ -237,6 +239,9 @@ impl Health {
     /// transport error may have resolved it already).
     pub(super) fn expire_probe(&self, key: ProbeKey) {
         if let Some(p) = self.take_pending(key) {
+            if self.held_for_own_backlog(p.sent.into_std(), &p.target.id, "probe timeout") {
+                return;
+            }
             self.apply_probe_result(&p.target.id, Event::ProbeFailed(ProbeFailure::Timeout));
         }
     }
@@ -258,6 +263,7 @@ impl Health {
             key,
             Pending {
                 target: Arc::clone(target),
+                sent: now,
             },
         );
         self.count_probe_sent(&target.id);

@@ -131,6 +131,11 @@ pub fn render(calls: &CallFigures, metrics: &Metrics, health: &Health, bus: &Bus
         "Responses that matched no call, relay or probe and were dropped.",
         calls.stray_responses,
     );
+    reg.single(
+        "sosrouter_health_verdicts_held_total",
+        "Probe and call timeouts not counted against their target because sosrouter itself was behind reading its sockets then.",
+        health.verdicts_held(),
+    );
     targets(&mut reg, health);
     events(&mut reg, bus);
     let mut registry = Registry::default();

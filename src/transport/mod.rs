@@ -21,6 +21,7 @@ use std::time::Duration;
 
 pub use stream::{ConnId, KEEPALIVE_PING};
 pub use tls::{TlsFigures, TlsMaterial};
+pub use udp::Backlog;
 
 /// One received message (a UDP datagram or one framed TCP message).
 #[derive(Debug, Clone)]
@@ -120,6 +121,8 @@ struct Inner {
     /// Always there (TLS targets need no TLS listener); listens only when given an address.
     tls: stream::StreamSide,
     handler: OnceLock<Arc<dyn Handler>>,
+    /// Whether we are behind reading the UDP socket (health holds timeouts then).
+    backlog: Arc<Backlog>,
 }
 
 /// The listen addresses of [`Transport::bind_all`]; any may be absent, not all of them.
@@ -167,8 +170,9 @@ impl Transport {
                 "a TLS listen address needs [tls] cert_file and key_file",
             ));
         }
+        let backlog = Arc::new(Backlog::default());
         let udp = match addrs.udp {
-            Some(a) => Some(udp::UdpSide::bind(a, tasks.clone())?),
+            Some(a) => Some(udp::UdpSide::bind(a, tasks.clone(), backlog.clone())?),
             None => None,
         };
         let tcp = match addrs.tcp {
@@ -187,6 +191,7 @@ impl Transport {
                 tcp,
                 tls,
                 handler: OnceLock::new(),
+                backlog,
             }),
         })
     }
@@ -203,6 +208,11 @@ impl Transport {
             t.start(handler.clone());
         }
         self.inner.tls.start(handler);
+    }
+
+    /// The last instant this process was behind reading its UDP socket (see [`Backlog`]), if ever.
+    pub fn last_behind(&self) -> Option<std::time::Instant> {
+        self.inner.backlog.last_behind()
     }
 
     /// The local address of the listener for `proto` (what goes into our Via and Record-Route).

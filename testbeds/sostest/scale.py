@@ -728,7 +728,8 @@ def cmd_scale(argv: list) -> int:
     big = next((r for r in results if (r["routes"], r["prefixes"]) == (1000, 100)), None)
     if base and big and base.get("knee_calls_s") and big.get("knee_calls_s") is not None:
         text += (f"\n\n1000x100 knee / 1x1 (lab-sized) knee: {big['knee_calls_s']}/{base['knee_calls_s']} = "
-                 f"{big['knee_calls_s'] / base['knee_calls_s']:.2f} (goal >= 0.9)")
+                 f"{big['knee_calls_s'] / base['knee_calls_s']:.2f} (goal >= 0.9; one stair after the other: "
+                 "`testbeds/run scale-knee` interleaves them, for a ratio on a shared host)")
     for r in results:
         if r.get("kamailio_idle_cpu_pct") is not None:
             text += (f"\n{r['routes']}x{r['prefixes']} ({r['probe_hosts']} probe hosts), idle probing CPU in the same seconds: "

@@ -393,3 +393,67 @@ fn an_unwritable_target_uri_falls_back_to_the_next_hop() {
         );
     }
 }
+
+/// What the transport's backlog says in these tests: the last instant sosrouter was behind reading
+/// its own socket, set by the test.
+fn own_backlog(h: &Health) -> Arc<Mutex<Option<std::time::Instant>>> {
+    let last = Arc::new(Mutex::new(None));
+    let l = last.clone();
+    assert!(h.set_own_backlog(Arc::new(move || *l.lock().unwrap())));
+    last
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_timeouts_while_sosrouter_is_behind_on_its_own_socket_are_held_then_count_again() {
+    let t = sip_target("a", 5071);
+    let (h, _fake, _) = start(std::slice::from_ref(&t));
+    let last = own_backlog(&h);
+    // Behind (replies would sit in our own receive buffer) for the first 1.7 s: every probe sent
+    // then times out, as in the test above, where two timeouts took the target down.
+    let l = last.clone();
+    let behind = tokio::spawn(async move {
+        let end = Instant::now() + Duration::from_millis(1700);
+        while Instant::now() < end {
+            *l.lock().unwrap() = Some(Instant::now().into_std());
+            sleep(Duration::from_millis(50)).await;
+        }
+    });
+    sleep(Duration::from_millis(1700)).await;
+    behind.await.unwrap();
+    let s = h.status("a").unwrap();
+    assert_eq!((s.state, s.counters.probes_failed), (State::Up, 0));
+    assert!(h.verdicts_held() >= 2, "held: {}", h.verdicts_held());
+    assert_eq!(h.readiness("a"), Readiness::Ready);
+    // Caught up: probes sent after the last instant behind count, and the silent target goes down.
+    sleep(Duration::from_millis(2500)).await;
+    assert_eq!(h.readiness("a"), Readiness::NotReady);
+    assert!(h.status("a").unwrap().last_reason.contains("timeout"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_attempt_timeout_while_sosrouter_was_behind_is_not_counted_against_the_target() {
+    use crate::health::Outcome;
+    let h = Health::from_targets(&[sip_target("a", 5071)]);
+    let last = own_backlog(&h);
+    h.report("a", Outcome::AttemptTimeout);
+    assert_eq!(
+        h.status("a").unwrap().counters.calls_failed,
+        1,
+        "never behind: counted"
+    );
+    *last.lock().unwrap() = Some(Instant::now().into_std());
+    sleep(Duration::from_secs(4)).await; // the attempt ran while we were behind
+    h.report("a", Outcome::AttemptTimeout);
+    h.report("a", Outcome::Overdue);
+    assert_eq!(h.status("a").unwrap().counters.calls_failed, 1, "held");
+    assert_eq!(h.verdicts_held(), 2);
+    h.report("a", Outcome::FailureResponse(503));
+    assert_eq!(
+        h.status("a").unwrap().counters.calls_failed,
+        2,
+        "a response is the target's own answer, behind or not"
+    );
+    sleep(Duration::from_secs(2)).await; // behind was over 5 s ago: a timeout counts again
+    h.report("a", Outcome::AttemptTimeout);
+    assert_eq!(h.status("a").unwrap().counters.calls_failed, 3);
+}
