@@ -388,8 +388,8 @@ impl Health {
         self.observe(id, Observation::Attempt(outcome));
     }
 
-    /// Tells health what the call path saw. Never blocks, takes no lock once the applier runs.
-    /// An attempt that timed out or went overdue while sosrouter itself was behind reading its
+    /// Tells health what the call path saw. Never blocks, takes no lock once the applier runs
+    /// (but a short one to rate-limit the warning when a verdict is held). An attempt that timed out or went overdue while sosrouter itself was behind reading its
     /// sockets is not counted against the target (the call still failed over).
     pub fn observe(&self, id: &str, obs: Observation) {
         if let Observation::Attempt(o @ (Outcome::AttemptTimeout | Outcome::Overdue)) = obs {
