@@ -27,6 +27,10 @@ pub struct CallFigures {
     pub parse_errors: u64,
     /// Responses that matched nothing.
     pub stray_responses: u64,
+    /// Call timers held back because they fired late (the runtime was behind).
+    pub timers_held_stall: u64,
+    /// Call timers held back because sosrouter was behind reading its UDP socket.
+    pub timers_held_backlog: u64,
 }
 
 /// Label sets of the scrape-time families, in written order.
@@ -130,6 +134,14 @@ pub fn render(calls: &CallFigures, metrics: &Metrics, health: &Health, bus: &Bus
         "sosrouter_stray_responses_total",
         "Responses that matched no call, relay or probe and were dropped.",
         calls.stray_responses,
+    );
+    reg.family(
+        "sosrouter_call_timers_held_total",
+        "Call timers held back instead of failing over: fired late (stall), or sosrouter was behind reading its UDP socket (backlog).",
+        [
+            (vec![("why", "stall".to_string())], calls.timers_held_stall),
+            (vec![("why", "backlog".to_string())], calls.timers_held_backlog),
+        ],
     );
     reg.single(
         "sosrouter_health_verdicts_held_total",

@@ -96,6 +96,8 @@ pub struct Counters {
     pub outcomes: [AtomicU64; OutcomeKind::COUNT],
     /// Calls no target answered.
     pub undelivered: AtomicU64,
+    /// Call timers held back instead of acted on: `[stall, backlog]` (see `task::Hold`).
+    pub timers_held: [AtomicU64; 2],
 }
 
 /// What the wiring creates, owns and lends the proxy.
@@ -233,6 +235,12 @@ impl Proxy {
         self.protection.sweep(now);
     }
 
+    /// The UDP socket's backlog mark (see [`crate::transport::Transport::backlog`]; for tests).
+    #[doc(hidden)]
+    pub fn udp_backlog(&self) -> Arc<crate::transport::Backlog> {
+        self.transport.backlog()
+    }
+
     /// The plain counters `/metrics` shows beside the labelled ones.
     pub fn figures(&self) -> CallFigures {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -243,7 +251,18 @@ impl Proxy {
             undelivered: n(&c.undelivered),
             parse_errors: n(&c.parse_errors),
             stray_responses: n(&c.stray_responses),
+            timers_held_stall: n(&c.timers_held[0]),
+            timers_held_backlog: n(&c.timers_held[1]),
         }
+    }
+
+    /// Counts a call timer held back (`task::hold_back`).
+    fn count_hold(&self, why: task::Hold) {
+        let i = match why {
+            task::Hold::Stall => 0,
+            task::Hold::Backlog => 1,
+        };
+        self.counters.timers_held[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Handles every wheel item due at `now`: each costs one lookup in its table.

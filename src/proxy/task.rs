@@ -37,25 +37,74 @@ const STALL_SLACK: std::time::Duration = std::time::Duration::from_millis(5);
 /// The longest a late timer is held back for the receive side to catch up.
 const STALL_GRACE_MAX: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// A call timer due at `due` fired at `fired`. When it fired more than [`STALL_SLACK`] late, the
-/// receive loops (tasks of the same runtime) are likely as far behind: a target's response that
-/// arrived before `due` may still sit unread in a socket, and acting now would blame the target for
-/// the proxy's own stall (fail over, send one more INVITE, mark it suspect: under load, each stall
-/// grew into a storm of failovers, 14 866 attempt timeouts against an answering target in one 20 s
-/// step). Such a timer is held back once, as long again as it was late (at most
-/// [`STALL_GRACE_MAX`]), while the call keeps listening; returns that new deadline. `None`: act
-/// now (on time, or this wake was already held back once). The shell applies it only while the
-/// call is routing (no final sent yet).
-fn stall_grace(
+/// How long a timer that fires on time is held back while sosrouter is behind reading its socket.
+const BACKLOG_HOLD: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The most one call's timers are held back in all, for stalls and backlog together: how far the
+/// call's deadline can move, and only while sosrouter itself is behind.
+const HOLD_BUDGET: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// Why a call's timer was held back instead of acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// It fired late: the runtime was behind (see [`hold_back`]).
+    Stall,
+    /// It fired on time, but sosrouter was behind reading its UDP socket
+    /// ([`crate::transport::Backlog`]).
+    Backlog,
+}
+
+/// One wake of a call's timer, as the shell saw it.
+struct Wake {
+    /// When the timer was due.
     due: tokio::time::Instant,
+    /// When it fired.
     fired: tokio::time::Instant,
+    /// The wake already held back once, if any.
     graced: Option<tokio::time::Instant>,
-) -> Option<tokio::time::Instant> {
-    let late = fired.saturating_duration_since(due);
-    if late <= STALL_SLACK || graced == Some(due) {
+    /// The last instant sosrouter was behind reading its UDP socket, if ever.
+    behind: Option<tokio::time::Instant>,
+    /// What is left of the call's [`HOLD_BUDGET`].
+    left: std::time::Duration,
+}
+
+/// Whether a call's timer acts now or is held back, and until when. Returns `None`: act now.
+///
+/// - Fired more than [`STALL_SLACK`] late: the receive loops (tasks of the same runtime) are
+///   likely as far behind, and a target's response that arrived before `due` may still sit unread
+///   in a socket; acting now would blame the target for the proxy's own stall (fail over, send one
+///   more INVITE, mark it suspect: under load, each stall grew into a storm of failovers, 14 866
+///   attempt timeouts against an answering target in one 20 s step). Held back as long again as it
+///   was late (at most [`STALL_GRACE_MAX`]).
+/// - On time, but sosrouter read its UDP socket behind within the last [`Backlog::BEHIND`]
+///   (`crate::transport::Backlog`): every datagram waits its turn in that one socket, the
+///   target's reply too, and failing over would add an INVITE (and a CANCEL) to a proxy that is
+///   already behind. Past the knee on a shared 2-core machine, calls whose primary answered went
+///   through the whole chain on their own attempt timers and ended undelivered. Held back
+///   [`BACKLOG_HOLD`].
+///
+/// Each wake is held back at most once, and a call's holds together never exceed [`HOLD_BUDGET`],
+/// so a call still moves on while the proxy stays behind. The call keeps listening meanwhile. The
+/// shell applies this only while the call is routing (no final sent yet).
+///
+/// [`Backlog::BEHIND`]: crate::transport::Backlog::BEHIND
+fn hold_back(w: &Wake) -> Option<(tokio::time::Instant, Hold)> {
+    if w.graced == Some(w.due) {
         return None;
     }
-    Some(fired + late.min(STALL_GRACE_MAX))
+    let late = w.fired.saturating_duration_since(w.due);
+    let behind = w
+        .behind
+        .is_some_and(|b| w.fired.saturating_duration_since(b) <= crate::transport::Backlog::BEHIND);
+    let (hold, why) = if late > STALL_SLACK {
+        (late.min(STALL_GRACE_MAX), Hold::Stall)
+    } else if behind {
+        (BACKLOG_HOLD, Hold::Backlog)
+    } else {
+        return None;
+    };
+    let hold = hold.min(w.left);
+    (!hold.is_zero()).then_some((w.fired + hold, why))
 }
 
 fn now() -> std::time::Instant {
@@ -178,8 +227,9 @@ async fn run(
     ctx.execute(&mut out, &invite);
     ctx.count_outcome(call.state());
     let mut resend = None;
-    // The wake held back for a stall (see `stall_grace`) and until when.
+    // The wake held back (see `hold_back`) and until when; what is left of the call's budget.
     let mut grace: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
+    let mut hold_left = HOLD_BUDGET;
     loop {
         if call.is_finished(now()) {
             break;
@@ -215,9 +265,21 @@ async fn run(
             _ = tokio::time::sleep_until(sleep_to) => {
                 let fired = tokio::time::Instant::now();
                 // Only while the call is routing: its attempt timers are what blame a target.
-                let routing = matches!(call.state(), CallState::Routing);
-                match stall_grace(due, fired, grace.map(|g| g.0)).filter(|_| routing) {
-                    Some(until) => {
+                let held = matches!(call.state(), CallState::Routing)
+                    .then(|| {
+                        hold_back(&Wake {
+                            due,
+                            fired,
+                            graced: grace.map(|g| g.0),
+                            behind: ctx.proxy.transport.last_behind().map(Into::into),
+                            left: hold_left,
+                        })
+                    })
+                    .flatten();
+                match held {
+                    Some((until, why)) => {
+                        hold_left = hold_left.saturating_sub(until - fired);
+                        ctx.proxy.count_hold(why);
                         grace = Some((due, until));
                         continue;
                     }
@@ -369,35 +431,115 @@ mod tests {
     use std::time::Duration;
     use tokio::time::Instant;
 
+    fn wake(due: Instant, fired: Instant) -> Wake {
+        Wake {
+            due,
+            fired,
+            graced: None,
+            behind: None,
+            left: HOLD_BUDGET,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_timer_on_time_acts_at_once() {
         let due = Instant::now();
-        assert_eq!(stall_grace(due, due, None), None);
-        assert_eq!(stall_grace(due, due + STALL_SLACK, None), None);
+        assert_eq!(hold_back(&wake(due, due)), None);
+        assert_eq!(hold_back(&wake(due, due + STALL_SLACK)), None);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_late_timer_is_held_back_once_as_long_as_it_was_late() {
         let due = Instant::now();
         let fired = due + Duration::from_millis(80);
-        let until = stall_grace(due, fired, None).expect("80 ms late: held back");
-        assert_eq!(until, fired + Duration::from_millis(80));
+        let (until, why) = hold_back(&wake(due, fired)).expect("80 ms late: held back");
         assert_eq!(
-            stall_grace(due, until + Duration::from_millis(300), Some(due)),
+            (until, why),
+            (fired + Duration::from_millis(80), Hold::Stall)
+        );
+        let again = Wake {
+            graced: Some(due),
+            ..wake(due, until + Duration::from_millis(300))
+        };
+        assert_eq!(
+            hold_back(&again),
             None,
             "the same wake is never held back twice"
         );
         let other = due + Duration::from_millis(10);
-        assert!(
-            stall_grace(other, other + Duration::from_millis(50), Some(due)).is_some(),
-            "a different wake may be held back"
-        );
+        let w = Wake {
+            graced: Some(due),
+            ..wake(other, other + Duration::from_millis(50))
+        };
+        assert!(hold_back(&w).is_some(), "a different wake may be held back");
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_hold_back_is_bounded() {
         let due = Instant::now();
         let fired = due + Duration::from_secs(5);
-        assert_eq!(stall_grace(due, fired, None), Some(fired + STALL_GRACE_MAX));
+        assert_eq!(
+            hold_back(&wake(due, fired)),
+            Some((fired + STALL_GRACE_MAX, Hold::Stall))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_on_time_is_held_while_sosrouter_is_behind_on_its_socket() {
+        let due = Instant::now() + Duration::from_secs(1);
+        let behind = |ago: u64| Wake {
+            behind: Some(due - Duration::from_millis(ago)),
+            ..wake(due, due)
+        };
+        assert_eq!(
+            hold_back(&behind(0)),
+            Some((due + BACKLOG_HOLD, Hold::Backlog)),
+            "behind just now: a reply may wait in our own socket"
+        );
+        assert_eq!(hold_back(&behind(100)).map(|h| h.1), Some(Hold::Backlog));
+        assert_eq!(
+            hold_back(&behind(101)),
+            None,
+            "caught up since: what is in the socket has been read"
+        );
+        let late_too = Wake {
+            fired: due + Duration::from_millis(40),
+            behind: Some(due),
+            ..wake(due, due)
+        };
+        assert_eq!(
+            hold_back(&late_too),
+            Some((due + Duration::from_millis(80), Hold::Stall)),
+            "late and behind: the stall rule, as long again as it was late"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_is_held_back_no_longer_than_its_budget_in_all() {
+        let mut due = Instant::now() + Duration::from_secs(1);
+        let mut left = HOLD_BUDGET;
+        let mut holds = 0;
+        // Behind for good, wake after wake (a Timer A retransmit, the attempt timer...).
+        while let Some((until, _)) = hold_back(&Wake {
+            behind: Some(due),
+            left,
+            ..wake(due, due)
+        }) {
+            left -= until - due;
+            holds += 1;
+            due = until + Duration::from_millis(10);
+            assert!(holds < 100, "the holds never end");
+        }
+        assert_eq!(left, Duration::ZERO);
+        let most = (HOLD_BUDGET.as_millis()).div_ceil(BACKLOG_HOLD.as_millis());
+        assert_eq!(holds as u128, most);
+        assert_eq!(
+            hold_back(&Wake {
+                left: Duration::ZERO,
+                ..wake(due, due + Duration::from_millis(300))
+            }),
+            None,
+            "a late timer acts once the budget is spent"
+        );
     }
 }

@@ -215,6 +215,13 @@ impl Transport {
         self.inner.backlog.last_behind()
     }
 
+    /// The UDP socket's backlog mark (tests mark it behind: a real backlog cannot build up under
+    /// paused time, where reading takes no time).
+    #[doc(hidden)]
+    pub fn backlog(&self) -> Arc<Backlog> {
+        self.inner.backlog.clone()
+    }
+
     /// The local address of the listener for `proto` (what goes into our Via and Record-Route).
     pub fn local_addr(&self, proto: Proto) -> Option<SocketAddr> {
         match proto {

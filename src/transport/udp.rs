@@ -89,9 +89,15 @@ impl Backlog {
         let n = self.nanos(at);
         let since = n.saturating_sub(self.drained.load(Ordering::Relaxed));
         if since > Backlog::BEHIND.as_nanos() as u64 {
-            self.behind
-                .fetch_max(n.saturating_add(1), Ordering::Relaxed);
+            self.mark_behind(at);
         }
+    }
+
+    /// Marks the process behind at `at`, as a read that found a backlog would (for tests).
+    #[doc(hidden)]
+    pub fn mark_behind(&self, at: Instant) {
+        self.behind
+            .fetch_max(self.nanos(at).saturating_add(1), Ordering::Relaxed);
     }
 
     /// The last instant a loop read while behind, if ever.

@@ -177,10 +177,52 @@ async fn primary_silent_fails_over_after_attempt_timer(proto: Proto) {
     assert!(a.count("INVITE") >= 1);
     assert_eq!(b.count("INVITE"), 1);
     assert_eq!(p.proxy.counters.outcome(OutcomeKind::AttemptTimeout), 1);
+    assert_eq!(
+        p.proxy.figures().timers_held_backlog,
+        0,
+        "never behind: nothing held"
+    );
     // Silent means no provisional: RFC 3261 §9.1 forbids a CANCEL.
     assert_eq!(a.count("CANCEL"), 0);
 }
 both_transports!(primary_silent_fails_over_after_attempt_timer, paused);
+
+/// Past the knee every datagram waits its turn in the proxy's one UDP socket, a target's reply too:
+/// a call timer that fires while sosrouter is behind reading it is held back (bounded per call), so
+/// the call neither blames its target nor adds a failover INVITE to a proxy already behind. A real
+/// backlog cannot build up under paused time (reading takes none), so the test marks it.
+#[tokio::test(start_paused = true)]
+async fn a_call_timer_is_held_while_sosrouter_is_behind_on_its_socket_then_fails_over() {
+    let a = Uas::start(Behaviour::Silent).await;
+    let b = Uas::start(Behaviour::Answer).await;
+    let p = proxy(&lab_rules(a.addr, b.addr, b.addr, FAST_TIMERS), None).await;
+    let backlog = p.proxy.udp_backlog();
+    let behind = tokio::spawn(async move {
+        loop {
+            backlog.mark_behind(tokio::time::Instant::now().into_std());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let mut uac = Uac::new(Proto::Udp, caller_addr(&p, Proto::Udp)).await;
+    let ruri = format!("sip:911@{}", caller_addr(&p, Proto::Udp));
+    let start = tokio::time::Instant::now();
+    let out = uac.call(&ruri, "held-1", WAIT).await;
+    let took = start.elapsed();
+    behind.abort();
+    assert_eq!(
+        out.final_code, 200,
+        "still failed over: the hold is bounded"
+    );
+    assert_eq!(b.count("INVITE"), 1);
+    let held = p.proxy.figures().timers_held_backlog;
+    assert!(held >= 1, "the attempt timer was held ({held})");
+    // FAST_TIMERS: attempt timer 300 ms, held 250 ms (a paused clock never fires a timer early).
+    assert!(
+        took >= Duration::from_millis(550),
+        "failed over after {took:?}, before the attempt timer and its hold"
+    );
+    assert_eq!(p.proxy.figures().timers_held_stall, 0);
+}
 
 async fn primary_rings_forever_is_cancelled_then_backup(proto: Proto) {
     let a = Uas::start(Behaviour::RingForever).await;
