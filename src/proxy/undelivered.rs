@@ -1,6 +1,8 @@
 //! The undelivered-call record: every call no target answered, appended as one JSON line and synced,
 //! so a PSAP can call the person back. Written by one thread fed over a channel: the call path never
-//! waits on the disk. At shutdown the thread writes what is queued, then ends.
+//! waits on the disk. What queued while the thread wrote goes in its next write, with one sync (a
+//! group commit: past the knee a step ended 2 000 calls undelivered, one `fsync` each had the
+//! records trail the calls). At shutdown the thread writes what is queued, then ends.
 
 use crate::tasks::Tasks;
 use serde_json::json;
@@ -26,9 +28,27 @@ impl Sink {
             .name("undelivered".to_string())
             .spawn(move || {
                 let _done = done_tx; // dropped, so `done_rx` wakes, when this thread ends
-                while let Ok(Some(rec)) = rx.recv() {
-                    if let Err(e) = append(&path, &rec) {
-                        tracing::error!(path = %path.display(), error = %e, record = %rec, "cannot write undelivered record");
+                let mut batch = Vec::new();
+                while let Ok(Some(first)) = rx.recv() {
+                    batch.push(first);
+                    let stop = loop {
+                        if batch.len() >= BATCH_MAX {
+                            break false;
+                        }
+                        match rx.try_recv() {
+                            Ok(Some(rec)) => batch.push(rec),
+                            Ok(None) => break true,
+                            Err(_) => break false,
+                        }
+                    };
+                    if let Err(e) = append(&path, &batch) {
+                        for rec in &batch {
+                            tracing::error!(path = %path.display(), error = %e, record = %rec, "cannot write undelivered record");
+                        }
+                    }
+                    batch.clear();
+                    if stop {
+                        break;
                     }
                 }
             });
@@ -54,14 +74,21 @@ impl Sink {
     }
 }
 
-fn append(path: &PathBuf, rec: &serde_json::Value) -> std::io::Result<()> {
+/// The most records one write and sync carries.
+const BATCH_MAX: usize = 1024;
+
+/// Appends the records, one JSON line each, in one write, and syncs the file.
+fn append(path: &PathBuf, recs: &[serde_json::Value]) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)?;
-    let mut line = serde_json::to_vec(rec)?;
-    line.push(b'\n');
-    f.write_all(&line)?;
+    let mut lines = Vec::new();
+    for rec in recs {
+        serde_json::to_writer(&mut lines, rec)?;
+        lines.push(b'\n');
+    }
+    f.write_all(&lines)?;
     f.sync_data()
 }
 
@@ -99,4 +126,40 @@ pub fn record(
             "elapsed_ms": a.elapsed_ms,
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_record_queued_before_shutdown_is_written_once_in_order() {
+        let dir = std::env::temp_dir().join(format!("sos-undelivered-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("undelivered.jsonl");
+        let tasks = Tasks::new();
+        let sink = Sink::new(Some(path.clone()), &tasks);
+        // More than one batch, queued faster than the thread syncs.
+        let n = BATCH_MAX * 2 + 7;
+        for i in 0..n {
+            sink.record(json!({ "call_id": format!("c{i}") }));
+        }
+        assert!(
+            tasks
+                .cancel_and_join(std::time::Duration::from_secs(30))
+                .await
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value =
+                    serde_json::from_str(l).expect("one JSON record per line");
+                v["call_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(ids, (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
