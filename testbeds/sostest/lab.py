@@ -241,6 +241,7 @@ class Run:
         self.aps: dict = {}       # name -> Proc
         self.ap_gen: dict = {}
         self.ap_dir: dict = {}
+        self.ap_port: dict = {}  # name -> the SIP port its answering point listens on
         self.proxy: procs.Proc | None = None
         self.proxy_pid: int | None = None
         self.out = cfg.out_dir or os.path.join(HERE, "out", f"{time.strftime('%Y%m%d-%H%M%S')}-{command}")
@@ -389,6 +390,7 @@ class Run:
         d = os.path.join(self.out, "ap", f"{name}.{gen}")
         os.makedirs(d, exist_ok=True)
         self.ap_dir[name] = d
+        self.ap_port[name] = port
         with open(os.path.join(d, "info"), "w") as f:
             f.write(f"name={name}\nport={port}\nscenario={scen}\nstarted={time.time():.9f}\n")
         return d
@@ -717,7 +719,7 @@ def throughput_step(r: Run, d: str, rate: int):
     points' socket drops (stall.json)."""
     cfg = r.cfg
     calls = int(rate * cfg.step_s)
-    ports = [cfg.proxy_port, *AP_PORTS.values()]
+    ports = [cfg.proxy_port, *(r.ap_port.values() or AP_PORTS.values())]
     sos = cfg.peer == "sosrouter" and cfg.start_proxy and not cfg.direct
     late0 = scrape_histogram(cfg.admin_addr, "sosrouter_runtime_lateness_seconds", cfg.admin_token) if sos else {}
     udp0, drops0, cpu0 = udp_counters(), socket_drops(ports), cpu_jiffies()

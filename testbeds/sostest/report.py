@@ -368,6 +368,8 @@ def stall_figures(d):
     return {"lateness_ms_p50": p50, "lateness_ms_p99": p99, "lateness_ms_max": mx,
             "udp_rcvbuf_errors": udp.get("RcvbufErrors"),
             "socket_drops": st.get("socket_drops"),
+            # The first port sampled is the proxy's (lab.throughput_step).
+            "proxy_socket_drops": next(iter((st.get("socket_drops") or {}).values()), None),
             "steal_pct": steal_pct(st.get("cpu_jiffies") or {})}
 
 
@@ -446,7 +448,7 @@ def cmd_step(d, rate, max_fail, max_retrans, max_p99="0"):
           f"cpu proxy {fmt(res['cpu_proxy_pct'])}% caller {fmt(res['cpu_caller_sipp_pct'])}% "
           f"APs {fmt(res['cpu_answering_points_pct'])}%, runtime lateness p50/p99/max "
           f"{fmt_late(res['lateness_ms_p50'])}/{fmt_late(res['lateness_ms_p99'])}/{fmt_late(res['lateness_ms_max'])} ms, "
-          f"udp rcvbuf drops {fmt(res['udp_rcvbuf_errors'])}, host steal {fmt(res['steal_pct'])}%, run-queue wait "
+          f"udp rcvbuf drops {fmt(res['udp_rcvbuf_errors'])} (proxy's socket {fmt(res.get('proxy_socket_drops'))}), host steal {fmt(res['steal_pct'])}%, run-queue wait "
           f"proxy {fmt(res['runq_proxy_pct'])}% caller {fmt(res['runq_caller_pct'])}% "
           f"APs {fmt(res['runq_answering_points_pct'])}%: {res['verdict']}"
           + (f" [{res['limit']}]" if res["limit"] else ""), file=sys.stderr)
@@ -479,7 +481,8 @@ def cmd_throughput(out):
             + f"\n\nhighest good rate: {fmt(best)} calls/s"
             + "\n(CPU in % of one core; setup = INVITE sent to 200 received, at the caller, 1 ms resolution;"
             + "\n rt late = sosrouter's sosrouter_runtime_lateness_seconds over the step, as bucket bounds;"
-            + "\n rcvbuf drops = the kernel's UDP RcvbufErrors over the step, machine-wide;"
+            + "\n rcvbuf drops = the kernel's UDP RcvbufErrors over the step, machine-wide (the step line"
+            + "\n also gives the proxy's own socket's; a scale run's silent targets drop probes by design);"
             + "\n steal = share of the machine's CPU time the host gave to others (/proc/stat): latency under"
             + "\n a high steal is the host's, compare such steps with care)")
     emit(out, text, {"mode": mode, "target": meta.get("target"), "transport": meta.get("transport"),

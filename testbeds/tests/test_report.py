@@ -132,12 +132,14 @@ def test_a_step_fails_on_setup_p99_when_asked(tmp_path):
     (d / "stat.csv").write_text("OutgoingCall(C);SuccessfulCall(C);FailedCall(C);Retransmissions(C)\n100;100;0;0\n")
     (d / "info").write_text("calls=100\n")
     (d / "stall.json").write_text(json.dumps({"runtime_lateness_buckets": {"0.001": 5, "+Inf": 5},
-                                              "udp": {"RcvbufErrors": 7}, "socket_drops": {},
+                                              "udp": {"RcvbufErrors": 7},
+                                              "socket_drops": {"17060": 3, "17071": 4},
                                               "cpu_jiffies": {"user": 300, "idle": 500, "steal": 200}}))
     report.cmd_step(str(d), 100, "0.1", "1", "0")
     s = json.loads((d / "step.json").read_text())
     assert (s["ok"], s["setup_ms_p99"], s["lateness_ms_p50"], s["udp_rcvbuf_errors"]) == (True, 30.0, 1.0, 7)
     assert s["steal_pct"] == pytest.approx(20.0)
+    assert s["proxy_socket_drops"] == 3, "the first port sampled is the proxy's"
     report.cmd_step(str(d), 100, "0.1", "1", "20")
     s = json.loads((d / "step.json").read_text())
     assert not s["ok"] and "setup p99 30 ms > 20 ms" in s["verdict"]
