@@ -47,7 +47,7 @@ const ALLOW: &[u8] = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, P
 #[derive(Debug, Clone, Default)]
 pub struct ProxyConfig {
     pub limits: Limits,
-    /// Where undelivered calls are appended (JSON lines, synced per record). None: log only.
+    /// Where undelivered calls are appended (JSON lines, synced as written; see `undelivered`). None: log only.
     pub undelivered_path: Option<std::path::PathBuf>,
 }
 

@@ -40,8 +40,10 @@ pub(super) struct UdpSide {
 /// times out then says nothing about its target (health holds such verdicts, `health::handle`).
 /// Measured in a stair past the knee on a shared 2-core machine: the proxy's socket dropped 40 000
 /// datagrams a second while every PSAP's probes timed out, all three targets of the chain were taken
-/// down and calls ended undelivered. Costs one clock read per datagram. Not seen: a backlog held in
-/// our own in-order queue of one source ([`InOrder`]) while the socket itself drains.
+/// down and calls ended undelivered. Costs one clock read per datagram. A datagram that waited over
+/// [`Backlog::BEHIND`] in our own in-order queue of its source ([`InOrder`]: all of a SIPp caller's
+/// calls, or all of one PSAP's replies, come from one address) marks it too: the socket itself may
+/// drain into that queue while its datagrams still wait.
 pub struct Backlog {
     origin: Instant,
     /// Nanoseconds since `origin` when a loop last saw the socket drained.
@@ -219,16 +221,17 @@ impl UdpSide {
 #[derive(Default)]
 struct InOrder {
     read: std::sync::Mutex<()>,
-    busy: DashMap<SocketAddr, VecDeque<Incoming>>,
+    /// Per source being handled: what queued behind it, each with when it was read.
+    busy: DashMap<SocketAddr, VecDeque<(Incoming, Instant)>>,
 }
 
 impl InOrder {
     /// Some: this loop owns the datagram's source now and must [`InOrder::run`] it. None: queued
     /// behind the loop that owns the source.
-    fn claim(&self, m: Incoming) -> Option<Incoming> {
+    fn claim(&self, m: Incoming, read_at: Instant) -> Option<Incoming> {
         match self.busy.entry(m.peer) {
             dashmap::mapref::entry::Entry::Occupied(mut e) => {
-                e.get_mut().push_back(m);
+                e.get_mut().push_back((m, read_at));
                 None
             }
             dashmap::mapref::entry::Entry::Vacant(v) => {
@@ -242,14 +245,21 @@ impl InOrder {
     /// datagram spends a unit of the task's coop budget (see [`recv_loop`]): a source that sends
     /// faster than one loop handles it (all of a SIPp caller's calls come from one address) would
     /// otherwise keep this loop, and the runtime thread under it, here for as long as it sends.
-    async fn run(&self, handler: &dyn Handler, m: Incoming) {
+    /// A queued datagram that waited over [`Backlog::BEHIND`] marks the process behind.
+    async fn run(&self, handler: &dyn Handler, backlog: &Backlog, m: Incoming) {
         let peer = m.peer;
         handler.on_message(m);
         loop {
             tokio::task::consume_budget().await;
             let next = self.busy.get_mut(&peer).and_then(|mut q| q.pop_front());
             match next {
-                Some(m) => handler.on_message(m),
+                Some((m, read_at)) => {
+                    let at = now();
+                    if at.saturating_duration_since(read_at) > Backlog::BEHIND {
+                        backlog.mark_behind(at);
+                    }
+                    handler.on_message(m)
+                }
                 None => {
                     if self.busy.remove_if(&peer, |_, q| q.is_empty()).is_some() {
                         return;
@@ -297,17 +307,21 @@ async fn recv_loop(
             let _read = order.read.lock().unwrap_or_else(|e| e.into_inner());
             match sock.try_recv_buf_from(&mut buf) {
                 Ok((n, peer)) => {
-                    backlog.mark_read(now());
+                    let at = now();
+                    backlog.mark_read(at);
                     if n > max {
                         tracing::debug!(peer = %peer, bytes = n, "datagram over the size limit dropped");
                         continue;
                     }
-                    order.claim(Incoming {
-                        data: Bytes::copy_from_slice(&buf[..n]),
-                        peer,
-                        proto: Proto::Udp,
-                        conn: None,
-                    })
+                    order.claim(
+                        Incoming {
+                            data: Bytes::copy_from_slice(&buf[..n]),
+                            peer,
+                            proto: Proto::Udp,
+                            conn: None,
+                        },
+                        at,
+                    )
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     backlog.mark_drained(now());
@@ -324,7 +338,7 @@ async fn recv_loop(
             }
         };
         if let Some(m) = claimed {
-            order.run(&*handler, m).await;
+            order.run(&*handler, &backlog, m).await;
         } else if failed {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
@@ -486,16 +500,19 @@ mod tests {
         };
         // Loop 1 reads the 180 and owns the PSAP; before it has handled it, loop 2 reads the 200
         // (queued behind the 180) and another source's datagram (its own to handle).
-        let ringing = order.claim(dgram(psap, "180")).expect("first: owned");
+        let ringing = order
+            .claim(dgram(psap, "180"), now())
+            .expect("first: owned");
         assert!(
-            order.claim(dgram(psap, "200")).is_none(),
+            order.claim(dgram(psap, "200"), now()).is_none(),
             "queued behind the 180"
         );
         let theirs = order
-            .claim(dgram(other, "INVITE"))
+            .claim(dgram(other, "INVITE"), now())
             .expect("another source: not held");
-        order.run(&h, theirs).await;
-        order.run(&h, ringing).await;
+        let backlog = Backlog::default();
+        order.run(&h, &backlog, theirs).await;
+        order.run(&h, &backlog, ringing).await;
         let seen = h.seen.lock().unwrap().clone();
         let psap_order: Vec<&str> = seen
             .iter()
@@ -506,7 +523,37 @@ mod tests {
         assert_eq!(seen.len(), 3);
         assert!(order.busy.is_empty(), "every source let go");
         // Let go: the next datagram of the PSAP is owned by whoever reads it.
-        assert!(order.claim(dgram(psap, "BYE")).is_some());
+        assert!(order.claim(dgram(psap, "BYE"), now()).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_datagram_that_waited_long_behind_its_source_marks_the_process_behind() {
+        let psap: SocketAddr = "127.0.0.1:5071".parse().unwrap();
+        let order = InOrder::default();
+        let h = Record {
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        let backlog = Backlog::default();
+        let first = order.claim(dgram(psap, "180"), now()).unwrap();
+        assert!(order.claim(dgram(psap, "200"), now()).is_none());
+        tokio::time::advance(Backlog::BEHIND).await;
+        order.run(&h, &backlog, first).await;
+        assert_eq!(
+            backlog.last_behind(),
+            None,
+            "waited 100 ms: not over the limit"
+        );
+
+        let first = order.claim(dgram(psap, "ACK"), now()).unwrap();
+        assert!(order.claim(dgram(psap, "BYE"), now()).is_none());
+        tokio::time::advance(Backlog::BEHIND + Duration::from_millis(1)).await;
+        order.run(&h, &backlog, first).await;
+        assert_eq!(
+            backlog.last_behind(),
+            Some(now()),
+            "the socket drained into the queue, but the BYE waited there over 100 ms"
+        );
+        assert_eq!(h.seen.lock().unwrap().len(), 4);
     }
 
     #[test]
@@ -679,6 +726,34 @@ mod tests {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         fn on_unreachable(&self, _: Proto, _: SocketAddr) {}
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_backlog_of_one_source_marks_the_process_behind() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let backlog = Arc::new(Backlog::default());
+        let side = UdpSide::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Tasks::new(),
+            backlog.clone(),
+        )
+        .unwrap();
+        // 300 datagrams of one source (a SIPp caller) at 1 ms each: however far the loops read
+        // ahead into the source's in-order queue, one of them waits over 100 ms, in the socket or
+        // in that queue.
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..300 {
+            peer.send_to(&[b'a'; 100], side.local_addr()).unwrap();
+        }
+        let slow = Arc::new(Slow(Default::default()));
+        side.start(slow.clone(), 1500);
+        while slow.0.load(SeqCst) < 300 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            backlog.last_behind().is_some(),
+            "behind while the queue lasted"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
