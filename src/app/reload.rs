@@ -365,8 +365,7 @@ impl Reloader {
             calls.update(super::test_call_plan(&new, tls));
         }
         inner.metrics.prepare_rules(&new);
-        let old = inner.rules.swap(Arc::new(new));
-        retire(old, RETIRE_WAIT);
+        inner.rules.store(Arc::new(new));
         let version = version.unwrap_or_else(|| lock(&inner.status).version + 1);
         Ok(Reloaded {
             version,
@@ -374,23 +373,6 @@ impl Reloader {
             warnings,
         })
     }
-}
-
-/// How long a reload waits for the snapshot it replaced to be its alone.
-const RETIRE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Drops a replaced snapshot here, on the reload's own thread, once nothing else holds it: a call
-/// that was being routed as the swap happened holds it for microseconds, and when such a call (a
-/// receive loop on a runtime thread) let the last reference go, it freed the whole snapshot there:
-/// 33 ms for 6 000 routes x 30 prefixes (18 001 targets) on a quiet machine, every call behind it
-/// waiting. Gives up after `wait` and lets go of its own reference (then the last holder frees it).
-/// Returns whether it freed the snapshot itself.
-fn retire<T>(old: Arc<T>, wait: std::time::Duration) -> bool {
-    let until = std::time::Instant::now() + wait;
-    while Arc::strong_count(&old) > 1 && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    Arc::into_inner(old).is_some()
 }
 
 fn show(listen: &[Listen]) -> String {
@@ -438,48 +420,6 @@ impl crate::admin::RulesControl for Reloader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_replaced_snapshot_is_freed_by_the_reload_once_the_call_holding_it_lets_go() {
-        struct Freed(std::sync::mpsc::Sender<std::thread::ThreadId>);
-        impl Drop for Freed {
-            fn drop(&mut self) {
-                let _ = self.0.send(std::thread::current().id());
-            }
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let old = Arc::new(Freed(tx));
-        // A call being routed holds the snapshot a little longer than the swap.
-        let held = old.clone();
-        let (go, wait) = std::sync::mpsc::channel::<()>();
-        let call = std::thread::spawn(move || {
-            wait.recv().unwrap();
-            // Later than the reload's first look (without the wait, the call would free it).
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            drop(held);
-        });
-        let r = std::thread::spawn(|| {
-            let freed = retire(old, std::time::Duration::from_secs(60));
-            (freed, std::thread::current().id())
-        });
-        go.send(()).unwrap();
-        let (freed, reload) = r.join().unwrap();
-        call.join().unwrap();
-        assert!(freed, "the reload freed it");
-        assert_eq!(
-            rx.recv().unwrap(),
-            reload,
-            "freed on the reload's thread, not the call's"
-        );
-        // Still held after the wait: the reload lets go of its own reference only.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let old = Arc::new(Freed(tx));
-        let kept = old.clone();
-        assert!(!retire(old, std::time::Duration::ZERO));
-        assert!(rx.try_recv().is_err(), "not freed while another holds it");
-        drop(kept);
-        assert!(rx.try_recv().is_ok());
-    }
 
     #[test]
     fn a_poisoned_lock_is_taken_anyway() {
