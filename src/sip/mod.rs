@@ -33,7 +33,7 @@ mod via;
 
 pub use edit::Editor;
 pub use message::{HeaderField, Message};
-pub use scan::{call_id_range, frame_len};
+pub use scan::frame_len;
 pub use uri::{Uri, UriScheme};
 
 /// Size limits checked before (and while) parsing, so hostile input cannot make us work or allocate much.

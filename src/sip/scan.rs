@@ -117,37 +117,6 @@ pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseErro
     Ok((buf.len() >= total).then_some(total))
 }
 
-/// Where the Call-ID's value (`Call-ID:` or `i:`, trimmed) lies in a datagram, found by scanning its
-/// header lines and nothing else: cheap enough to run on every datagram before the parse (the UDP
-/// receive loops order datagrams per source and call with it). `None` when the message has no
-/// Call-ID line before its blank line (or no blank line within `buf`); a folded Call-ID yields its
-/// first line only, the same for every message of that call.
-pub fn call_id_range(buf: &[u8]) -> Option<Range<usize>> {
-    let mut pos = leading_crlf(buf);
-    let mut first = true;
-    loop {
-        let rest = buf.get(pos..)?;
-        let lf = memchr::memchr(b'\n', rest)?;
-        let line = rest.get(..lf)?;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return None;
-        }
-        // The start line may contain a colon (sip:...), so it is never taken for a header.
-        if !std::mem::take(&mut first)
-            && let Some(colon) = memchr::memchr(b':', line)
-        {
-            let name = trim(line.get(..colon)?);
-            if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
-                let start = pos + colon + 1;
-                let v = super::text::trim_range(line.get(colon + 1..)?);
-                return Some(start + v.start..start + v.end);
-            }
-        }
-        pos += lf + 1;
-    }
-}
-
 /// The trimmed value of a header line if it is a Content-Length (or `l:`) header.
 fn content_length_value(line: &[u8]) -> Option<&[u8]> {
     let colon = memchr::memchr(b':', line)?;
@@ -165,35 +134,6 @@ fn decimal(v: &[u8]) -> Result<usize, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_call_id_is_found_in_either_form_and_nowhere_else() {
-        let id = |m: &str| call_id_range(m.as_bytes()).map(|r| m[r].to_string());
-        let msg = "INVITE sip:911@x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
-                   Call-Info: <http://x>\r\nCall-ID:  abc@host \r\nCSeq: 1 INVITE\r\n\r\n";
-        assert_eq!(id(msg).as_deref(), Some("abc@host"));
-        assert_eq!(
-            id("SIP/2.0 180 Ringing\ni : abc@host\nCSeq: 1 INVITE\n\n").as_deref(),
-            Some("abc@host"),
-            "compact form, LF endings"
-        );
-        assert_eq!(
-            id("\r\nBYE sip:a SIP/2.0\r\ncall-id:abc@host\r\n\r\n").as_deref(),
-            Some("abc@host")
-        );
-        assert_eq!(
-            id("INVITE sip:a SIP/2.0\r\nTo: b\r\n\r\nCall-ID: in-the-body\r\n"),
-            None,
-            "after the blank line it is body"
-        );
-        assert_eq!(
-            id("INVITE sip:a SIP/2.0\r\nCall-ID: cut"),
-            None,
-            "no line end"
-        );
-        assert_eq!(id("Call-ID: start-line SIP/2.0\r\n\r\n"), None);
-        assert_eq!(id(""), None);
-    }
 
     const L: Limits = Limits {
         max_message_bytes: 200,

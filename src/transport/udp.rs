@@ -41,8 +41,9 @@ pub(super) struct UdpSide {
 /// Measured in a stair past the knee on a shared 2-core machine: the proxy's socket dropped 40 000
 /// datagrams a second while every PSAP's probes timed out, all three targets of the chain were taken
 /// down and calls ended undelivered. Costs one clock read per datagram. A datagram that waited over
-/// [`Backlog::BEHIND`] in our own in-order queue of its flow ([`InOrder`]) marks it too: the socket
-/// itself may drain into those queues while their datagrams still wait.
+/// [`Backlog::BEHIND`] in our own in-order queue of its source ([`InOrder`]: all of a SIPp caller's
+/// calls, or all of one PSAP's replies, come from one address) marks it too: the socket itself may
+/// drain into that queue while its datagrams still wait.
 pub struct Backlog {
     origin: Instant,
     /// Nanoseconds since `origin` when a loop last saw the socket drained.
@@ -211,53 +212,31 @@ impl UdpSide {
     }
 }
 
-/// Datagrams of one source and one call are handled in the order the socket gave them, whichever
-/// loop read them. Several loops read one socket (one per core): without this, a 200 could overtake
-/// the 180 its answering point sent just before it (the loop that read the 180 still on it when
-/// another reads the 200), and the 180 would come after the final and be dropped. A loop claims a
-/// datagram under the socket's read lock, in read order: when another loop is busy with the same
-/// [`Flow`], the datagram is queued behind that one, and that loop handles the queue before it lets
-/// the flow go.
+/// Datagrams of one source are handled in the order the socket gave them, whichever loop read
+/// them. Several loops read one socket (one per core): without this, a 200 could overtake the 180
+/// its answering point sent just before it (the loop that read the 180 still on it when another
+/// reads the 200), and the 180 would come after the final and be dropped. A loop claims a datagram
+/// under the socket's read lock, in read order: when another loop is busy with the same source, the
+/// datagram is queued behind that one, and that loop handles the queue before it lets the source go.
 #[derive(Default)]
 struct InOrder {
     read: std::sync::Mutex<()>,
-    /// Per flow being handled: what queued behind it, each with when it was read.
-    busy: DashMap<Flow, VecDeque<(Incoming, Instant)>>,
-}
-
-/// What orders datagrams: their source and their Call-ID (empty when none was found). Ordering by
-/// source alone put every call of a source on one loop at a time: all of a SIPp caller's calls, or
-/// a carrier SBC's, come from one address, so while one loop worked through them the other read
-/// them into its queue (4 096 deep at 6 500 calls/s), and one core did the work of both. Only
-/// messages of one call need their order: a 180 before its 200, an INVITE before its CANCEL.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Flow {
-    peer: SocketAddr,
-    call: Bytes,
-}
-
-impl Flow {
-    fn of(m: &Incoming) -> Flow {
-        let call = crate::sip::call_id_range(&m.data)
-            .map(|r| m.data.slice(r))
-            .unwrap_or_default();
-        Flow { peer: m.peer, call }
-    }
+    /// Per source being handled: what queued behind it, each with when it was read.
+    busy: DashMap<SocketAddr, VecDeque<(Incoming, Instant)>>,
 }
 
 impl InOrder {
     /// Some: this loop owns the datagram's source now and must [`InOrder::run`] it. None: queued
     /// behind the loop that owns the source.
-    fn claim(&self, m: Incoming, read_at: Instant) -> Option<(Flow, Incoming)> {
-        let flow = Flow::of(&m);
-        match self.busy.entry(flow.clone()) {
+    fn claim(&self, m: Incoming, read_at: Instant) -> Option<Incoming> {
+        match self.busy.entry(m.peer) {
             dashmap::mapref::entry::Entry::Occupied(mut e) => {
                 e.get_mut().push_back((m, read_at));
                 None
             }
             dashmap::mapref::entry::Entry::Vacant(v) => {
                 v.insert(VecDeque::new());
-                Some((flow, m))
+                Some(m)
             }
         }
     }
@@ -267,11 +246,12 @@ impl InOrder {
     /// faster than one loop handles it (all of a SIPp caller's calls come from one address) would
     /// otherwise keep this loop, and the runtime thread under it, here for as long as it sends.
     /// A queued datagram that waited over [`Backlog::BEHIND`] marks the process behind.
-    async fn run(&self, handler: &dyn Handler, backlog: &Backlog, (flow, m): (Flow, Incoming)) {
+    async fn run(&self, handler: &dyn Handler, backlog: &Backlog, m: Incoming) {
+        let peer = m.peer;
         handler.on_message(m);
         loop {
             tokio::task::consume_budget().await;
-            let next = self.busy.get_mut(&flow).and_then(|mut q| q.pop_front());
+            let next = self.busy.get_mut(&peer).and_then(|mut q| q.pop_front());
             match next {
                 Some((m, read_at)) => {
                     let at = now();
@@ -281,7 +261,7 @@ impl InOrder {
                     handler.on_message(m)
                 }
                 None => {
-                    if self.busy.remove_if(&flow, |_, q| q.is_empty()).is_some() {
+                    if self.busy.remove_if(&peer, |_, q| q.is_empty()).is_some() {
                         return;
                     }
                 }
@@ -546,40 +526,6 @@ mod tests {
         assert!(order.claim(dgram(psap, "BYE"), now()).is_some());
     }
 
-    #[tokio::test]
-    async fn one_sources_calls_are_handled_side_by_side_each_in_read_order() {
-        let caller: SocketAddr = "127.0.0.1:5061".parse().unwrap();
-        let order = InOrder::default();
-        let h = Record {
-            seen: std::sync::Mutex::new(Vec::new()),
-        };
-        let a1 = "INVITE sip:911@x SIP/2.0\r\nCall-ID: a@c\r\n\r\n";
-        let b1 = "INVITE sip:911@x SIP/2.0\r\ni: b@c\r\n\r\n";
-        let a2 = "CANCEL sip:911@x SIP/2.0\r\ncall-id:  a@c\r\n\r\n";
-        // Loop 1 owns call a; loop 2 reads call b of the same caller (its own to handle, not
-        // queued behind a), then a's CANCEL (queued behind a's INVITE).
-        let first = order.claim(dgram(caller, a1), now()).expect("owned");
-        let other = order
-            .claim(dgram(caller, b1), now())
-            .expect("another call of the same source: not held");
-        assert!(
-            order.claim(dgram(caller, a2), now()).is_none(),
-            "behind a's INVITE"
-        );
-        let backlog = Backlog::default();
-        order.run(&h, &backlog, other).await;
-        order.run(&h, &backlog, first).await;
-        let seen: Vec<String> = h
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, t)| t.clone())
-            .collect();
-        assert_eq!(seen, [b1, a1, a2]);
-        assert!(order.busy.is_empty(), "every flow let go");
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_datagram_that_waited_long_behind_its_source_marks_the_process_behind() {
         let psap: SocketAddr = "127.0.0.1:5071".parse().unwrap();
@@ -792,9 +738,9 @@ mod tests {
             backlog.clone(),
         )
         .unwrap();
-        // 300 datagrams of one flow (one source, no Call-ID) at 1 ms each: however far the loops
-        // read ahead into the flow's in-order queue, one of them waits over 100 ms, in the socket
-        // or in that queue.
+        // 300 datagrams of one source (a SIPp caller) at 1 ms each: however far the loops read
+        // ahead into the source's in-order queue, one of them waits over 100 ms, in the socket or
+        // in that queue.
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for _ in 0..300 {
             peer.send_to(&[b'a'; 100], side.local_addr()).unwrap();
@@ -822,7 +768,7 @@ mod tests {
         .unwrap();
         // Queued before the loops start: 300 datagrams at 1 ms each keep the socket non-empty for
         // 300 ms (well inside the receive buffer, so the kernel drops none). Each from a source of
-        // its own: datagrams of one flow would be read ahead into its in-order queue.
+        // its own: datagrams of one source would be read ahead into its in-order queue.
         let peers: Vec<_> = (0..300)
             .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
             .collect();
