@@ -12,7 +12,8 @@
 //! - `proxy`       — the stateful proxy: classify, admit (ACL, emergency-first overload, per-source
 //!   rates: `proxy/overload.rs`), Via/Max-Forwards/Record-Route, CANCEL, and the per-call failover
 //!   state machine (the failover contract lives in `proxy/call.rs`; one typed outcome per attempt,
-//!   one timer table per call). `proxy/expiry.rs` expires finished transactions per entry;
+//!   one timer table per call; `proxy/task.rs` holds a call's timers back, bounded, while the
+//!   runtime or the UDP socket is behind). `proxy/expiry.rs` expires finished transactions per entry;
 //!   `proxy/dialogs.rs` keeps answered calls until their BYE (short-call signal).
 //! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure);
 //!   `routing::whatif` answers `sosrouter route`.
