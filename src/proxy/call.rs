@@ -31,7 +31,9 @@
 //!    and started no later than `deadline - attempt_timeout`. Every other attempt is cut short (CANCEL
 //!    or abandon) when it would cross that point; when the time left is less than one more attempt plus
 //!    the last resort's, the chain skips to the last resort. Once the last resort is ringing it rings
-//!    for its ring timer (cutting it off would help nobody).
+//!    for its ring timer (cutting it off would help nobody). The shell (`task.rs`, `hold_back`) may
+//!    hold a timer back while sosrouter itself is behind (a late wake, or a backlog in its UDP
+//!    socket): at most 1 s per call in all, so the deadline moves by at most that.
 //! 7. When every target failed, or the deadline passed with the last resort tried, the caller gets the
 //!    best final response (RFC 3261 §16.7.6: 6xx, else the lowest class; 408 when none came), and the
 //!    call is reported undelivered with every attempt and its reason.
