@@ -728,8 +728,10 @@ mod tests {
         fn on_unreachable(&self, _: Proto, _: SocketAddr) {}
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_backlog_of_one_source_marks_the_process_behind() {
+    /// Binds a side, queues one 100-byte datagram from each of `peers` (before the loops start),
+    /// then starts the loops with the [`Slow`] handler and waits until every datagram is handled.
+    /// Returns the side's backlog mark.
+    async fn handle_slowly(peers: &[std::net::UdpSocket]) -> Arc<Backlog> {
         use std::sync::atomic::Ordering::SeqCst;
         let backlog = Arc::new(Backlog::default());
         let side = UdpSide::bind(
@@ -738,18 +740,25 @@ mod tests {
             backlog.clone(),
         )
         .unwrap();
-        // 300 datagrams of one source (a SIPp caller) at 1 ms each: however far the loops read
-        // ahead into the source's in-order queue, one of them waits over 100 ms, in the socket or
-        // in that queue.
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        for _ in 0..300 {
+        for peer in peers {
             peer.send_to(&[b'a'; 100], side.local_addr()).unwrap();
         }
         let slow = Arc::new(Slow(Default::default()));
         side.start(slow.clone(), 1500);
-        while slow.0.load(SeqCst) < 300 {
+        while slow.0.load(SeqCst) < peers.len() {
             tokio::task::yield_now().await;
         }
+        backlog
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_backlog_of_one_source_marks_the_process_behind() {
+        // 300 datagrams of one source (a SIPp caller) at 1 ms each: however far the loops read
+        // ahead into the source's in-order queue, one of them waits over 100 ms, in the socket or
+        // in that queue.
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peers: Vec<_> = (0..300).map(|_| peer.try_clone().unwrap()).collect();
+        let backlog = handle_slowly(&peers).await;
         assert!(
             backlog.last_behind().is_some(),
             "behind while the queue lasted"
@@ -758,28 +767,13 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_socket_read_for_long_without_ever_draining_marks_the_process_behind() {
-        use std::sync::atomic::Ordering::SeqCst;
-        let backlog = Arc::new(Backlog::default());
-        let side = UdpSide::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            Tasks::new(),
-            backlog.clone(),
-        )
-        .unwrap();
         // Queued before the loops start: 300 datagrams at 1 ms each keep the socket non-empty for
         // 300 ms (well inside the receive buffer, so the kernel drops none). Each from a source of
         // its own: datagrams of one source would be read ahead into its in-order queue.
         let peers: Vec<_> = (0..300)
             .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
             .collect();
-        for peer in &peers {
-            peer.send_to(&[b'a'; 100], side.local_addr()).unwrap();
-        }
-        let slow = Arc::new(Slow(Default::default()));
-        side.start(slow.clone(), 1500);
-        while slow.0.load(SeqCst) < 300 {
-            tokio::task::yield_now().await;
-        }
+        let backlog = handle_slowly(&peers).await;
         let at = backlog
             .last_behind()
             .expect("behind while the queue lasted");
