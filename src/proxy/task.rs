@@ -6,7 +6,7 @@ use super::forward::{self, Inbound};
 use super::{Proxy, ServerEntry, undelivered};
 use crate::config::Proto;
 use crate::metrics::{AttemptOutcome, CallOutcome, FailoverReason};
-use crate::routing::{self, CallFacts, Target};
+use crate::routing::{self, Target};
 use crate::sip::Message;
 use crate::transaction::{ServerKey, TIMEOUT_64T1};
 use crate::transport::Destination;
@@ -132,7 +132,7 @@ pub(super) fn spawn_call(
     }
     // Calls keep the rules snapshot they started with, whatever a reload does meanwhile.
     let rules = proxy.rules.load_full();
-    let facts = CallFacts::from_message(&msg, inb.src.ip());
+    let facts = rules.facts(&msg, inb.src.ip());
     let sel = rules.select(&facts);
     let health = proxy.health.clone();
     // A half-open recovering target lets one call at a time try it: this call may take that slot

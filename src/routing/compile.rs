@@ -49,8 +49,20 @@ pub(super) fn compile(file: RulesFile, source: &str) -> Rules {
     let by_id = targets.iter().map(|t| (t.id.clone(), t.clone())).collect();
     let route = |r: &RouteSpec| Arc::new(compile_route(r, &file.defaults, &by_id));
     let routes: Vec<Arc<Route>> = file.routes.iter().map(route).collect();
+    let mut header_names: Vec<String> = routes
+        .iter()
+        .flat_map(|r| {
+            r.conditions
+                .headers
+                .iter()
+                .map(|(n, _)| n.to_ascii_lowercase())
+        })
+        .collect();
+    header_names.sort();
+    header_names.dedup();
     Rules {
         index: super::index::Index::build(&routes),
+        header_names,
         listen: file
             .listen
             .iter()

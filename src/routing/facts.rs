@@ -8,7 +8,10 @@ use std::net::IpAddr;
 /// originating network (RFC 3325), From by the caller's device.
 const CALLER_HEADERS: [&[u8]; 2] = [b"P-Asserted-Identity", b"From"];
 
-pub(super) fn from_message(msg: &Message, source: IpAddr) -> CallFacts {
+/// `keep`: the lower-case names of the headers to copy (None: every header). Only the headers a
+/// route names can change the selection, and copying all of them was two allocations per header
+/// on every call (6.5% of a proxied call's instructions under callgrind).
+pub(super) fn from_message(msg: &Message, source: IpAddr, keep: Option<&[String]>) -> CallFacts {
     let caller = CALLER_HEADERS.iter().find_map(|name| {
         let value = msg.header_named(name)?;
         let spec = Message::addr_spec(&value)?;
@@ -22,9 +25,17 @@ pub(super) fn from_message(msg: &Message, source: IpAddr) -> CallFacts {
         }
     });
     let buf = msg.bytes();
+    let wanted = |name: &[u8]| {
+        keep.is_none_or(|names| {
+            names
+                .iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+        })
+    };
     let headers = msg
         .headers()
         .iter()
+        .filter(|h| wanted(&buf[h.name_span.clone()]))
         .map(|h| {
             let name = String::from_utf8_lossy(&buf[h.name_span.clone()]).to_ascii_lowercase();
             (name, unfold(&buf[h.value_span.clone()]))

@@ -187,7 +187,7 @@ pub struct CallFacts {
 impl CallFacts {
     /// Reads the facts from a parsed request and its source address.
     pub fn from_message(msg: &crate::sip::Message, source: IpAddr) -> CallFacts {
-        facts::from_message(msg, source)
+        facts::from_message(msg, source, None)
     }
 }
 
@@ -299,6 +299,8 @@ pub struct Rules {
     index: index::Index,
     /// Dialled numbers that make a call emergency, matched exactly (see `[emergency]`).
     emergency_numbers: Vec<String>,
+    /// Lower-case names of the headers any route's `headers` condition names (sorted, once each).
+    header_names: Vec<String>,
 }
 
 impl Rules {
@@ -325,6 +327,12 @@ impl Rules {
 
     pub fn target(&self, id: &str) -> Option<&Arc<Target>> {
         self.by_id.get(id)
+    }
+
+    /// The facts of a call as these rules read them: like [`CallFacts::from_message`], but with
+    /// only the headers some route names (the others cannot change [`Rules::select`]).
+    pub fn facts(&self, msg: &crate::sip::Message, source: IpAddr) -> CallFacts {
+        facts::from_message(msg, source, Some(&self.header_names))
     }
 
     /// The route for a call: the first route in file order whose conditions all match, else the

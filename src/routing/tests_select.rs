@@ -351,3 +351,42 @@ fn request_uri_for_each_kind_of_target() {
         "sip:psap@127.0.0.1:5074"
     );
 }
+
+#[test]
+fn the_rules_facts_keep_only_the_headers_a_route_names_and_select_the_same() {
+    let r = rules();
+    let invite = |trunk: &str| {
+        let text = format!(
+            "INVITE sip:alice@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1\r\n\
+             From: <sip:+16175550100@10.0.0.1>;tag=1\r\n\
+             To: <sip:alice@127.0.0.1>\r\n\
+             Call-ID: c1\r\n\
+             CSeq: 1 INVITE\r\n\
+             x-TRUNK-group: {trunk}\r\n\
+             Subject: not named by any route\r\n\
+             PRIORITY:  emergency\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        crate::sip::Message::parse(text.into(), &crate::sip::Limits::default()).unwrap()
+    };
+    let source: IpAddr = "127.0.0.1".parse().unwrap();
+    for (trunk, route) in [("boston", "tagged"), ("worcester", "default")] {
+        let msg = invite(trunk);
+        let all = CallFacts::from_message(&msg, source);
+        let kept = r.facts(&msg, source);
+        assert_eq!(all.headers.len(), 9);
+        assert_eq!(
+            kept.headers,
+            vec![
+                ("x-trunk-group".to_string(), trunk.as_bytes().to_vec()),
+                ("priority".to_string(), b"emergency".to_vec()),
+            ],
+            "only the named headers, names lower-cased, in message order"
+        );
+        assert_eq!(route_of(&r, &all), route, "trunk {trunk}");
+        assert_eq!(route_of(&r, &kept), route, "trunk {trunk}");
+        assert_eq!(kept.caller, all.caller);
+        assert_eq!(kept.request_uri, all.request_uri);
+    }
+}

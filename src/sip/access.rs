@@ -130,11 +130,10 @@ impl Message {
     }
     /// The top Via.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        let (_, span) = self
-            .via_spans()
-            .next()
-            .ok_or(ParseError::MissingHeader("Via"))?;
-        Ok(parse_via(&self.buf, span)?.view(&self.buf))
+        self.top_via
+            .as_ref()
+            .map(|v| v.view(&self.buf))
+            .map_err(Clone::clone)
     }
     pub fn call_id(&self) -> &[u8] {
         self.buf.get(self.call_id.clone()).unwrap_or_default()

@@ -4,7 +4,6 @@
 //! calls commute except where they insert at the same place: `push_via` and `push_record_route`
 //! stack (the later call ends on top), header appends queue (the later call ends below).
 use super::text::list_items;
-use super::via::parse_via;
 use super::{HeaderName, Message, Source};
 use bytes::{Bytes, BytesMut};
 use std::net::IpAddr;
@@ -112,13 +111,10 @@ impl<'m> Editor<'m> {
     /// and fill `rport=<port>` when a bare `rport` was given (RFC 3581). With `rport` present,
     /// `received` is added even when sent-by matches. An existing `received` is overwritten.
     pub fn stamp_top_via(&mut self, src: Source) -> &mut Self {
-        let Some((_, span)) = self.msg.via_spans().next() else {
+        let Ok(via) = self.msg.top_via.clone() else {
             return self;
         };
         let buf = self.msg.bytes();
-        let Ok(via) = parse_via(buf, span) else {
-            return self;
-        };
         let host = buf.get(via.host.clone()).unwrap_or_default();
         let host = host
             .strip_prefix(b"[")

@@ -41,6 +41,10 @@ pub struct Message {
     pub(super) call_id: Range<usize>,
     pub(super) cseq: CSeq,
     pub(super) content_length: Option<usize>,
+    /// The top Via, parsed once here: every layer reads it (transaction key, relay, the call), up
+    /// to a dozen times per call, and parsing it each time was 13% of a proxied call's
+    /// instructions under callgrind. Err when it does not parse (the message itself still does).
+    pub(super) top_via: Result<super::via::ViaParts, ParseError>,
 }
 
 impl Message {
@@ -142,6 +146,18 @@ impl Message {
         let call_id = call_id.value_span.clone();
         let cseq = find(HeaderName::CSeq).ok_or(ParseError::MissingHeader("CSeq"))?;
         let cseq = parse_cseq(value(cseq)).ok_or(ParseError::BadValue("CSeq"))?;
+        // The first item of the Via fields, as `Message::via_spans` reads them.
+        let top_via = headers
+            .iter()
+            .filter(|h| h.name == HeaderName::Via)
+            .find_map(|h| {
+                let base = h.value_span.start;
+                super::text::list_items(value(h))
+                    .next()
+                    .map(|r| base + r.start..base + r.end)
+            })
+            .ok_or(ParseError::MissingHeader("Via"))
+            .and_then(|span| super::via::parse_via(b, span));
 
         Ok(Message {
             start,
@@ -152,6 +168,7 @@ impl Message {
             call_id,
             cseq,
             content_length,
+            top_via,
             buf,
         })
     }
