@@ -79,15 +79,20 @@ impl Proto {
             Proto::Tls => "TLS",
         }
     }
+
+    /// The lower-case name (`udp`, `tcp`, `tls`), as in the rules file and `transport=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+            Proto::Tls => "tls",
+        }
+    }
 }
 
 impl fmt::Display for Proto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Udp => "udp",
-            Proto::Tcp => "tcp",
-            Proto::Tls => "tls",
-        })
+        f.write_str(self.as_str())
     }
 }
 

@@ -31,18 +31,37 @@ impl Local {
 
     /// `SIP/2.0/UDP 127.0.0.1:5060;branch=...;rport`
     pub fn via(&self, proto: Proto, branch: &str) -> Vec<u8> {
-        let hp = self.any_addr(proto).map(host_port).unwrap_or_default();
-        let t = proto.via_token();
-        format!("SIP/2.0/{t} {hp};branch={branch};rport").into_bytes()
+        // Built by hand, not with format!: three of these per call (INVITE, ACK, BYE).
+        let mut out = Vec::with_capacity(96);
+        out.extend_from_slice(b"SIP/2.0/");
+        out.extend_from_slice(proto.via_token().as_bytes());
+        out.push(b' ');
+        if let Some(a) = self.any_addr(proto) {
+            push_host_port(&mut out, a);
+        }
+        out.extend_from_slice(b";branch=");
+        out.extend_from_slice(branch.as_bytes());
+        out.extend_from_slice(b";rport");
+        out
     }
 
     /// `<sip:127.0.0.1:5060;transport=udp;lr>`, with a flow token naming the caller's TCP or TLS
     /// connection when `flow` is given, so requests toward the caller reuse that connection.
     pub fn record_route(&self, proto: Proto, flow: Option<ConnId>) -> Vec<u8> {
-        let addr = self.any_addr(proto);
-        let hp = addr.map(host_port).unwrap_or_default();
-        let user = flow.map(|c| format!("f{}@", c.raw())).unwrap_or_default();
-        format!("<sip:{user}{hp};transport={proto};lr>").into_bytes()
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(b"<sip:");
+        if let Some(c) = flow {
+            out.push(b'f');
+            out.extend_from_slice(itoa::Buffer::new().format(c.raw()).as_bytes());
+            out.push(b'@');
+        }
+        if let Some(a) = self.any_addr(proto) {
+            push_host_port(&mut out, a);
+        }
+        out.extend_from_slice(b";transport=");
+        out.extend_from_slice(proto.as_str().as_bytes());
+        out.extend_from_slice(b";lr>");
+        out
     }
 
     /// Whether a URI names this proxy (host is one of our addresses, port ours or absent and 5060).
@@ -82,6 +101,24 @@ impl Inbound {
             conn: self.conn,
         }
     }
+}
+
+/// [`host_port`] appended to `out`, IPv4 without the fmt machinery.
+fn push_host_port(out: &mut Vec<u8>, a: SocketAddr) {
+    let mut num = itoa::Buffer::new();
+    match a {
+        SocketAddr::V4(v4) => {
+            for (i, o) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(num.format(o).as_bytes());
+            }
+        }
+        SocketAddr::V6(v6) => out.extend_from_slice(format!("[{}]", v6.ip()).as_bytes()),
+    }
+    out.push(b':');
+    out.extend_from_slice(num.format(a.port()).as_bytes());
 }
 
 pub fn host_port(a: SocketAddr) -> String {
@@ -231,4 +268,41 @@ pub fn response_hop(msg: &Message) -> Option<Destination> {
         _ => Proto::Udp,
     };
     Some(Destination::new(proto, SocketAddr::new(ip, port)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_via_and_record_route_read_as_the_formatted_text() {
+        for (udp, tcp) in [
+            ("127.0.0.1:5060", "10.20.30.255:15061"),
+            ("[::1]:5060", "[2001:db8::7]:65535"),
+        ] {
+            let local = Local {
+                udp: Some(udp.parse().unwrap()),
+                tcp: Some(tcp.parse().unwrap()),
+                tls: None,
+            };
+            for proto in [Proto::Udp, Proto::Tcp, Proto::Tls] {
+                let hp = host_port(local.any_addr(proto).unwrap());
+                assert_eq!(
+                    String::from_utf8(local.via(proto, "z9hG4bK-x")).unwrap(),
+                    format!("SIP/2.0/{} {hp};branch=z9hG4bK-x;rport", proto.via_token())
+                );
+                assert_eq!(
+                    String::from_utf8(local.record_route(proto, None)).unwrap(),
+                    format!("<sip:{hp};transport={proto};lr>")
+                );
+                assert_eq!(
+                    String::from_utf8(local.record_route(proto, Some(ConnId::from_raw(42))))
+                        .unwrap(),
+                    format!("<sip:f42@{hp};transport={proto};lr>")
+                );
+            }
+        }
+        assert_eq!(host_port("[::1]:5060".parse().unwrap()), "[::1]:5060");
+        assert_eq!(host_port("1.2.3.4:9".parse().unwrap()), "1.2.3.4:9");
+    }
 }
