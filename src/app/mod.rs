@@ -68,6 +68,9 @@ pub struct RunOptions {
     pub admin_token_for_reads: Option<bool>,
     /// Cluster mode (`--etcd`, `--node-id`): rules from etcd, hints shared; `rules_path` unused.
     pub cluster: Option<crate::cluster::Settings>,
+    /// Run the prober on a thread of its own (the binary: yes; tests: on the test's runtime,
+    /// whose clock they may pause, unless they test this).
+    pub prober_thread: bool,
 }
 
 /// A running proxy: its parts, for the binary and for tests.
@@ -268,7 +271,12 @@ async fn start_on(
             tracing::info!(transport = %l.transport, addr = %a, "listening");
         }
     }
-    health.spawn_prober(Arc::new(ProbeVia(transport.clone())), &tasks);
+    let probes = Arc::new(ProbeVia(transport.clone()));
+    if opts.prober_thread {
+        health.spawn_prober_on_thread(probes, &tasks);
+    } else {
+        health.spawn_prober(probes, &tasks);
+    }
     let behind = transport.clone();
     health.set_own_backlog(Arc::new(move || behind.last_behind()));
     health.set_tls_source(tls_source(rules.clone(), transport.clone()));

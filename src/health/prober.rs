@@ -373,6 +373,18 @@ impl Health {
         tasks.spawn(async move { health.run_prober(transport).await });
     }
 
+    /// [`Health::spawn_prober`] on a thread of its own, `sos-prober` (what `sosrouter run`
+    /// does): sending thousands of probes a second and expiring their deadlines then never
+    /// queues on the runtime threads that carry the calls. The replies still come in on the
+    /// proxy's receive loops, which hand them to [`Health`].
+    pub fn spawn_prober_on_thread(&self, transport: Arc<dyn ProbeTransport>, tasks: &Tasks) {
+        let health = self.clone();
+        tasks.spawn_on_thread(
+            "sos-prober",
+            async move { health.run_prober(transport).await },
+        );
+    }
+
     async fn run_prober(self, transport: Arc<dyn ProbeTransport>) {
         let mut sched = Schedule::new();
         sched.sync(&self.inner.topology.load().probe_hosts, Instant::now());

@@ -2,7 +2,8 @@
 //! outcomes take out a PSAP that answers pings but fails calls, recovery brings traffic back, and the
 //! operator's switch (through the admin HTTP endpoint) keeps calls off a target.
 //!
-//! Every test here runs under paused tokio time: probes, their timeouts, call timers and the pauses
+//! Every test here but the last (the binary's prober thread, which has a clock of its own) runs
+//! under paused tokio time: probes, their timeouts, call timers and the pauses
 //! between calls all run on the test's clock, which moves only when every task waits. So how many
 //! probe rounds pass between two calls is the same on every run, however loaded the machine, and
 //! a responsive fake never looks silent to a 300 ms timer. Bounds on waiting are liveness bounds.
@@ -326,4 +327,36 @@ chain = ["psap-a", "psap-b", "psap-c", "business-line"]
         !status.contains("site-a"),
         "only the shared domain turned: {status}"
     );
+}
+
+/// `sosrouter run` probes from a thread of its own (`RunOptions::prober_thread`). Real time here:
+/// that thread's clock is not the test's. Its probes reach a live target and go unanswered by a
+/// dead one, which goes down; shutdown ends its task with every other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_prober_on_a_thread_of_its_own_probes_and_ends_with_the_proxy() {
+    let a = Uas::start(Behaviour::Answer).await;
+    let g = Uas::start(Behaviour::Answer).await;
+    let dead = dead_port().await;
+    let rules = lab_rules_with_health(a.addr, dead, g.addr, FAST_TIMERS, FAST_PROBES);
+    let (rules, _) = sosrouter::routing::Rules::parse(&rules, "test.toml").unwrap();
+    let opts = sosrouter::app::RunOptions {
+        prober_thread: true,
+        ..Default::default()
+    };
+    let p = sosrouter::app::start(rules, &opts).await.unwrap();
+    eventually(WAIT, "the live target probed", || a.count("OPTIONS") >= 2).await;
+    eventually(WAIT, "the dead target down", || {
+        state(&p, "psap-backup") == State::Down
+    })
+    .await;
+    assert_eq!(state(&p, "psap-primary"), State::Up);
+    assert!(
+        p.shutdown(std::time::Duration::ZERO).await,
+        "every task ended"
+    );
+    assert!(p.tasks.is_joined());
+    let probed = a.count("OPTIONS");
+    // Absence: can pass wrongly on a slow run, never fail wrongly.
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(a.count("OPTIONS"), probed, "no probe after shutdown");
 }
