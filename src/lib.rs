@@ -17,7 +17,8 @@
 //!   `proxy/dialogs.rs` keeps answered calls until their BYE (short-call signal).
 //! - `routing`     — the compiled rules snapshot, route matching and the failover plan (pure);
 //!   `routing::whatif` answers `sosrouter route`.
-//! - `health`      — probes (sent in 10 ms batches by one prober task, `health/prober.rs`), call
+//! - `health`      — probes (sent in 10 ms batches by one prober task, on a thread of its own in
+//!   `sosrouter run`: `health/prober.rs`), call
 //!   outcomes and test-call verdicts feeding one state machine per
 //!   target (up, suspect, down, recovering; `health/state.rs`), overdue estimates, half-open trials;
 //!   failure domains and the systemic alarm (`health/domains.rs`); readiness.
@@ -36,8 +37,8 @@
 //! - `config`      — the operator-facing TOML rules file with positions and diagnostics (pure);
 //!   also home of [`config::Proto`], the transport protocol every layer names.
 //! - `tasks`       — [`tasks::Tasks`]: the one task tracker and cancellation token every background
-//!   task runs on; background work (reloads, admin pages) on threads at nice 10; the runtime
-//!   lateness ticker.
+//!   task runs on; background work (reloads, admin pages) on threads at nice 10; a task on a
+//!   thread of its own (the prober); the runtime lateness ticker.
 //! - `cluster`     — active/active nodes through etcd (its JSON gateway, on a background task,
 //!   never on the call path): numbered rules versions moved by compare-and-swap (`rules push`,
 //!   `history`, `rollback`), each node's running version, health hints under a lease; a peer's
