@@ -762,7 +762,9 @@ def cmd_scale_knee(argv: list) -> int:
     sizes = knee_sizes()
     run = make_run("scale-knee")
     retries = int(os.environ.get("STEP_RETRIES", "1") or 0)
-    stairs = {z: lab.Stair(st.rates, st.bisect_steps, retries) for z in sizes}
+    cfg = run.cfg
+    stairs = {z: lab.Stair(st.rates, st.bisect_steps, retries, cfg.steal_retries, cfg.steal_retry_pct)
+              for z in sizes}
     steps = {z: [] for z in sizes}
     budget = 120 + 2 * len(sizes) * (len(st.rates) + st.bisect_steps) * (st.step_s + st.settle_s + 40)
     beds = {}
@@ -804,7 +806,7 @@ def cmd_scale_knee(argv: list) -> int:
                     s = {"ok": False, "rate_offered": rate}
                 s["steal_pct"] = report.stall_figures(d).get("steal_pct")
                 steps[z].append(s)
-                stairs[z].record(rate, bool(s.get("ok")))
+                stairs[z].record(rate, bool(s.get("ok")), s.get("steal_pct"))
             rounds += 1
     finally:
         run.close()

@@ -421,8 +421,8 @@ def cmd_sse_load(cfg: lab.Config) -> int:
         idle_s = float(e.get("SSE_IDLE_S", "15"))
         if idle_s > 0:
             meta.update(idle_cost(r, n_clients, switch, idle_s))
-        arms = {"A": lab.Stair(rates, cfg.bisect_steps, cfg.step_retries),
-                "B": lab.Stair(rates, cfg.bisect_steps, cfg.step_retries)}
+        arms = {a: lab.Stair(rates, cfg.bisect_steps, cfg.step_retries, cfg.steal_retries, cfg.steal_retry_pct)
+                for a in ("A", "B")}
         steps = {"A": [], "B": []}
         b_clients: list = []
         n, rnd = 0, 0
@@ -440,7 +440,7 @@ def cmd_sse_load(cfg: lab.Config) -> int:
                         f"{rate} calls/s for {cfg.step_s:g} s (load {loadavg()})")
                 s = one_step(r, d, arm, rate, n, n_clients, switch, b_clients)
                 steps[arm].append(s)
-                arms[arm].record(rate, bool(s.get("ok")))
+                arms[arm].record(rate, bool(s.get("ok")), lab.step_steal(d))
         meta.update(loadavg_after=loadavg(), uptime_after=_uptime(), switch_ok=switch.ok, switch_failed=switch.failed,
                     admin=cfg.admin_addr)
         text, res = summarise(steps["A"], steps["B"], client_figures(b_clients), meta)

@@ -53,6 +53,29 @@ def test_stair_retries_a_bad_step_and_a_rate_is_bad_only_when_every_attempt_was(
     assert s.next_rate() == 250, "without retries a bad step is final"
 
 
+def test_stair_runs_a_step_that_failed_under_steal_again_first_and_counts_one_under_low_steal():
+    s = lab.Stair([500, 1000, 1500], 1, retries=1, steal_retries=2, steal_limit=10)
+    # (ok, steal %) per attempt of each rate.
+    verdicts = {500: [(True, 30)], 1000: [(False, 15), (False, 19), (False, 4), (True, 0)],
+                1500: [(False, 2), (False, 1)], 1250: [(False, 40), (True, 3)]}
+    ran = []
+    while (rate := s.next_rate()) is not None:
+        ran.append((" ".join(s.label().split(" ")[:2]), rate))
+        s.record(rate, *verdicts[rate].pop(0))
+    assert ran == [("step 1", 500), ("step 2", 1000), ("steal retry", 1000), ("steal retry", 1000),
+                   ("retry 1", 1000), ("step 3", 1500), ("retry 1", 1500), ("bisection 1", 1250),
+                   ("steal retry", 1250)]
+    assert s.knee == 1250, "1000 passed on its last attempt, 1500 failed twice at low steal"
+    s = lab.Stair([500, 1000], 1, retries=0, steal_retries=1, steal_limit=10)
+    s.record(500, False, None)
+    assert s.next_rate() == 250, "a step without a steal figure is not run again"
+    s = lab.Stair([500, 1000], 1, retries=0, steal_retries=1, steal_limit=10)
+    s.record(500, False, 11)
+    assert s.label() == "steal retry 1 of 500 (it failed at 11 % host steal)"
+    s.record(500, False, 12)
+    assert s.next_rate() == 250, "steal retries are bounded"
+
+
 def test_stair_labels():
     s = lab.Stair([500, 1000], 1)
     assert s.label() == "step 1"
