@@ -59,8 +59,8 @@
 //!   `transport::Backlog`, comes in through a closure the wiring sets, and timeouts are held
 //!   meanwhile), never `metrics` (probe lateness and alarms
 //!   leave through sinks the wiring sets), never `testcall` (test calls are asked for through a sink);
-//! - `testcall` uses `config`, `routing`, `sip`, `transaction` and `transport` (the `[tls]` client
-//!   side, for test calls to TLS targets);
+//! - `testcall` uses `config`, `routing`, `sip`, `tasks`, `transaction` and `transport` (the `[tls]`
+//!   client side, for test calls to TLS targets);
 //! - `metrics` reads `health`, `events` and `routing` at scrape time; never `proxy` (the proxy
 //!   hands in its `CallFigures`);
 //! - `cluster` uses `events`, `health` and `tasks`; it swaps rules through its `RulesSink`, which

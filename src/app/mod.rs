@@ -426,7 +426,7 @@ fn start_test_calls(
     use crate::testcall::{TestCalls, TestReason, Verdict};
     let now = rules.load();
     let settings = now.test_calls.clone();
-    let (calls, mut reports) = TestCalls::spawn(test_call_plan(&now, tls));
+    let (calls, mut reports) = TestCalls::spawn(test_call_plan(&now, tls), tasks);
     let handle = calls.clone();
     let current = rules.clone();
     let sink = Arc::new(move |id: &str, why: TestWhy| {

@@ -12,7 +12,8 @@
 //! 3. The [`Verdict`] comes out as soon as it is known; the call lingers only to finish cleanly.
 //!
 //! Wiring (for `app` and `health`): `let (calls, reports) = TestCalls::spawn(Plan::new(
-//! rules.test_calls.clone(), rules.targets.clone()))` once; `calls.update(Plan::new(..))` after a
+//! rules.test_calls.clone(), rules.targets.clone()), &tasks)` once (the scheduler and every test
+//! call run on the app's tasks); `calls.update(Plan::new(..))` after a
 //! reload; `calls.request(target, TestReason::Recovering)` from anywhere (never blocks); one task reads
 //! `reports` ([`Report`]: target, reason, [`Verdict`], [`Details`]) and feeds health.
 //!

@@ -32,6 +32,7 @@
 use super::shell::{CallParams, run_test_call};
 use super::{Report, TestReason, Verdict};
 use crate::routing::{Target, TargetId, TestCallSettings};
+use crate::tasks::Tasks;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -88,12 +89,13 @@ pub struct TestCalls {
 }
 
 impl TestCalls {
-    /// Starts the scheduler task. Reports (one per test call that ran) come out of the receiver.
-    pub fn spawn(plan: Plan) -> (TestCalls, mpsc::UnboundedReceiver<Report>) {
+    /// Starts the scheduler task on `tasks`, and each test call on it too (shutdown cancels them
+    /// with every other task). Reports (one per test call that ran) come out of the receiver.
+    pub fn spawn(plan: Plan, tasks: &Tasks) -> (TestCalls, mpsc::UnboundedReceiver<Report>) {
         let (requests, rx) = mpsc::channel(QUEUE);
         let (plan_tx, plan_rx) = watch::channel(plan);
         let (reports, reports_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, plan_rx, reports));
+        tasks.spawn(run(rx, plan_rx, reports, tasks.clone()));
         let handle = TestCalls {
             requests,
             plan: Arc::new(plan_tx),
@@ -115,6 +117,8 @@ impl TestCalls {
 }
 
 struct Sched {
+    /// Where the test calls run (the app's tasks: cancelled and joined at shutdown).
+    tasks: Tasks,
     plan: Plan,
     in_flight: HashMap<TargetId, Flight>,
     /// Numbers the calls, so that a superseded call's end does not free its successor's slot.
@@ -168,9 +172,11 @@ async fn run(
     mut requests: mpsc::Receiver<(Arc<Target>, TestReason)>,
     mut plan_rx: watch::Receiver<Plan>,
     reports: mpsc::UnboundedSender<Report>,
+    tasks: Tasks,
 ) {
     let (done, mut done_rx) = mpsc::unbounded_channel();
     let mut s = Sched {
+        tasks,
         plan: plan_rx.borrow_and_update().clone(),
         in_flight: HashMap::new(),
         next_call: 0,
@@ -394,7 +400,7 @@ impl Sched {
         );
         let jitter = random_below(self.plan.jitter);
         let (done, reports) = (self.done.clone(), self.reports.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::time::sleep(jitter).await;
             debug!(target = %target.id, reason = %why, uri = %params.request_uri, "test call starts");
             // The target is free for its next test call as soon as this one has a verdict: the call

@@ -274,7 +274,7 @@ async fn scheduler_dedups_per_target_and_caps_in_flight() {
         .collect();
     let mut plan = Plan::new(settings(2, 1000), targets.clone());
     plan.jitter = Duration::ZERO;
-    let (tc, mut reports) = TestCalls::spawn(plan);
+    let (tc, mut reports) = TestCalls::spawn(plan, &crate::tasks::Tasks::new());
     assert!(tc.request(targets[0].clone(), TestReason::Overdue));
     assert!(tc.request(targets[0].clone(), TestReason::FailedCalls));
     assert!(tc.request(targets[1].clone(), TestReason::DomainSuspect));
@@ -324,7 +324,7 @@ async fn scheduler_periodic_and_disabled() {
     s.interval = Some(Duration::from_secs(10));
     let mut plan = Plan::new(Arc::new(s.clone()), vec![t.clone()]);
     plan.jitter = Duration::ZERO;
-    let (tc, mut reports) = TestCalls::spawn(plan.clone());
+    let (tc, mut reports) = TestCalls::spawn(plan.clone(), &crate::tasks::Tasks::new());
     for _ in 0..2 {
         let r = tokio::time::timeout(Duration::from_secs(30), reports.recv())
             .await
@@ -370,7 +370,7 @@ async fn recovery_test_calls_through_one_failure_domain_start_one_per_pace() {
     let mut plan = Plan::new(settings(8, 3000), targets.clone());
     plan.jitter = Duration::ZERO;
     plan.recovery_pace = Duration::from_secs(1);
-    let (tc, _reports) = TestCalls::spawn(plan);
+    let (tc, _reports) = TestCalls::spawn(plan, &crate::tasks::Tasks::new());
     let t0 = tokio::time::Instant::now();
     for t in &targets {
         assert!(tc.request(t.clone(), TestReason::Recovering));
@@ -428,7 +428,7 @@ async fn a_good_test_call_through_a_domain_releases_its_held_recovery_test_calls
     let mut plan = Plan::new(settings(8, 3000), targets.clone());
     plan.jitter = Duration::ZERO;
     plan.recovery_pace = Duration::from_secs(1);
-    let (tc, mut reports) = TestCalls::spawn(plan);
+    let (tc, mut reports) = TestCalls::spawn(plan, &crate::tasks::Tasks::new());
     for t in &targets {
         assert!(tc.request(t.clone(), TestReason::Recovering));
     }
@@ -460,7 +460,7 @@ async fn a_good_test_call_through_a_domain_supersedes_the_calls_placed_into_the_
     let mut plan = Plan::new(settings(8, 3000), vec![hung_t.clone(), healed_t.clone()]);
     plan.jitter = Duration::ZERO;
     plan.recovery_pace = Duration::from_secs(1);
-    let (tc, mut reports) = TestCalls::spawn(plan);
+    let (tc, mut reports) = TestCalls::spawn(plan, &crate::tasks::Tasks::new());
     let t0 = tokio::time::Instant::now();
     tc.request(hung_t.clone(), TestReason::Recovering);
     until(Duration::from_millis(100), || hung.calls() == 1).await;
@@ -483,5 +483,25 @@ async fn a_good_test_call_through_a_domain_supersedes_the_calls_placed_into_the_
     assert!(
         t0.elapsed() > Duration::from_secs(4),
         "the superseded call's verdict went nowhere"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_the_scheduler_and_a_test_call_in_flight() {
+    let psap = udp_psap(Behaviour::Silent).await;
+    let t = Arc::new(target("silent", psap.sip, Proto::Udp));
+    let mut plan = Plan::new(settings(2, 60_000), vec![t.clone()]);
+    plan.jitter = Duration::ZERO;
+    let tasks = crate::tasks::Tasks::new();
+    let (tc, mut reports) = TestCalls::spawn(plan, &tasks);
+    assert!(tc.request(t, TestReason::Overdue));
+    until(Duration::from_millis(500), || psap.calls() == 1).await;
+    assert_eq!(tasks.len(), 2, "the scheduler and the call, tracked");
+    // The call would wait 60 s for an answer: shutdown does not.
+    assert!(tasks.cancel_and_join(Duration::from_secs(1)).await);
+    assert!(tasks.is_joined());
+    assert!(
+        reports.recv().await.is_none(),
+        "no verdict from a cancelled call, and the scheduler is gone"
     );
 }
