@@ -132,7 +132,11 @@ impl Tasks {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.tracker.spawn_blocking(move || in_background_thread(f))
+        let work = move || in_background_thread(f);
+        match &self.runtime {
+            Some(rt) => self.tracker.spawn_blocking_on(work, rt),
+            None => self.tracker.spawn_blocking(work),
+        }
     }
 
     /// Fires when shutdown begins.
