@@ -347,8 +347,14 @@ function checkStale() {
 // (an `event: lost` from the server means the ring no longer had them: read everything again).
 let streamCtl = null;
 let lastEventId = null;
+// The pending reconnect after a stream ended. A new connect() cancels it: left pending, it fired up
+// to a second later and replaced the healthy stream the token had just opened, with whatever token
+// the tab held by then (none, once the operator forgot it: a 401 and a dead stream).
+let retryTimer = null;
 
 async function connect() {
+  clearTimeout(retryTimer);
+  retryTimer = null;
   if (streamCtl) streamCtl.abort();
   const ctl = new AbortController();
   streamCtl = ctl;
@@ -382,7 +388,7 @@ async function connect() {
   }
   if (streamCtl !== ctl) return; // a newer connection replaced this one
   setLive(false);
-  setTimeout(connect, 1000);
+  retryTimer = setTimeout(connect, 1000);
 }
 
 function onBlock(block) {
