@@ -274,7 +274,7 @@ fn main() -> ExitCode {
                 admin_token_for_reads: Some(admin_token_for_reads),
                 prober_thread: true,
             };
-            let rt = match runtime(Some(run_workers(workers))) {
+            let rt = match run_runtime(run_workers(workers)) {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
@@ -303,7 +303,7 @@ fn route(rules: &std::path::Path, args: &app::route::RouteArgs, json: bool) -> E
             return ExitCode::from(1);
         }
     };
-    let answer = match runtime(None) {
+    let answer = match runtime() {
         Ok(rt) => rt.block_on(app::route::route(&rules, args)),
         Err(code) => return code,
     };
@@ -378,7 +378,7 @@ fn cluster_settings(
 
 /// `sosrouter rules push|history|rollback`: 0 done, 1 refused or etcd error, 3 lost a race.
 fn rules_cmd(cmd: RulesCmd) -> ExitCode {
-    let rt = match runtime(None) {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -509,19 +509,22 @@ fn run_workers(flag: Option<u16>) -> Option<usize> {
     Some(cpus.saturating_sub(1).max(1))
 }
 
-/// The tokio runtime of a command: multi-threaded for `run` (`Some(workers)`, None: tokio's
-/// default), one thread for the short clients (`None`), or exit code 2 with the reason on stderr.
-fn runtime(run: Option<Option<usize>>) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut b = match run {
-        Some(workers) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = workers {
-                b.worker_threads(n);
-            }
-            b
-        }
-        None => tokio::runtime::Builder::new_current_thread(),
-    };
+/// The runtime of `run`: `workers` threads (None: tokio's default), or exit code 2.
+fn run_runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    build(b)
+}
+
+/// The one-thread runtime of the short clients (`route`, `rules`), or exit code 2.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    build(tokio::runtime::Builder::new_current_thread())
+}
+
+/// Builds `b` with I/O and time, or exit code 2 with the reason on stderr.
+fn build(mut b: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
     b.enable_all().build().map_err(|e| {
         eprintln!("error: cannot start the runtime: {e}");
         ExitCode::from(2)

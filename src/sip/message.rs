@@ -146,20 +146,8 @@ impl Message {
         let call_id = call_id.value_span.clone();
         let cseq = find(HeaderName::CSeq).ok_or(ParseError::MissingHeader("CSeq"))?;
         let cseq = parse_cseq(value(cseq)).ok_or(ParseError::BadValue("CSeq"))?;
-        // The first item of the Via fields, as `Message::via_spans` reads them.
-        let top_via = headers
-            .iter()
-            .filter(|h| h.name == HeaderName::Via)
-            .find_map(|h| {
-                let base = h.value_span.start;
-                super::text::list_items(value(h))
-                    .next()
-                    .map(|r| base + r.start..base + r.end)
-            })
-            .ok_or(ParseError::MissingHeader("Via"))
-            .and_then(|span| super::via::parse_via(b, span));
 
-        Ok(Message {
+        let mut m = Message {
             start,
             start_span,
             headers,
@@ -168,9 +156,14 @@ impl Message {
             call_id,
             cseq,
             content_length,
-            top_via,
+            top_via: Err(ParseError::MissingHeader("Via")),
             buf,
-        })
+        };
+        let top = m.via_spans().next().map(|(_, span)| span);
+        if let Some(span) = top {
+            m.top_via = super::via::parse_via(&m.buf, span);
+        }
+        Ok(m)
     }
 }
 

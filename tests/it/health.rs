@@ -354,9 +354,8 @@ async fn the_prober_on_a_thread_of_its_own_probes_and_ends_with_the_proxy() {
         p.shutdown(std::time::Duration::ZERO).await,
         "every task ended"
     );
-    assert!(p.tasks.is_joined());
-    let probed = a.count("OPTIONS");
-    // Absence: can pass wrongly on a slow run, never fail wrongly.
-    tokio::time::sleep(QUIET).await;
-    assert_eq!(a.count("OPTIONS"), probed, "no probe after shutdown");
+    assert!(
+        p.tasks.is_joined(),
+        "the prober's task ended with the others: it sends no more probes"
+    );
 }
